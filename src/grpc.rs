@@ -1,0 +1,168 @@
+//! gRPC over HTTP/2 framing shared by the receiver and the exporter: the
+//! 5-byte length prefix, status codes, `grpc-message` percent-encoding.
+
+use bytes::Bytes;
+use thiserror::Error;
+
+/// gRPC status codes (https://grpc.github.io/grpc/core/md_doc_statuscodes.html).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Code {
+    Ok = 0,
+    Cancelled = 1,
+    Unknown = 2,
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    NotFound = 5,
+    AlreadyExists = 6,
+    PermissionDenied = 7,
+    ResourceExhausted = 8,
+    FailedPrecondition = 9,
+    Aborted = 10,
+    OutOfRange = 11,
+    Unimplemented = 12,
+    Internal = 13,
+    Unavailable = 14,
+    DataLoss = 15,
+    Unauthenticated = 16,
+}
+
+impl Code {
+    pub fn from_u32(v: u32) -> Code {
+        use Code::*;
+        match v {
+            0 => Ok,
+            1 => Cancelled,
+            3 => InvalidArgument,
+            4 => DeadlineExceeded,
+            5 => NotFound,
+            6 => AlreadyExists,
+            7 => PermissionDenied,
+            8 => ResourceExhausted,
+            9 => FailedPrecondition,
+            10 => Aborted,
+            11 => OutOfRange,
+            12 => Unimplemented,
+            13 => Internal,
+            14 => Unavailable,
+            15 => DataLoss,
+            16 => Unauthenticated,
+            _ => Unknown,
+        }
+    }
+
+    /// Decimal form for the `grpc-status` header.
+    pub fn as_header(self) -> http::HeaderValue {
+        http::HeaderValue::from(self as u8 as u16)
+    }
+}
+
+/// Length of the gRPC message prefix: 1 byte compressed flag + 4 bytes big-endian length.
+pub const PREFIX_LEN: usize = 5;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("gRPC message is truncated: {0} bytes, expected at least a 5-byte prefix")]
+    ShortPrefix(usize),
+    #[error("gRPC message declares {declared} bytes but the body holds {actual}")]
+    LengthMismatch { declared: usize, actual: usize },
+    #[error("gRPC message of {0} bytes exceeds the limit of {1} bytes")]
+    TooLarge(usize, usize),
+}
+
+/// The 5-byte prefix for a message of `len` bytes.
+pub fn prefix(compressed: bool, len: usize) -> [u8; PREFIX_LEN] {
+    let l = (len as u32).to_be_bytes();
+    [compressed as u8, l[0], l[1], l[2], l[3]]
+}
+
+/// Reads the prefix of a unary request body: returns (compressed, declared length).
+pub fn parse_prefix(head: &[u8]) -> Result<(bool, usize), FrameError> {
+    if head.len() < PREFIX_LEN {
+        return Err(FrameError::ShortPrefix(head.len()));
+    }
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    Ok((head[0] != 0, len))
+}
+
+/// Splits a complete unary gRPC body into (compressed flag, message). The body
+/// must hold exactly one message.
+pub fn unframe(body: Bytes, limit: usize) -> Result<(bool, Bytes), FrameError> {
+    let (compressed, declared) = parse_prefix(&body)?;
+    if declared > limit {
+        return Err(FrameError::TooLarge(declared, limit));
+    }
+    let actual = body.len() - PREFIX_LEN;
+    if declared != actual {
+        return Err(FrameError::LengthMismatch { declared, actual });
+    }
+    Ok((compressed, body.slice(PREFIX_LEN..)))
+}
+
+/// Percent-encodes a `grpc-message` value as the gRPC HTTP/2 spec asks.
+pub fn encode_message(msg: &str) -> http::HeaderValue {
+    let mut out = String::with_capacity(msg.len());
+    for b in msg.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    http::HeaderValue::from_str(&out).unwrap_or_else(|_| http::HeaderValue::from_static("error"))
+}
+
+/// Decodes a percent-encoded `grpc-message`.
+pub fn decode_message(v: &[u8]) -> String {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'%' && i + 2 < v.len() {
+            if let Ok(b) = u8::from_str_radix(std::str::from_utf8(&v[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(v[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_round_trip() {
+        let msg = b"hello";
+        let mut body = prefix(false, msg.len()).to_vec();
+        body.extend_from_slice(msg);
+        let (c, m) = unframe(Bytes::from(body), 100).unwrap();
+        assert!(!c);
+        assert_eq!(&m[..], msg);
+    }
+
+    #[test]
+    fn frame_errors() {
+        assert_eq!(unframe(Bytes::from_static(b"\0\0"), 10), Err(FrameError::ShortPrefix(2)));
+        let mut body = prefix(false, 50).to_vec();
+        body.extend_from_slice(b"abc");
+        assert_eq!(
+            unframe(Bytes::from(body.clone()), 10),
+            Err(FrameError::TooLarge(50, 10))
+        );
+        assert_eq!(
+            unframe(Bytes::from(body), 100),
+            Err(FrameError::LengthMismatch { declared: 50, actual: 3 })
+        );
+    }
+
+    #[test]
+    fn message_percent_encoding() {
+        let v = encode_message("bad 100% ü");
+        assert_eq!(v.to_str().unwrap(), "bad 100%25 %C3%BC");
+        assert_eq!(decode_message(v.as_bytes()), "bad 100% ü");
+    }
+}

@@ -1,0 +1,4 @@
+//! Networking glue: hyper 1.x over glommio's io_uring-driven TCP sockets.
+
+pub mod hyper_io;
+pub mod server;
