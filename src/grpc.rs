@@ -166,3 +166,87 @@ mod tests {
         assert_eq!(decode_message(v.as_bytes()), "bad 100% ü");
     }
 }
+
+/// `google.rpc.Status`, `google.protobuf.Any`, `google.rpc.RetryInfo` and
+/// `google.protobuf.Duration`: the few well-known messages gRPC and OTLP/HTTP
+/// use for error details and retry hints.
+pub mod rpc {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Status {
+        #[prost(int32, tag = "1")]
+        pub code: i32,
+        #[prost(string, tag = "2")]
+        pub message: String,
+        #[prost(message, repeated, tag = "3")]
+        pub details: Vec<Any>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Any {
+        #[prost(string, tag = "1")]
+        pub type_url: String,
+        #[prost(bytes = "vec", tag = "2")]
+        pub value: Vec<u8>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RetryInfo {
+        #[prost(message, optional, tag = "1")]
+        pub retry_delay: Option<Duration>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Duration {
+        #[prost(int64, tag = "1")]
+        pub seconds: i64,
+        #[prost(int32, tag = "2")]
+        pub nanos: i32,
+    }
+
+    pub const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
+
+    /// A `google.rpc.Status` carrying a RetryInfo detail when `retry` is set.
+    pub fn status(code: super::Code, message: &str, retry: Option<std::time::Duration>) -> Status {
+        Status {
+            code: code as i32,
+            message: message.to_string(),
+            details: retry
+                .map(|d| Any {
+                    type_url: RETRY_INFO_TYPE.to_string(),
+                    value: prost::Message::encode_to_vec(&RetryInfo {
+                        retry_delay: Some(Duration {
+                            seconds: d.as_secs() as i64,
+                            nanos: d.subsec_nanos() as i32,
+                        }),
+                    }),
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// The retry delay carried by a `google.rpc.Status`, if any.
+    pub fn retry_delay(status: &Status) -> Option<std::time::Duration> {
+        status.details.iter().find(|a| a.type_url == RETRY_INFO_TYPE).and_then(|a| {
+            let ri = <RetryInfo as prost::Message>::decode(&a.value[..]).ok()?;
+            let d = ri.retry_delay?;
+            Some(std::time::Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
+        })
+    }
+}
+
+/// The `grpc-status-details-bin` header value for a status with a retry hint.
+pub fn status_details_bin(code: Code, message: &str, retry: Option<std::time::Duration>) -> http::HeaderValue {
+    use base64::Engine;
+    let raw = prost::Message::encode_to_vec(&rpc::status(code, message, retry));
+    let b64 = base64::engine::general_purpose::STANDARD_NO_PAD.encode(raw);
+    http::HeaderValue::from_str(&b64).unwrap_or_else(|_| http::HeaderValue::from_static(""))
+}
+
+/// Parses a `grpc-status-details-bin` value (padded or not) into a status.
+pub fn parse_status_details(v: &[u8]) -> Option<rpc::Status> {
+    use base64::Engine;
+    let trimmed: Vec<u8> = v.iter().copied().filter(|b| *b != b'=').collect();
+    let raw = base64::engine::general_purpose::STANDARD_NO_PAD.decode(trimmed).ok()?;
+    <rpc::Status as prost::Message>::decode(&raw[..]).ok()
+}

@@ -14,11 +14,15 @@ pub mod grpc;
 pub mod net;
 pub mod otlp_json;
 pub mod payload;
+#[cfg(feature = "wip")]
 pub mod pipeline;
 pub mod processor;
 pub mod proto;
+#[cfg(feature = "wip")]
 pub mod receiver;
+#[cfg(feature = "wip")]
 pub mod shard;
+pub mod shutdown;
 pub mod signal;
 pub mod store;
 pub mod telemetry;

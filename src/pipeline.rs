@@ -1,1 +1,240 @@
-//! (being written)
+//! A shard's pipelines: which receiver feeds which pipelines per signal, each
+//! pipeline's batch processor, and the hand-off of finished batches to the
+//! exporters' sending queues. Everything here is owned by one shard.
+
+use std::{cell::RefCell, rc::Rc, time::Instant};
+
+use thiserror::Error;
+
+use crate::{
+    config::{Config, ProcessorConfig},
+    exporter::{queue::Item, ExporterHandle},
+    payload::Payload,
+    processor::batch::{BatchSettings, Batcher},
+    signal::Signal,
+    telemetry::Stats,
+};
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum SubmitError {
+    #[error("no {0} pipeline takes data from this receiver")]
+    NoPipeline(Signal),
+    #[error("sending queue of exporter {0} is full")]
+    QueueFull(String),
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+struct Pipeline {
+    signal: Signal,
+    batcher: Option<RefCell<Batcher>>,
+    /// Indices into `ShardPipelines::exporters`.
+    exporters: Vec<usize>,
+}
+
+/// The pipelines of one shard.
+pub struct ShardPipelines {
+    pub shard: usize,
+    pipelines: Vec<Pipeline>,
+    /// Receiver index (position in `receiver_ids`) → signal → pipeline indices.
+    routes: Vec<[Vec<usize>; 3]>,
+    pub receiver_ids: Vec<String>,
+    pub exporters: Vec<ExporterHandle>,
+    stats: Stats,
+}
+
+impl ShardPipelines {
+    /// Builds the routing for one shard. `exporters` must hold one handle per
+    /// exporter id used in any pipeline (in `exporter_ids` order).
+    pub fn new(shard: usize, config: &Config, exporters: Vec<ExporterHandle>, stats: Stats) -> Self {
+        let receiver_ids: Vec<String> = config.receivers.keys().map(|k| k.to_string()).collect();
+        let mut routes = vec![[Vec::new(), Vec::new(), Vec::new()]; receiver_ids.len()];
+        let mut pipelines = Vec::new();
+        for p in &config.service.pipelines {
+            let batch = p.processors.iter().find_map(|id| match config.processors.get(id) {
+                Some(ProcessorConfig::Batch(b)) => Some(BatchSettings {
+                    send_batch_size: b.send_batch_size.max(1),
+                    send_batch_max_size: b.send_batch_max_size,
+                    timeout: b.timeout,
+                }),
+                _ => None,
+            });
+            let idx = pipelines.len();
+            pipelines.push(Pipeline {
+                signal: p.signal,
+                batcher: batch.map(|b| RefCell::new(Batcher::new(p.signal, b))),
+                exporters: p
+                    .exporters
+                    .iter()
+                    .filter_map(|e| exporters.iter().position(|h| h.id == e.to_string()))
+                    .collect(),
+            });
+            for r in &p.receivers {
+                if let Some(ri) = receiver_ids.iter().position(|x| *x == r.to_string()) {
+                    routes[ri][p.signal.index()].push(idx);
+                }
+            }
+        }
+        ShardPipelines {
+            shard,
+            pipelines,
+            routes,
+            receiver_ids,
+            exporters,
+            stats,
+        }
+    }
+
+    pub fn receiver_index(&self, id: &str) -> Option<usize> {
+        self.receiver_ids.iter().position(|r| r == id)
+    }
+
+    /// Whether `receiver` feeds any pipeline of `signal`.
+    pub fn accepts(&self, receiver: usize, signal: Signal) -> bool {
+        self.routes
+            .get(receiver)
+            .is_some_and(|r| !r[signal.index()].is_empty())
+    }
+
+    /// Hands an accepted request to every pipeline `receiver` feeds for `signal`.
+    /// On `Ok` the data is owned by the shard (batched or queued) and the
+    /// request may be acknowledged.
+    pub fn submit(&self, receiver: usize, signal: Signal, payload: Payload) -> Result<(), SubmitError> {
+        let Some(targets) = self.routes.get(receiver).map(|r| &r[signal.index()]) else {
+            return Err(SubmitError::NoPipeline(signal));
+        };
+        if targets.is_empty() {
+            return Err(SubmitError::NoPipeline(signal));
+        }
+        // Refuse before accepting anything when a queue could not take what this
+        // request may produce, so acknowledged data always has a place to go.
+        for &pi in targets {
+            let p = &self.pipelines[pi];
+            let need = match &p.batcher {
+                Some(b) => {
+                    let b = b.borrow();
+                    let max = b.settings.send_batch_max_size;
+                    let total = b.pending_items() + payload.items;
+                    if total < b.settings.send_batch_size {
+                        0
+                    } else if max == 0 {
+                        1
+                    } else {
+                        total.div_ceil(max) as usize + 1
+                    }
+                }
+                None => 1,
+            };
+            for &ei in &p.exporters {
+                let e = &self.exporters[ei];
+                if e.producer.borrow().free() < need {
+                    let st = &self.stats.shards[self.shard].exporters[e.index];
+                    st.enqueue_failed.add(signal, payload.items);
+                    return Err(SubmitError::QueueFull(e.id.clone()));
+                }
+            }
+        }
+        let last = targets.len() - 1;
+        let mut payload = Some(payload);
+        for (i, &pi) in targets.iter().enumerate() {
+            let p = &self.pipelines[pi];
+            let data = if i == last {
+                payload.take().unwrap_or_default()
+            } else {
+                payload.clone().unwrap_or_default()
+            };
+            match &p.batcher {
+                Some(b) => b.borrow_mut().push(data, &mut |batch| self.enqueue(p, batch)),
+                None => self.enqueue(p, data),
+            }
+        }
+        Ok(())
+    }
+
+    fn enqueue(&self, p: &Pipeline, batch: Payload) {
+        let last = p.exporters.len().saturating_sub(1);
+        let mut batch = Some(batch);
+        for (i, &ei) in p.exporters.iter().enumerate() {
+            let e = &self.exporters[ei];
+            let data = if i == last {
+                batch.take().unwrap_or_default()
+            } else {
+                batch.clone().unwrap_or_default()
+            };
+            let items = data.items;
+            let st = &self.stats.shards[self.shard].exporters[e.index];
+            match e.producer.borrow_mut().push(Item {
+                signal: p.signal,
+                payload: data,
+            }) {
+                Ok(()) => st.enqueued.add(p.signal, items),
+                Err(item) => {
+                    // Capacity was checked before accepting; this is a bug if reached.
+                    st.enqueue_failed.add(p.signal, items);
+                    tracing::error!(exporter = %e.id, signal = %p.signal, items = item.payload.items, "sending queue full after admission; batch dropped");
+                }
+            }
+        }
+    }
+
+    /// Sends batches whose timeout has passed, if their queues have room.
+    pub fn flush_expired(&self, now: Instant) {
+        for p in &self.pipelines {
+            if let Some(b) = &p.batcher {
+                if b.borrow().expired(now) && self.has_room(p) {
+                    b.borrow_mut().flush(&mut |batch| self.enqueue(p, batch));
+                }
+            }
+        }
+    }
+
+    fn has_room(&self, p: &Pipeline) -> bool {
+        p.exporters
+            .iter()
+            .all(|&ei| self.exporters[ei].producer.borrow().free() > 0)
+    }
+
+    /// The earliest batch deadline, for the flush timer.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.pipelines
+            .iter()
+            .filter_map(|p| p.batcher.as_ref().and_then(|b| b.borrow().deadline()))
+            .min()
+    }
+
+    /// Flushes every batch (shutdown). Returns items that found no room.
+    pub fn flush_all(&self) -> u64 {
+        let mut stuck = 0;
+        for p in &self.pipelines {
+            if let Some(b) = &p.batcher {
+                if self.has_room(p) {
+                    b.borrow_mut().flush(&mut |batch| self.enqueue(p, batch));
+                } else {
+                    stuck += b.borrow().pending_items();
+                }
+            }
+        }
+        stuck
+    }
+
+    /// Items still waiting in batchers, per signal.
+    pub fn pending_by_signal(&self) -> [u64; 3] {
+        let mut out = [0; 3];
+        for p in &self.pipelines {
+            if let Some(b) = &p.batcher {
+                out[p.signal.index()] += b.borrow().pending_items();
+            }
+        }
+        out
+    }
+
+    /// Closes every sending queue: consumers drain what is left and stop.
+    pub fn close(&self) {
+        for e in &self.exporters {
+            e.producer.borrow().close();
+        }
+    }
+}
+
+/// Shared per-shard handle used by receivers.
+pub type SharedPipelines = Rc<ShardPipelines>;

@@ -1,1 +1,434 @@
-//! (being written)
+//! Shards: one glommio executor per core, each owning its listeners
+//! (SO_REUSEPORT), pipelines, sending queues and exporter connections. This
+//! module picks the cores, sizes io_uring memory to the memlock limit, starts
+//! the shards, and runs the shutdown sequence when a signal arrives.
+
+use std::{
+    rc::Rc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use glommio::{LocalExecutorBuilder, Placement};
+use thiserror::Error;
+
+use crate::{
+    config::{Config, ReceiverConfig},
+    exporter::{self, ExportContext, ExporterHandle, ExporterPlan},
+    net::server::{self, ServerTuning},
+    pipeline::ShardPipelines,
+    receiver::{otlp_grpc, otlp_http, ReceiverCtx},
+    shutdown::Lifecycle,
+    signal::Signal,
+    telemetry::{prometheus, Stats},
+};
+
+#[derive(Debug, Error)]
+pub enum ShardError {
+    #[error("cannot start shard {shard} on CPU {cpu}: {source}. io_uring must be available (Linux 5.8+, not disabled by sysctl kernel.io_uring_disabled or a seccomp profile) and the locked-memory limit must cover {io_memory_kib} KiB per shard: raise it (`ulimit -l`, systemd LimitMEMLOCK=, docker --ulimit memlock=) or lower `tuning.io_memory_kib`")]
+    Start {
+        shard: usize,
+        cpu: usize,
+        io_memory_kib: u64,
+        source: glommio::GlommioError<()>,
+    },
+    #[error("shard {shard}: cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        shard: usize,
+        addr: std::net::SocketAddr,
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("shard {0} stopped before it was ready")]
+    Died(usize),
+    #[error("no CPU available in this process's affinity mask")]
+    NoCpu,
+}
+
+/// The CPUs this process may run on (its affinity mask).
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: `set` is a plain bitmask struct that sched_getaffinity fills in;
+    // it is zero-initialised and passed with its exact size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+/// The soft RLIMIT_MEMLOCK in bytes (`None` = unlimited).
+pub fn memlock_limit() -> Option<u64> {
+    // SAFETY: getrlimit writes into the struct we own.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) != 0 || r.rlim_cur == libc::RLIM_INFINITY {
+            return None;
+        }
+        Some(r.rlim_cur)
+    }
+}
+
+/// The shard layout: which CPU each shard runs on, and its io_uring memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub cpus: Vec<usize>,
+    pub pin: bool,
+    pub io_memory: usize,
+}
+
+/// Decides the shards from `tuning` and the process's affinity mask.
+pub fn layout(config: &Config) -> Result<Layout, ShardError> {
+    let t = &config.tuning;
+    let allowed = allowed_cpus();
+    let pool = t.cores.clone().unwrap_or_else(|| allowed.clone());
+    if pool.is_empty() {
+        return Err(ShardError::NoCpu);
+    }
+    let n = t.shards.unwrap_or(pool.len()).max(1);
+    let cpus: Vec<usize> = (0..n).map(|i| pool[i % pool.len()]).collect();
+    let io_memory = match t.io_memory_kib {
+        Some(k) => (k * 1024) as usize,
+        None => {
+            // Leave half of the memlock budget to io_uring rings and others.
+            let budget = memlock_limit().map_or(4 << 20, |l| (l / 2) as usize);
+            (budget / n).clamp(64 << 10, 4 << 20) & !4095
+        }
+    };
+    Ok(Layout {
+        cpus,
+        pin: t.pin,
+        io_memory,
+    })
+}
+
+/// What a finished run reports.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    /// Items acknowledged but not delivered, per signal, when the shutdown
+    /// deadline passed.
+    pub undelivered: [u64; 3],
+}
+
+/// Receiver (id, transport) pairs and exporter ids, in stats order.
+fn components(config: &Config) -> (Vec<(String, &'static str)>, Vec<String>) {
+    let mut receivers = Vec::new();
+    for (id, r) in &config.receivers {
+        match r {
+            ReceiverConfig::Otlp(o) => {
+                if o.grpc.is_some() {
+                    receivers.push((id.to_string(), "grpc"));
+                }
+                if o.http.is_some() {
+                    receivers.push((id.to_string(), "http"));
+                }
+            }
+        }
+    }
+    let mut exporters: Vec<String> = Vec::new();
+    for p in &config.service.pipelines {
+        for e in &p.exporters {
+            let e = e.to_string();
+            if !exporters.contains(&e) {
+                exporters.push(e);
+            }
+        }
+    }
+    (receivers, exporters)
+}
+
+/// Runs all shards until `stop` is set, then drains them. Blocks.
+pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(RunReport, Stats), ShardError> {
+    let lay = layout(&config)?;
+    let (receivers, exporter_ids) = components(&config);
+    let stats = Stats::new(lay.cpus.len(), &receivers, &exporter_ids);
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, ShardError>>();
+    let mut joins = Vec::new();
+    tracing::info!(shards = lay.cpus.len(), cpus = ?lay.cpus, pin = lay.pin, io_memory_kib = lay.io_memory / 1024, "starting shards");
+    for (shard, &cpu) in lay.cpus.iter().enumerate() {
+        let placement = if lay.pin {
+            Placement::Fixed(cpu)
+        } else {
+            Placement::Unbound
+        };
+        let (config, stats, stop, ready) = (config.clone(), stats.clone(), stop.clone(), ready_tx.clone());
+        let exporter_ids = exporter_ids.clone();
+        let spawned = LocalExecutorBuilder::new(placement)
+            .name(&format!("sluice-{shard}"))
+            .io_memory(lay.io_memory)
+            .spawn(move || async move {
+                shard_main(shard, config, exporter_ids, stats, stop, ready).await
+            });
+        match spawned {
+            Ok(j) => joins.push(j),
+            Err(e) => {
+                stop.store(true, Ordering::SeqCst);
+                return Err(ShardError::Start {
+                    shard,
+                    cpu,
+                    io_memory_kib: (lay.io_memory / 1024) as u64,
+                    source: map_glommio_err(e),
+                });
+            }
+        }
+    }
+    drop(ready_tx);
+    let mut first_error = None;
+    for _ in 0..lay.cpus.len() {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+                stop.store(true, Ordering::SeqCst);
+            }
+            Err(_) => {
+                first_error.get_or_insert(ShardError::Died(0));
+                stop.store(true, Ordering::SeqCst);
+                break;
+            }
+        }
+    }
+    if first_error.is_none() {
+        tracing::info!("sluice is ready");
+    }
+    let mut report = RunReport::default();
+    for (i, j) in joins.into_iter().enumerate() {
+        match j.join() {
+            Ok(r) => {
+                for s in Signal::ALL {
+                    report.undelivered[s.index()] += r.undelivered[s.index()];
+                }
+            }
+            Err(e) => {
+                tracing::error!(shard = i, error = %e, "shard failed");
+                first_error.get_or_insert(ShardError::Died(i));
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok((report, stats)),
+    }
+}
+
+fn map_glommio_err<T>(e: glommio::GlommioError<T>) -> glommio::GlommioError<()> {
+    match e {
+        glommio::GlommioError::IoError(io) => glommio::GlommioError::IoError(io),
+        other => glommio::GlommioError::IoError(std::io::Error::other(other.to_string())),
+    }
+}
+
+async fn shard_main(
+    shard: usize,
+    config: Config,
+    exporter_ids: Vec<String>,
+    stats: Stats,
+    stop: Arc<AtomicBool>,
+    ready: mpsc::Sender<Result<usize, ShardError>>,
+) -> RunReport {
+    let lifecycle = Lifecycle::new();
+    let timeout = config.tuning.shutdown_timeout;
+
+    // Exporters, each behind its sending queue.
+    let mut handles = Vec::new();
+    let mut exporter_tasks = Vec::new();
+    for (index, id) in exporter_ids.iter().enumerate() {
+        let Some(cfg) = config.exporters.iter().find(|(k, _)| k.to_string() == *id).map(|(_, v)| v) else {
+            continue;
+        };
+        let plan = ExporterPlan::from_config(id.clone(), cfg);
+        let (producer, consumer) = exporter::make_queue(&plan);
+        let ctx = ExportContext {
+            stats: stats.clone(),
+            shard,
+            index,
+            lifecycle: lifecycle.clone(),
+        };
+        exporter_tasks.push(glommio::spawn_local(exporter::run(plan, consumer, ctx)));
+        handles.push(ExporterHandle {
+            id: id.clone(),
+            index,
+            producer: std::cell::RefCell::new(producer),
+        });
+    }
+    let pipelines = Rc::new(ShardPipelines::new(shard, &config, handles, stats.clone()));
+
+    // Listeners.
+    let tuning = ServerTuning::default();
+    let mut bind_error = None;
+    for (id, r) in &config.receivers {
+        let ReceiverConfig::Otlp(o) = r;
+        let id = id.to_string();
+        let Some(receiver) = pipelines.receiver_index(&id) else {
+            continue;
+        };
+        let transports = [
+            o.grpc.as_ref().map(|g| ("grpc", g.endpoint, (g.max_recv_msg_size_mib * 1024 * 1024) as usize)),
+            o.http.as_ref().map(|h| ("http", h.endpoint, h.max_request_body_size as usize)),
+        ];
+        for (transport, addr, max_message) in transports.into_iter().flatten() {
+            let listener = match server::bind(addr) {
+                Ok(l) => l,
+                Err(source) => {
+                    bind_error = Some(ShardError::Bind {
+                        shard,
+                        addr,
+                        what: format!("receivers.{id}.protocols.{transport}"),
+                        source,
+                    });
+                    break;
+                }
+            };
+            let stats_index = stats.shards[shard].receiver(&id, transport).unwrap_or(0);
+            let ctx = Rc::new(ReceiverCtx {
+                pipelines: pipelines.clone(),
+                lifecycle: lifecycle.clone(),
+                stats: stats.clone(),
+                shard,
+                receiver,
+                stats_index,
+                max_message,
+            });
+            let mut t = tuning;
+            if let Some(g) = &o.grpc {
+                t.max_concurrent_streams = g.max_concurrent_streams.max(1);
+            }
+            if transport == "grpc" {
+                glommio::spawn_local(server::serve(listener, lifecycle.clone(), t, move |req| {
+                    otlp_grpc::handle(ctx.clone(), req)
+                }))
+                .detach();
+            } else {
+                glommio::spawn_local(server::serve(listener, lifecycle.clone(), t, move |req| {
+                    otlp_http::handle(ctx.clone(), req)
+                }))
+                .detach();
+            }
+        }
+    }
+
+    // The Prometheus endpoint lives on shard 0.
+    if shard == 0 && bind_error.is_none() {
+        if let Some(addr) = config.service.telemetry.metrics_address {
+            match server::bind(addr) {
+                Ok(l) => {
+                    let stats = stats.clone();
+                    glommio::spawn_local(server::serve(l, Lifecycle::new(), tuning, move |req| {
+                        let stats = stats.clone();
+                        async move { metrics_response(&stats, req.uri().path()) }
+                    }))
+                    .detach();
+                }
+                Err(source) => {
+                    bind_error = Some(ShardError::Bind {
+                        shard,
+                        addr,
+                        what: "service.telemetry.metrics.address".into(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
+    if let Some(e) = bind_error {
+        let _ = ready.send(Err(e));
+        lifecycle.start_draining(Duration::ZERO);
+        pipelines.close();
+        return RunReport::default();
+    }
+    let _ = ready.send(Ok(shard));
+
+    // Batch timer: flush batches whose timeout passed.
+    let timer = {
+        let pipelines = pipelines.clone();
+        let lifecycle = lifecycle.clone();
+        glommio::spawn_local(async move {
+            while !lifecycle.is_draining() {
+                let now = Instant::now();
+                let wait = pipelines
+                    .next_deadline()
+                    .map_or(Duration::from_millis(50), |d| d.saturating_duration_since(now))
+                    .clamp(Duration::from_millis(1), Duration::from_millis(50));
+                glommio::timer::sleep(wait).await;
+                pipelines.flush_expired(Instant::now());
+            }
+        })
+    };
+
+    // Wait for the stop flag (set by the signal handler thread).
+    while !stop.load(Ordering::Relaxed) {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Drain: refuse new requests, let in-flight ones finish, flush batches,
+    // close queues and wait for exporters, all within the deadline.
+    tracing::info!(shard, "shutting down");
+    lifecycle.start_draining(timeout);
+    let deadline = lifecycle.deadline().unwrap_or_else(Instant::now);
+    let until_deadline = || deadline.saturating_duration_since(Instant::now());
+    let _ = glommio::timer::timeout(until_deadline(), async {
+        lifecycle.idle().await;
+        Ok(())
+    })
+    .await;
+    timer.await;
+    let mut stuck = pipelines.flush_all();
+    // Batches that found no room in a full queue get retried until the deadline.
+    while stuck > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+        stuck = pipelines.flush_all();
+    }
+    pipelines.close();
+    for t in exporter_tasks {
+        let left = until_deadline();
+        let _ = glommio::timer::timeout(left.max(Duration::from_millis(1)), async {
+            t.await;
+            Ok(())
+        })
+        .await;
+    }
+
+    let mut report = RunReport::default();
+    let sh = &stats.shards[shard];
+    let in_batches = pipelines.pending_by_signal();
+    for s in Signal::ALL {
+        let queued: u64 = sh.exporters.iter().map(|e| e.outstanding(s)).sum();
+        let n = queued + in_batches[s.index()];
+        report.undelivered[s.index()] = n;
+        if n > 0 {
+            sh.shutdown_dropped.add(s, n);
+            tracing::error!(shard, signal = %s, items = n, "acknowledged items not delivered before the shutdown deadline");
+        }
+    }
+    tracing::info!(shard, "stopped");
+    report
+}
+
+fn metrics_response(stats: &Stats, path: &str) -> http::Response<crate::net::body::ResponseBody> {
+    use crate::net::body::ResponseBody;
+    let mut r = match path {
+        "/metrics" => {
+            let mut r = http::Response::new(ResponseBody::data(prometheus::render(stats)));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        _ => {
+            let mut r = http::Response::new(ResponseBody::data("not found\n"));
+            *r.status_mut() = http::StatusCode::NOT_FOUND;
+            r
+        }
+    };
+    r.headers_mut()
+        .insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    r
+}

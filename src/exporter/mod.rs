@@ -1,1 +1,18 @@
-//! (being written)
+//! Exporters: each shard runs its own instance of every configured exporter,
+//! fed through that exporter's sending queue (`queue`), with its own backend
+//! connection (`otlp_grpc`, `otlp_http`), store writer (`file`), or sink
+//! (`debug`, `nop`). The consumer loop here applies `retry_on_failure` and
+//! counts what was sent and what failed.
+
+pub mod client;
+#[cfg(feature = "wip")]
+pub mod consumer;
+#[cfg(feature = "wip")]
+pub mod debug;
+pub mod otlp_grpc;
+pub mod otlp_http;
+pub mod queue;
+pub mod retry;
+
+#[cfg(feature = "wip")]
+pub use consumer::*;

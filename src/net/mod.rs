@@ -1,4 +1,6 @@
 //! Networking glue: hyper 1.x over glommio's io_uring-driven TCP sockets.
 
+pub mod body;
 pub mod hyper_io;
 pub mod server;
+pub mod timer;

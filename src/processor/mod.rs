@@ -1,1 +1,3 @@
-//! (being written)
+//! Processors that sit between receivers and exporters in a pipeline.
+
+pub mod batch;

@@ -1,1 +1,83 @@
-//! (being written)
+//! OTLP receivers: per-shard request handlers for gRPC (`otlp_grpc`) and
+//! HTTP (`otlp_http`), sharing the checks and the hand-off to the pipelines.
+
+pub mod otlp_grpc;
+pub mod otlp_http;
+
+use std::{rc::Rc, time::Duration};
+
+use bytes::Bytes;
+
+use crate::{
+    payload::Payload,
+    pipeline::{SharedPipelines, SubmitError},
+    shutdown::Lifecycle,
+    signal::Signal,
+    telemetry::{ReceiverStats, Stats},
+    wire::{self, WireError},
+};
+
+/// How long a refused client is asked to wait before retrying.
+pub const RETRY_HINT: Duration = Duration::from_secs(1);
+
+/// What one receiver transport on one shard needs to handle a request.
+pub struct ReceiverCtx {
+    pub pipelines: SharedPipelines,
+    pub lifecycle: Rc<Lifecycle>,
+    pub stats: Stats,
+    pub shard: usize,
+    /// Index of this receiver in the pipelines' routing.
+    pub receiver: usize,
+    /// Index of this receiver+transport in `ShardStats::receivers`.
+    pub stats_index: usize,
+    /// Largest accepted (decompressed) message, bytes.
+    pub max_message: usize,
+}
+
+/// Why a request was not accepted.
+pub enum Rejection {
+    Malformed(String),
+    TooLarge(String),
+    NoPipeline(Signal),
+    Refused(String),
+    ShuttingDown,
+}
+
+impl ReceiverCtx {
+    fn stats(&self) -> &ReceiverStats {
+        &self.stats.shards[self.shard].receivers[self.stats_index]
+    }
+
+    /// Validates a protobuf request body, then hands it to the pipelines.
+    /// Returns the number of items accepted.
+    pub fn accept(&self, signal: Signal, body: Bytes) -> Result<u64, Rejection> {
+        self.stats().requests.add(1);
+        if self.lifecycle.is_draining() {
+            return Err(Rejection::ShuttingDown);
+        }
+        if !self.pipelines.accepts(self.receiver, signal) {
+            return Err(Rejection::NoPipeline(signal));
+        }
+        let scan = wire::scan(signal, &body).map_err(|e: WireError| Rejection::Malformed(e.to_string()))?;
+        let body = if scan.only_resources {
+            body
+        } else {
+            wire::resources_only(&body).map_err(|e| Rejection::Malformed(e.to_string()))?
+        };
+        let items = scan.items;
+        match self.pipelines.submit(self.receiver, signal, Payload::from_body(body, items)) {
+            Ok(()) => {
+                self.stats().accepted.add(signal, items);
+                Ok(items)
+            }
+            Err(e) => {
+                self.stats().refused.add(signal, items);
+                Err(match e {
+                    SubmitError::NoPipeline(s) => Rejection::NoPipeline(s),
+                    SubmitError::ShuttingDown => Rejection::ShuttingDown,
+                    SubmitError::QueueFull(_) => Rejection::Refused(e.to_string()),
+                })
+            }
+        }
+    }
+}

@@ -1,1 +1,7 @@
-//! (being written)
+//! sluice's own telemetry: per-shard counters (written only by their shard,
+//! read at scrape time) and the Prometheus `/metrics` endpoint that merges them.
+
+pub mod counters;
+pub mod prometheus;
+
+pub use counters::{Counter, ExporterStats, Gauge, ReceiverStats, ShardStats, Stats};

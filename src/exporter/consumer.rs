@@ -1,0 +1,340 @@
+//! The per-shard exporter instance and its consumer loop: pops batches from
+//! the sending queue, sends them through the backend (OTLP gRPC/HTTP client,
+//! local store, debug log, nop), retries with backoff, and counts outcomes.
+
+use std::{
+    cell::RefCell,
+    path::PathBuf,
+    rc::Rc,
+    time::{Duration, Instant},
+};
+
+use glommio::sync::Semaphore;
+
+use crate::{
+    config::{Compression, ExporterConfig},
+    exporter::{
+        debug,
+        client::{ClientSettings, ExportError, ExportOk},
+        otlp_grpc::GrpcExporter,
+        otlp_http::HttpExporter,
+        queue::{Item, QueueConsumer, QueueProducer},
+        retry::{Backoff, RetrySettings},
+    },
+    payload::Payload,
+    shutdown::Lifecycle,
+    signal::Signal,
+    store::StoreWriter,
+    telemetry::Stats,
+};
+
+/// How one exporter sends, on one shard.
+pub enum Backend {
+    Grpc(GrpcExporter),
+    Http(HttpExporter),
+    File {
+        dir: PathBuf,
+        segment_size: u64,
+        fsync: bool,
+    },
+    Debug(debug::DebugSettings),
+    Nop,
+}
+
+/// An exporter's per-shard settings, derived from its config.
+pub struct ExporterPlan {
+    pub id: String,
+    pub backend: Backend,
+    pub queue_size: usize,
+    pub num_consumers: usize,
+    pub retry: RetrySettings,
+}
+
+impl ExporterPlan {
+    pub fn from_config(id: String, cfg: &ExporterConfig) -> ExporterPlan {
+        let plain = |backend, queue_size: usize| ExporterPlan {
+            id: id.clone(),
+            backend,
+            queue_size,
+            num_consumers: 1,
+            retry: RetrySettings {
+                enabled: false,
+                ..Default::default()
+            },
+        };
+        match cfg {
+            ExporterConfig::Otlp(o) | ExporterConfig::OtlpHttp(o) => {
+                let grpc = matches!(cfg, ExporterConfig::Otlp(_));
+                let settings = ClientSettings {
+                    addr: o
+                        .endpoint
+                        .trim_start_matches("http://")
+                        .trim_end_matches('/')
+                        .to_string(),
+                    urls: std::array::from_fn(|i| {
+                        o.signal_endpoints[i].clone().unwrap_or_else(|| {
+                            format!("{}{}", o.endpoint.trim_end_matches('/'), Signal::ALL[i].http_path())
+                        })
+                    }),
+                    gzip: o.compression == Compression::Gzip,
+                    headers: o.headers.clone(),
+                    timeout: o.timeout,
+                    max_conns: o.sending_queue.num_consumers.max(1),
+                };
+                let q = &o.sending_queue;
+                ExporterPlan {
+                    id,
+                    backend: if grpc {
+                        Backend::Grpc(GrpcExporter::new(settings))
+                    } else {
+                        Backend::Http(HttpExporter::new(settings))
+                    },
+                    queue_size: if q.enabled { q.queue_size.max(1) } else { 1 },
+                    num_consumers: if q.enabled { q.num_consumers.max(1) } else { 1 },
+                    retry: RetrySettings {
+                        enabled: o.retry_on_failure.enabled,
+                        initial_interval: o.retry_on_failure.initial_interval,
+                        max_interval: o.retry_on_failure.max_interval,
+                        max_elapsed_time: o.retry_on_failure.max_elapsed_time,
+                        multiplier: o.retry_on_failure.multiplier,
+                        randomization_factor: o.retry_on_failure.randomization_factor,
+                    },
+                }
+            }
+            ExporterConfig::File(f) => plain(
+                Backend::File {
+                    dir: f.path.clone(),
+                    segment_size: f.segment_size_mib.max(1) * 1024 * 1024,
+                    fsync: f.fsync,
+                },
+                1024,
+            ),
+            ExporterConfig::Debug(d) => plain(Backend::Debug(debug::DebugSettings::from_config(d)), 1024),
+            ExporterConfig::Nop => plain(Backend::Nop, 1024),
+        }
+    }
+}
+
+/// The pipeline's end of a running exporter.
+pub struct ExporterHandle {
+    pub id: String,
+    pub index: usize,
+    pub producer: RefCell<QueueProducer>,
+}
+
+/// Where a consumer reports: the shard's stats and lifecycle.
+#[derive(Clone)]
+pub struct ExportContext {
+    pub stats: Stats,
+    pub shard: usize,
+    pub index: usize,
+    pub lifecycle: Rc<Lifecycle>,
+}
+
+impl ExportContext {
+    fn stats(&self) -> &crate::telemetry::ExporterStats {
+        &self.stats.shards[self.shard].exporters[self.index]
+    }
+}
+
+/// Runs one exporter's consumers until its queue is closed and drained (or the
+/// shutdown deadline passes; what is left then is counted and logged).
+pub async fn run(plan: ExporterPlan, mut consumer: QueueConsumer, ctx: ExportContext) {
+    let st = ctx.stats();
+    st.queue_capacity.set(plan.queue_size as u64);
+    match plan.backend {
+        Backend::File { dir, segment_size, fsync } => {
+            let mut writer = match StoreWriter::open(&dir, ctx.shard, segment_size, fsync).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::error!(exporter = %plan.id, dir = %dir.display(), error = %e, "cannot open the local store");
+                    drain_failed(&mut consumer, &ctx, &format!("store unavailable: {e}")).await;
+                    return;
+                }
+            };
+            while let Some(first) = consumer.pop().await {
+                // Group commit: append everything ready, then one flush.
+                let mut done: Vec<(Signal, u64)> = Vec::new();
+                let mut next = Some(first);
+                let mut failed = None;
+                while let Some(item) = next.take() {
+                    match writer.append(item.signal, &item.payload).await {
+                        Ok(()) => done.push((item.signal, item.payload.items)),
+                        Err(e) => {
+                            ctx.stats().send_failed.add(item.signal, item.payload.items);
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                    if done.len() < 64 {
+                        next = consumer.try_pop();
+                    }
+                }
+                let flushed = writer.flush().await;
+                let st = ctx.stats();
+                st.queue_size.set(consumer.len() as u64);
+                match (flushed, failed) {
+                    (Ok(()), None) => {
+                        for (s, n) in done {
+                            st.sent.add(s, n);
+                        }
+                    }
+                    (r, f) => {
+                        let err = f.map(|e| e.to_string()).or(r.err().map(|e| e.to_string()));
+                        let lost: u64 = done.iter().map(|d| d.1).sum();
+                        for (s, n) in done {
+                            st.send_failed.add(s, n);
+                        }
+                        tracing::error!(exporter = %plan.id, items = lost, error = ?err, "local store write failed");
+                    }
+                }
+            }
+            if let Err(e) = writer.close().await {
+                tracing::error!(exporter = %plan.id, error = %e, "closing the local store failed");
+            }
+        }
+        Backend::Nop => {
+            while let Some(item) = consumer.pop().await {
+                ctx.stats().sent.add(item.signal, item.payload.items);
+                ctx.stats().queue_size.set(consumer.len() as u64);
+            }
+        }
+        Backend::Debug(settings) => {
+            let mut seen = 0u64;
+            while let Some(item) = consumer.pop().await {
+                debug::log(&plan.id, &settings, item.signal, &item.payload, &mut seen);
+                ctx.stats().sent.add(item.signal, item.payload.items);
+                ctx.stats().queue_size.set(consumer.len() as u64);
+            }
+        }
+        Backend::Grpc(_) | Backend::Http(_) => {
+            let backend = Rc::new(plan.backend);
+            let permits = Rc::new(Semaphore::new(plan.num_consumers as u64));
+            let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ ((ctx.shard as u64) << 32) ^ ctx.index as u64;
+            while let Some(item) = consumer.pop().await {
+                ctx.stats().queue_size.set(consumer.len() as u64);
+                let Ok(permit) = permits.acquire_static_permit(1).await else {
+                    break;
+                };
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let backend = backend.clone();
+                let ctx = ctx.clone();
+                let id = plan.id.clone();
+                let retry = plan.retry;
+                glommio::spawn_local(async move {
+                    send_with_retry(&backend, &id, item, retry, seed, &ctx).await;
+                    drop(permit);
+                })
+                .detach();
+            }
+            // Wait for in-flight exports to finish.
+            let _ = permits.acquire(plan.num_consumers as u64).await;
+        }
+    }
+}
+
+async fn export_once(backend: &Backend, signal: Signal, payload: &Payload) -> Result<ExportOk, ExportError> {
+    match backend {
+        Backend::Grpc(g) => g.export(signal, payload).await,
+        Backend::Http(h) => h.export(signal, payload).await,
+        _ => Ok(ExportOk {
+            rejected_items: 0,
+            message: None,
+        }),
+    }
+}
+
+fn connects(backend: &Backend) -> u64 {
+    match backend {
+        Backend::Grpc(g) => g.connects(),
+        Backend::Http(h) => h.connects(),
+        _ => 0,
+    }
+}
+
+/// Sends one batch, retrying retryable failures with backoff until they succeed,
+/// retries run out, or the shutdown deadline passes.
+async fn send_with_retry(backend: &Backend, id: &str, item: Item, retry: RetrySettings, seed: u64, ctx: &ExportContext) {
+    let mut backoff = Backoff::new(retry, seed);
+    let Item { signal, payload } = item;
+    loop {
+        let before = connects(backend);
+        let result = export_once(backend, signal, &payload).await;
+        let st = ctx.stats();
+        st.connects.add(connects(backend).saturating_sub(before));
+        match result {
+            Ok(ok) => {
+                let rejected = ok.rejected_items.min(payload.items);
+                st.sent.add(signal, payload.items - rejected);
+                if rejected > 0 {
+                    st.send_failed.add(signal, rejected);
+                    tracing::warn!(exporter = id, %signal, rejected, message = ?ok.message, "backend rejected part of a batch");
+                }
+                return;
+            }
+            Err(e) if e.is_retryable() => {
+                let delay = backoff.next_delay(e.retry_after());
+                let deadline = ctx.lifecycle.deadline();
+                match delay {
+                    Some(d) if !ctx.lifecycle.past_deadline() => {
+                        st.retries.add(1);
+                        tracing::debug!(exporter = id, %signal, error = %e, delay = ?d, "export failed; retrying");
+                        sleep_until_or_deadline(d, deadline, &ctx.lifecycle).await;
+                        if ctx.lifecycle.past_deadline() {
+                            st.send_failed.add(signal, payload.items);
+                            ctx.stats.shards[ctx.shard].shutdown_dropped.add(signal, payload.items);
+                            tracing::error!(exporter = id, %signal, items = payload.items, error = %e, "shutdown deadline passed; batch not delivered");
+                            return;
+                        }
+                    }
+                    _ => {
+                        st.send_failed.add(signal, payload.items);
+                        tracing::error!(exporter = id, %signal, items = payload.items, error = %e, "export failed; no more retries");
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                st.send_failed.add(signal, payload.items);
+                tracing::error!(exporter = id, %signal, items = payload.items, error = %e, "export failed permanently; dropping batch");
+                return;
+            }
+        }
+    }
+}
+
+/// Sleeps `d`, waking early when draining starts so the deadline can be honoured.
+async fn sleep_until_or_deadline(d: Duration, deadline: Option<Instant>, lifecycle: &Lifecycle) {
+    let until = Instant::now() + d;
+    let until = deadline.map_or(until, |dl| until.min(dl));
+    futures_lite::future::or(
+        async {
+            glommio::timer::sleep(until.saturating_duration_since(Instant::now())).await;
+        },
+        async {
+            if deadline.is_none() {
+                lifecycle.drained_signal().await;
+                // Now draining: keep sleeping, but not past the new deadline.
+                if let Some(dl) = lifecycle.deadline() {
+                    glommio::timer::sleep(until.min(dl).saturating_duration_since(Instant::now())).await;
+                }
+            } else {
+                futures_lite::future::pending::<()>().await;
+            }
+        },
+    )
+    .await
+}
+
+/// Empties a queue whose backend cannot work, counting every batch as failed.
+async fn drain_failed(consumer: &mut QueueConsumer, ctx: &ExportContext, why: &str) {
+    while let Some(item) = consumer.pop().await {
+        ctx.stats().send_failed.add(item.signal, item.payload.items);
+        tracing::error!(signal = %item.signal, items = item.payload.items, reason = why, "batch dropped");
+    }
+}
+
+/// Creates the queue pair for a plan.
+pub fn make_queue(plan: &ExporterPlan) -> (QueueProducer, QueueConsumer) {
+    queue::queue(plan.queue_size)
+}

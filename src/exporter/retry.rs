@@ -1,0 +1,138 @@
+//! `retry_on_failure`: exponential backoff with jitter (Collector option names
+//! and defaults), honouring a server's retry hint.
+
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetrySettings {
+    pub enabled: bool,
+    pub initial_interval: Duration,
+    pub max_interval: Duration,
+    /// Zero = retry forever.
+    pub max_elapsed_time: Duration,
+    pub multiplier: f64,
+    pub randomization_factor: f64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            enabled: true,
+            initial_interval: Duration::from_secs(5),
+            max_interval: Duration::from_secs(30),
+            max_elapsed_time: Duration::from_secs(300),
+            multiplier: 1.5,
+            randomization_factor: 0.5,
+        }
+    }
+}
+
+/// The backoff state of one export.
+#[derive(Debug)]
+pub struct Backoff {
+    settings: RetrySettings,
+    current: Duration,
+    elapsed: Duration,
+    rng: u64,
+}
+
+impl Backoff {
+    pub fn new(settings: RetrySettings, seed: u64) -> Self {
+        Backoff {
+            settings,
+            current: settings.initial_interval,
+            elapsed: Duration::ZERO,
+            rng: seed | 1,
+        }
+    }
+
+    fn next_random(&mut self) -> f64 {
+        // xorshift64*: cheap, good enough for jitter.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// The wait before the next attempt, or `None` when retries are exhausted.
+    /// `hint` is the server's RetryInfo / Retry-After delay, used when longer.
+    pub fn next_delay(&mut self, hint: Option<Duration>) -> Option<Duration> {
+        if !self.settings.enabled {
+            return None;
+        }
+        let f = self.settings.randomization_factor.clamp(0.0, 1.0);
+        let base = self.current.as_secs_f64();
+        let jittered = base * (1.0 - f + 2.0 * f * self.next_random());
+        let mut delay = Duration::from_secs_f64(jittered.max(0.0));
+        if let Some(h) = hint {
+            delay = delay.max(h);
+        }
+        let max_elapsed = self.settings.max_elapsed_time;
+        if !max_elapsed.is_zero() && self.elapsed + delay > max_elapsed {
+            return None;
+        }
+        self.elapsed += delay;
+        let next = base * self.settings.multiplier.max(1.0);
+        self.current = Duration::from_secs_f64(next).min(self.settings.max_interval);
+        Some(delay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_with_jitter_and_caps() {
+        let s = RetrySettings {
+            initial_interval: Duration::from_millis(100),
+            max_interval: Duration::from_millis(400),
+            max_elapsed_time: Duration::from_secs(3),
+            multiplier: 2.0,
+            randomization_factor: 0.5,
+            ..Default::default()
+        };
+        let mut b = Backoff::new(s, 42);
+        let mut base = 100.0f64;
+        let mut total = Duration::ZERO;
+        while let Some(d) = b.next_delay(None) {
+            let ms = d.as_secs_f64() * 1000.0;
+            assert!(ms >= base * 0.5 - 1e-6 && ms <= base * 1.5 + 1e-6, "{ms} vs {base}");
+            base = (base * 2.0).min(400.0);
+            total += d;
+        }
+        assert!(total <= Duration::from_secs(3));
+        assert!(total >= Duration::from_millis(2000), "{total:?}");
+    }
+
+    #[test]
+    fn hint_and_disabled_and_forever() {
+        let mut b = Backoff::new(
+            RetrySettings {
+                initial_interval: Duration::from_millis(10),
+                ..Default::default()
+            },
+            7,
+        );
+        assert!(b.next_delay(Some(Duration::from_secs(2))).unwrap() >= Duration::from_secs(2));
+        let mut off = Backoff::new(
+            RetrySettings {
+                enabled: false,
+                ..Default::default()
+            },
+            1,
+        );
+        assert_eq!(off.next_delay(None), None);
+        let mut forever = Backoff::new(
+            RetrySettings {
+                max_elapsed_time: Duration::ZERO,
+                initial_interval: Duration::from_secs(3600),
+                ..Default::default()
+            },
+            3,
+        );
+        for _ in 0..100 {
+            assert!(forever.next_delay(None).is_some());
+        }
+    }
+}

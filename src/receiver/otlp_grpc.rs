@@ -1,0 +1,124 @@
+//! OTLP/gRPC receiver: unary `Export` calls of the trace, metrics and logs
+//! services over h2c, with gzip, size limits and gRPC status codes.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::{
+    compression,
+    grpc::{self, Code},
+    net::body::{read_limited, BodyError, ResponseBody},
+    receiver::{ReceiverCtx, Rejection, RETRY_HINT},
+    signal::Signal,
+};
+
+/// An empty `Export*ServiceResponse`, gRPC-framed.
+const EMPTY_RESPONSE: &[u8] = &[0, 0, 0, 0, 0];
+
+/// A trailers-only gRPC error response.
+pub fn status_response(code: Code, message: &str, retry: Option<std::time::Duration>) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::empty());
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert("grpc-status", code.as_header());
+    if !message.is_empty() {
+        h.insert("grpc-message", grpc::encode_message(message));
+    }
+    if retry.is_some() {
+        h.insert("grpc-status-details-bin", grpc::status_details_bin(code, message, retry));
+    }
+    r
+}
+
+fn ok_response() -> Response<ResponseBody> {
+    let mut trailers = HeaderMap::with_capacity(1);
+    trailers.insert("grpc-status", Code::Ok.as_header());
+    let mut r = Response::new(ResponseBody::with_trailers(Bytes::from_static(EMPTY_RESPONSE), trailers));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    r
+}
+
+/// Handles one gRPC request.
+pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<ResponseBody> {
+    let _inflight = ctx.lifecycle.enter();
+    let is_grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if !is_grpc {
+        let mut r = Response::new(ResponseBody::data("expected content-type application/grpc"));
+        *r.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return r;
+    }
+    let Some(signal) = Signal::from_grpc_path(req.uri().path()) else {
+        return status_response(Code::Unimplemented, &format!("unknown method {}", req.uri().path()), None);
+    };
+    if req.method() != http::Method::POST {
+        return status_response(Code::Unimplemented, "gRPC requires POST", None);
+    }
+    let gzip = match req.headers().get("grpc-encoding").map(|v| v.as_bytes()) {
+        None | Some(b"identity") => false,
+        Some(b"gzip") => true,
+        Some(other) => {
+            return status_response(
+                Code::Unimplemented,
+                &format!("unsupported grpc-encoding {}", String::from_utf8_lossy(other)),
+                None,
+            )
+        }
+    };
+    let limit = ctx.max_message;
+    let body = match read_limited(req.into_body(), limit + grpc::PREFIX_LEN).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge(_)) => {
+            return status_response(
+                Code::ResourceExhausted,
+                &format!("message larger than max_recv_msg_size ({limit} bytes)"),
+                None,
+            )
+        }
+        Err(e) => return status_response(Code::Internal, &e.to_string(), None),
+    };
+    let (compressed, msg) = match grpc::unframe(body, limit) {
+        Ok(x) => x,
+        Err(grpc::FrameError::TooLarge(..)) => {
+            return status_response(
+                Code::ResourceExhausted,
+                &format!("message larger than max_recv_msg_size ({limit} bytes)"),
+                None,
+            )
+        }
+        Err(e) => return status_response(Code::InvalidArgument, &e.to_string(), None),
+    };
+    let msg = if compressed {
+        if !gzip {
+            return status_response(Code::Internal, "compressed flag set without grpc-encoding", None);
+        }
+        match compression::gunzip(&msg, limit) {
+            Ok(m) => m,
+            Err(compression::CompressionError::TooLarge(_)) => {
+                return status_response(
+                    Code::ResourceExhausted,
+                    &format!("decompressed message larger than max_recv_msg_size ({limit} bytes)"),
+                    None,
+                )
+            }
+            Err(e) => return status_response(Code::InvalidArgument, &e.to_string(), None),
+        }
+    } else {
+        msg
+    };
+    match ctx.accept(signal, msg) {
+        Ok(_) => ok_response(),
+        Err(Rejection::Malformed(m)) => status_response(Code::InvalidArgument, &format!("malformed {signal} request: {m}"), None),
+        Err(Rejection::TooLarge(m)) => status_response(Code::ResourceExhausted, &m, None),
+        Err(Rejection::NoPipeline(s)) => status_response(Code::Unimplemented, &format!("no {s} pipeline is configured for this receiver"), None),
+        Err(Rejection::Refused(m)) => status_response(Code::ResourceExhausted, &m, Some(RETRY_HINT)),
+        Err(Rejection::ShuttingDown) => status_response(Code::Unavailable, "sluice is shutting down", None),
+    }
+}
