@@ -146,7 +146,10 @@ mod tests {
 
     #[test]
     fn frame_errors() {
-        assert_eq!(unframe(Bytes::from_static(b"\0\0"), 10), Err(FrameError::ShortPrefix(2)));
+        assert_eq!(
+            unframe(Bytes::from_static(b"\0\0"), 10),
+            Err(FrameError::ShortPrefix(2))
+        );
         let mut body = prefix(false, 50).to_vec();
         body.extend_from_slice(b"abc");
         assert_eq!(
@@ -155,7 +158,10 @@ mod tests {
         );
         assert_eq!(
             unframe(Bytes::from(body), 100),
-            Err(FrameError::LengthMismatch { declared: 50, actual: 3 })
+            Err(FrameError::LengthMismatch {
+                declared: 50,
+                actual: 3
+            })
         );
     }
 
@@ -227,11 +233,15 @@ pub mod rpc {
 
     /// The retry delay carried by a `google.rpc.Status`, if any.
     pub fn retry_delay(status: &Status) -> Option<std::time::Duration> {
-        status.details.iter().find(|a| a.type_url == RETRY_INFO_TYPE).and_then(|a| {
-            let ri = <RetryInfo as prost::Message>::decode(&a.value[..]).ok()?;
-            let d = ri.retry_delay?;
-            Some(std::time::Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
-        })
+        status
+            .details
+            .iter()
+            .find(|a| a.type_url == RETRY_INFO_TYPE)
+            .and_then(|a| {
+                let ri = <RetryInfo as prost::Message>::decode(&a.value[..]).ok()?;
+                let d = ri.retry_delay?;
+                Some(std::time::Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
+            })
     }
 }
 

@@ -7,6 +7,7 @@
 //! shard's SPSC ring to its exporters, which write them out with vectored
 //! writes. Nothing on this path is shared between shards.
 
+pub mod bench;
 pub mod compression;
 pub mod config;
 pub mod exporter;
@@ -14,13 +15,10 @@ pub mod grpc;
 pub mod net;
 pub mod otlp_json;
 pub mod payload;
-#[cfg(feature = "wip")]
 pub mod pipeline;
 pub mod processor;
 pub mod proto;
-#[cfg(feature = "wip")]
 pub mod receiver;
-#[cfg(feature = "wip")]
 pub mod shard;
 pub mod shutdown;
 pub mod signal;

@@ -91,9 +91,7 @@ impl ShardPipelines {
 
     /// Whether `receiver` feeds any pipeline of `signal`.
     pub fn accepts(&self, receiver: usize, signal: Signal) -> bool {
-        self.routes
-            .get(receiver)
-            .is_some_and(|r| !r[signal.index()].is_empty())
+        self.routes.get(receiver).is_some_and(|r| !r[signal.index()].is_empty())
     }
 
     /// Hands an accepted request to every pipeline `receiver` feeds for `signal`.

@@ -157,14 +157,12 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(RunReport, Stats), 
         } else {
             Placement::Unbound
         };
-        let (config, stats, stop, ready) = (config.clone(), stats.clone(), stop.clone(), ready_tx.clone());
+        let (config, stats, shard_stop, ready) = (config.clone(), stats.clone(), stop.clone(), ready_tx.clone());
         let exporter_ids = exporter_ids.clone();
         let spawned = LocalExecutorBuilder::new(placement)
             .name(&format!("sluice-{shard}"))
             .io_memory(lay.io_memory)
-            .spawn(move || async move {
-                shard_main(shard, config, exporter_ids, stats, stop, ready).await
-            });
+            .spawn(move || async move { shard_main(shard, config, exporter_ids, stats, shard_stop, ready).await });
         match spawned {
             Ok(j) => joins.push(j),
             Err(e) => {
@@ -239,7 +237,12 @@ async fn shard_main(
     let mut handles = Vec::new();
     let mut exporter_tasks = Vec::new();
     for (index, id) in exporter_ids.iter().enumerate() {
-        let Some(cfg) = config.exporters.iter().find(|(k, _)| k.to_string() == *id).map(|(_, v)| v) else {
+        let Some(cfg) = config
+            .exporters
+            .iter()
+            .find(|(k, _)| k.to_string() == *id)
+            .map(|(_, v)| v)
+        else {
             continue;
         };
         let plan = ExporterPlan::from_config(id.clone(), cfg);
@@ -269,8 +272,12 @@ async fn shard_main(
             continue;
         };
         let transports = [
-            o.grpc.as_ref().map(|g| ("grpc", g.endpoint, (g.max_recv_msg_size_mib * 1024 * 1024) as usize)),
-            o.http.as_ref().map(|h| ("http", h.endpoint, h.max_request_body_size as usize)),
+            o.grpc
+                .as_ref()
+                .map(|g| ("grpc", g.endpoint, (g.max_recv_msg_size_mib * 1024 * 1024) as usize)),
+            o.http
+                .as_ref()
+                .map(|h| ("http", h.endpoint, h.max_request_body_size as usize)),
         ];
         for (transport, addr, max_message) in transports.into_iter().flatten() {
             let listener = match server::bind(addr) {

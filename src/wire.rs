@@ -332,8 +332,8 @@ struct Unit {
 /// non-repeated fields, e.g. `resource`, `schema_url`) plus `children`
 /// (already-encoded child entries of field 2), wrapped as field `outer_field`.
 fn reframe(outer_field: u32, header_fields: &[Bytes], children: &[Bytes]) -> Bytes {
-    let inner: usize = header_fields.iter().map(|b| b.len()).sum::<usize>()
-        + children.iter().map(|b| b.len()).sum::<usize>();
+    let inner: usize =
+        header_fields.iter().map(|b| b.len()).sum::<usize>() + children.iter().map(|b| b.len()).sum::<usize>();
     let mut out = BytesMut::with_capacity(inner + 11);
     put_len_header(&mut out, outer_field, inner);
     for b in header_fields.iter().chain(children) {
@@ -344,7 +344,14 @@ fn reframe(outer_field: u32, header_fields: &[Bytes], children: &[Bytes]) -> Byt
 
 /// Units of one scope entry at `body[s..e]`: its leaves, regrouped under
 /// copies of the scope header (bytes carry field tag 2, as a resource's child).
-fn scope_units(signal: Signal, body: &Bytes, s: usize, e: usize, max: u64, out: &mut Vec<Unit>) -> Result<(), WireError> {
+fn scope_units(
+    signal: Signal,
+    body: &Bytes,
+    s: usize,
+    e: usize,
+    max: u64,
+    out: &mut Vec<Unit>,
+) -> Result<(), WireError> {
     let mut header = Vec::new();
     let mut leaves: Vec<Unit> = Vec::new();
     for f in Fields::new(body, s, e) {
@@ -392,7 +399,14 @@ fn group_units(header: &[Bytes], children: Vec<Unit>, max: u64, out: &mut Vec<Un
 /// Units of one resource entry at `body[s..e]`: its scopes (split further when
 /// a scope alone holds more than `max` items), regrouped under copies of the
 /// resource header. Produced bytes carry field tag 2; the caller re-tags as 1.
-fn resource_units(signal: Signal, body: &Bytes, s: usize, e: usize, max: u64, out: &mut Vec<Unit>) -> Result<(), WireError> {
+fn resource_units(
+    signal: Signal,
+    body: &Bytes,
+    s: usize,
+    e: usize,
+    max: u64,
+    out: &mut Vec<Unit>,
+) -> Result<(), WireError> {
     let mut header = Vec::new();
     let mut scopes: Vec<Unit> = Vec::new();
     for f in Fields::new(body, s, e) {
@@ -478,7 +492,9 @@ mod tests {
     use crate::proto::{
         common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue},
         logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
-        metrics::v1::{metric, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum},
+        metrics::v1::{
+            metric, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+        },
         resource::v1::Resource,
         trace::v1::{ResourceSpans, ScopeSpans, Span},
         ExportLogsServiceRequest, ExportMetricsServiceRequest, ExportTraceServiceRequest,
@@ -620,7 +636,10 @@ mod tests {
         assert_eq!(scan(Signal::Traces, b"\x10\x01").unwrap().items, 0);
         assert!(!scan(Signal::Traces, b"\x10\x01").unwrap().only_resources);
         // field 1 as a varint instead of a message
-        assert!(matches!(scan(Signal::Traces, b"\x08\x01"), Err(WireError::NotMessage { .. })));
+        assert!(matches!(
+            scan(Signal::Traces, b"\x08\x01"),
+            Err(WireError::NotMessage { .. })
+        ));
         assert!(matches!(scan(Signal::Traces, b"\x0b"), Err(WireError::WireType { .. })));
     }
 
@@ -680,6 +699,9 @@ mod tests {
         }
         assert_eq!(spans_of(&merged), spans_of(&req));
         assert_eq!(merged.resource_spans.len() >= 3, true);
-        assert!(merged.resource_spans.iter().any(|r| r.resource.is_none() && r.scope_spans.is_empty()));
+        assert!(merged
+            .resource_spans
+            .iter()
+            .any(|r| r.resource.is_none() && r.scope_spans.is_empty()));
     }
 }

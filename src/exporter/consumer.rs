@@ -14,8 +14,8 @@ use glommio::sync::Semaphore;
 use crate::{
     config::{Compression, ExporterConfig},
     exporter::{
-        debug,
         client::{ClientSettings, ExportError, ExportOk},
+        debug,
         otlp_grpc::GrpcExporter,
         otlp_http::HttpExporter,
         queue::{Item, QueueConsumer, QueueProducer},
@@ -143,7 +143,11 @@ pub async fn run(plan: ExporterPlan, mut consumer: QueueConsumer, ctx: ExportCon
     let st = ctx.stats();
     st.queue_capacity.set(plan.queue_size as u64);
     match plan.backend {
-        Backend::File { dir, segment_size, fsync } => {
+        Backend::File {
+            dir,
+            segment_size,
+            fsync,
+        } => {
             let mut writer = match StoreWriter::open(&dir, ctx.shard, segment_size, fsync).await {
                 Ok(w) => w,
                 Err(e) => {
@@ -254,7 +258,14 @@ fn connects(backend: &Backend) -> u64 {
 
 /// Sends one batch, retrying retryable failures with backoff until they succeed,
 /// retries run out, or the shutdown deadline passes.
-async fn send_with_retry(backend: &Backend, id: &str, item: Item, retry: RetrySettings, seed: u64, ctx: &ExportContext) {
+async fn send_with_retry(
+    backend: &Backend,
+    id: &str,
+    item: Item,
+    retry: RetrySettings,
+    seed: u64,
+    ctx: &ExportContext,
+) {
     let mut backoff = Backoff::new(retry, seed);
     let Item { signal, payload } = item;
     loop {
@@ -336,5 +347,5 @@ async fn drain_failed(consumer: &mut QueueConsumer, ctx: &ExportContext, why: &s
 
 /// Creates the queue pair for a plan.
 pub fn make_queue(plan: &ExporterPlan) -> (QueueProducer, QueueConsumer) {
-    queue::queue(plan.queue_size)
+    crate::exporter::queue::queue(plan.queue_size)
 }

@@ -5,14 +5,11 @@
 //! counts what was sent and what failed.
 
 pub mod client;
-#[cfg(feature = "wip")]
 pub mod consumer;
-#[cfg(feature = "wip")]
 pub mod debug;
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod queue;
 pub mod retry;
 
-#[cfg(feature = "wip")]
 pub use consumer::*;

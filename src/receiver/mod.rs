@@ -65,7 +65,10 @@ impl ReceiverCtx {
             wire::resources_only(&body).map_err(|e| Rejection::Malformed(e.to_string()))?
         };
         let items = scan.items;
-        match self.pipelines.submit(self.receiver, signal, Payload::from_body(body, items)) {
+        match self
+            .pipelines
+            .submit(self.receiver, signal, Payload::from_body(body, items))
+        {
             Ok(()) => {
                 self.stats().accepted.add(signal, items);
                 Ok(items)

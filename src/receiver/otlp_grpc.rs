@@ -28,7 +28,10 @@ pub fn status_response(code: Code, message: &str, retry: Option<std::time::Durat
         h.insert("grpc-message", grpc::encode_message(message));
     }
     if retry.is_some() {
-        h.insert("grpc-status-details-bin", grpc::status_details_bin(code, message, retry));
+        h.insert(
+            "grpc-status-details-bin",
+            grpc::status_details_bin(code, message, retry),
+        );
     }
     r
 }
@@ -36,7 +39,10 @@ pub fn status_response(code: Code, message: &str, retry: Option<std::time::Durat
 fn ok_response() -> Response<ResponseBody> {
     let mut trailers = HeaderMap::with_capacity(1);
     trailers.insert("grpc-status", Code::Ok.as_header());
-    let mut r = Response::new(ResponseBody::with_trailers(Bytes::from_static(EMPTY_RESPONSE), trailers));
+    let mut r = Response::new(ResponseBody::with_trailers(
+        Bytes::from_static(EMPTY_RESPONSE),
+        trailers,
+    ));
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     r
@@ -56,7 +62,11 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
         return r;
     }
     let Some(signal) = Signal::from_grpc_path(req.uri().path()) else {
-        return status_response(Code::Unimplemented, &format!("unknown method {}", req.uri().path()), None);
+        return status_response(
+            Code::Unimplemented,
+            &format!("unknown method {}", req.uri().path()),
+            None,
+        );
     };
     if req.method() != http::Method::POST {
         return status_response(Code::Unimplemented, "gRPC requires POST", None);
@@ -115,9 +125,15 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
     };
     match ctx.accept(signal, msg) {
         Ok(_) => ok_response(),
-        Err(Rejection::Malformed(m)) => status_response(Code::InvalidArgument, &format!("malformed {signal} request: {m}"), None),
+        Err(Rejection::Malformed(m)) => {
+            status_response(Code::InvalidArgument, &format!("malformed {signal} request: {m}"), None)
+        }
         Err(Rejection::TooLarge(m)) => status_response(Code::ResourceExhausted, &m, None),
-        Err(Rejection::NoPipeline(s)) => status_response(Code::Unimplemented, &format!("no {s} pipeline is configured for this receiver"), None),
+        Err(Rejection::NoPipeline(s)) => status_response(
+            Code::Unimplemented,
+            &format!("no {s} pipeline is configured for this receiver"),
+            None,
+        ),
         Err(Rejection::Refused(m)) => status_response(Code::ResourceExhausted, &m, Some(RETRY_HINT)),
         Err(Rejection::ShuttingDown) => status_response(Code::Unavailable, "sluice is shutting down", None),
     }

@@ -34,7 +34,13 @@ impl Encoding {
 }
 
 /// An error reply: a `google.rpc.Status` in the request's encoding.
-fn error(status: StatusCode, enc: Encoding, code: Code, message: &str, retry_after: Option<u64>) -> Response<ResponseBody> {
+fn error(
+    status: StatusCode,
+    enc: Encoding,
+    code: Code,
+    message: &str,
+    retry_after: Option<u64>,
+) -> Response<ResponseBody> {
     let body: Bytes = match enc {
         Encoding::Protobuf => rpc::status(code, message, None).encode_to_vec().into(),
         Encoding::Json => serde_json::json!({ "code": code as i32, "message": message })
@@ -128,13 +134,29 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
     let body = match read_limited(req.into_body(), limit).await {
         Ok(b) => b,
         Err(BodyError::TooLarge(_)) => return too_large(),
-        Err(e) => return error(StatusCode::BAD_REQUEST, enc, Code::InvalidArgument, &e.to_string(), None),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                enc,
+                Code::InvalidArgument,
+                &e.to_string(),
+                None,
+            )
+        }
     };
     let body = if gzip {
         match compression::gunzip(&body, limit) {
             Ok(b) => b,
             Err(compression::CompressionError::TooLarge(_)) => return too_large(),
-            Err(e) => return error(StatusCode::BAD_REQUEST, enc, Code::InvalidArgument, &e.to_string(), None),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    enc,
+                    Code::InvalidArgument,
+                    &e.to_string(),
+                    None,
+                )
+            }
         }
     } else {
         body

@@ -25,7 +25,11 @@ pub fn render(stats: &Stats) -> String {
             "Number of items successfully pushed into the pipeline.",
             0usize,
         ),
-        ("refused", "Number of items that could not be pushed into the pipeline.", 1),
+        (
+            "refused",
+            "Number of items that could not be pushed into the pipeline.",
+            1,
+        ),
     ] {
         for s in Signal::ALL {
             let name = format!("otelcol_receiver_{metric}_{}_total", s.item_name());
@@ -42,15 +46,27 @@ pub fn render(stats: &Stats) -> String {
                         }
                     })
                     .sum();
-                let _ = writeln!(out, "{name}{{receiver=\"{}\",transport=\"{}\"}} {v}", r.receiver, r.transport);
+                let _ = writeln!(
+                    out,
+                    "{name}{{receiver=\"{}\",transport=\"{}\"}} {v}",
+                    r.receiver, r.transport
+                );
             }
         }
     }
 
     for (metric, help, pick) in [
         ("sent", "Number of items successfully sent to destination.", 0usize),
-        ("send_failed", "Number of items in failed attempts to send to destination.", 1),
-        ("enqueue_failed", "Number of items failed to be added to the sending queue.", 2),
+        (
+            "send_failed",
+            "Number of items in failed attempts to send to destination.",
+            1,
+        ),
+        (
+            "enqueue_failed",
+            "Number of items failed to be added to the sending queue.",
+            2,
+        ),
     ] {
         for s in Signal::ALL {
             let name = format!("otelcol_exporter_{metric}_{}_total", s.item_name());
@@ -72,17 +88,36 @@ pub fn render(stats: &Stats) -> String {
         }
     }
 
-    header(&mut out, "otelcol_exporter_queue_size", "gauge", "Current size of the retry queue (in batches).");
+    header(
+        &mut out,
+        "otelcol_exporter_queue_size",
+        "gauge",
+        "Current size of the retry queue (in batches).",
+    );
     for (i, e) in first.exporters.iter().enumerate() {
         let v: u64 = shards.iter().map(|sh| sh.exporters[i].queue_size.get()).sum();
         let _ = writeln!(out, "otelcol_exporter_queue_size{{exporter=\"{}\"}} {v}", e.exporter);
     }
-    header(&mut out, "otelcol_exporter_queue_capacity", "gauge", "Fixed capacity of the retry queue (in batches).");
+    header(
+        &mut out,
+        "otelcol_exporter_queue_capacity",
+        "gauge",
+        "Fixed capacity of the retry queue (in batches).",
+    );
     for (i, e) in first.exporters.iter().enumerate() {
         let v: u64 = shards.iter().map(|sh| sh.exporters[i].queue_capacity.get()).sum();
-        let _ = writeln!(out, "otelcol_exporter_queue_capacity{{exporter=\"{}\"}} {v}", e.exporter);
+        let _ = writeln!(
+            out,
+            "otelcol_exporter_queue_capacity{{exporter=\"{}\"}} {v}",
+            e.exporter
+        );
     }
-    header(&mut out, "sluice_shard_queue_size", "gauge", "Batches waiting in a shard's sending queue.");
+    header(
+        &mut out,
+        "sluice_shard_queue_size",
+        "gauge",
+        "Batches waiting in a shard's sending queue.",
+    );
     for sh in shards.iter() {
         for e in &sh.exporters {
             let _ = writeln!(
@@ -100,7 +135,11 @@ pub fn render(stats: &Stats) -> String {
             "Connections opened to the backend.",
             (|e: &crate::telemetry::ExporterStats| e.connects.get()) as fn(&crate::telemetry::ExporterStats) -> u64,
         ),
-        ("sluice_exporter_retries_total", "Failed export attempts that were retried.", |e| e.retries.get()),
+        (
+            "sluice_exporter_retries_total",
+            "Failed export attempts that were retried.",
+            |e| e.retries.get(),
+        ),
     ] {
         header(&mut out, name, "counter", help);
         for (i, e) in first.exporters.iter().enumerate() {
@@ -119,7 +158,12 @@ pub fn render(stats: &Stats) -> String {
         let _ = writeln!(out, "sluice_shutdown_dropped_items_total{{signal=\"{s}\"}} {v}");
     }
     if let Some(rss) = process_rss() {
-        header(&mut out, "otelcol_process_memory_rss", "gauge", "Total physical memory (resident set size) [bytes].");
+        header(
+            &mut out,
+            "otelcol_process_memory_rss",
+            "gauge",
+            "Total physical memory (resident set size) [bytes].",
+        );
         let _ = writeln!(out, "otelcol_process_memory_rss {rss}");
     }
     out

@@ -1,0 +1,70 @@
+//! The sluice-specific `tuning` section (shards, cores, pinning, shutdown
+//! deadline, io_uring memory) and tuning files given with `--tuning`.
+
+use super::{node::Node, section::Section, ConfigError, TuningConfig};
+
+const KEYS: &[&str] = &[
+    "shards",
+    "cores",
+    "pin",
+    "shutdown_timeout",
+    "io_memory_kib",
+    "ring_capacity",
+];
+
+/// Reads a `tuning` mapping at `path` (its key on `line`).
+pub fn section(node: &Node, path: &str, line: usize) -> Result<TuningConfig, ConfigError> {
+    let s = Section::open(node, path, line, KEYS, &[])?;
+    let d = TuningConfig::default();
+    let t = TuningConfig {
+        shards: s.uint("shards")?,
+        cores: s.uints("cores")?,
+        pin: s.bool("pin")?.unwrap_or(d.pin),
+        shutdown_timeout: s.duration("shutdown_timeout")?.unwrap_or(d.shutdown_timeout),
+        io_memory_kib: s.uint("io_memory_kib")?,
+        ring_capacity: s.uint("ring_capacity")?.unwrap_or(d.ring_capacity),
+    };
+    if t.shards == Some(0) {
+        return Err(s.error("shards", "must be at least 1"));
+    }
+    if let Some(cores) = &t.cores {
+        if cores.is_empty() {
+            return Err(s.error(
+                "cores",
+                "must list at least one CPU (or be left out to use the affinity mask)",
+            ));
+        }
+        if let Some(n) = t.shards {
+            if n > cores.len() {
+                return Err(s.error(
+                    "shards",
+                    format!("{n} shards do not fit on the {} CPUs listed in `cores`", cores.len()),
+                ));
+            }
+        }
+    }
+    if t.io_memory_kib == Some(0) {
+        return Err(s.error("io_memory_kib", "must be at least 1 (or left out for the default)"));
+    }
+    if t.ring_capacity == 0 {
+        return Err(s.error("ring_capacity", "must be at least 1"));
+    }
+    Ok(t)
+}
+
+/// A tuning file's document: the tuning keys at the top level, or a single
+/// `tuning:` mapping.
+pub fn file(root: &Node) -> Result<TuningConfig, ConfigError> {
+    let top = Section::any(root, "", 1)?;
+    match top.key("tuning") {
+        Some(k) => {
+            // With the `tuning:` form nothing else may be at the top level.
+            Section::open(root, "", 1, &["tuning"], &[])?;
+            match top.get("tuning") {
+                Some(node) => section(node, "tuning", k.line),
+                None => Ok(TuningConfig::default()),
+            }
+        }
+        None => section(root, "", 1),
+    }
+}

@@ -1,0 +1,415 @@
+//! The on-disk record format shared by the local store and the spool, as pure
+//! functions over byte buffers: `encode_record`, `decode_record`, and
+//! `SegmentScanner`, which walks a whole segment image, resynchronising after
+//! corrupt records and recognising torn tails and zero padding.
+//!
+//! A record is
+//! `[u32 LE len][u32 LE crc32][u8 version=1][u8 signal][u32 LE items][u32 LE uncompressed len][lz4 block]`,
+//! where `len` counts every byte after the crc word and the crc covers exactly those bytes.
+
+use bytes::Bytes;
+
+use crate::payload::Payload;
+use crate::signal::Signal;
+
+/// Record format version written in every record.
+pub const VERSION: u8 = 1;
+/// Bytes before the part covered by `len`: the len and crc words.
+pub const PREFIX_LEN: usize = 8;
+/// Bytes of the covered header: version, signal, items, uncompressed len.
+pub const HEADER_LEN: usize = 10;
+/// Largest `len` accepted; anything larger is treated as corruption.
+pub const MAX_RECORD_LEN: usize = 256 << 20;
+/// Largest uncompressed body accepted.
+pub const MAX_UNCOMPRESSED_LEN: usize = 1 << 30;
+
+/// One decoded record: a whole `Export*ServiceRequest` body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub signal: Signal,
+    /// Spans, data points or log records, as counted when the record was written.
+    pub items: u64,
+    /// The uncompressed, encoded protobuf request.
+    pub body: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// Not enough bytes for the record the buffer starts with (a torn tail).
+    #[error("record truncated: need {needed} bytes, have {available}")]
+    Truncated { needed: usize, available: usize },
+    /// The bytes do not form a valid record.
+    #[error("{0}")]
+    Corrupt(String),
+    /// A payload that cannot be stored in one record.
+    #[error("payload too large for one record: {0}")]
+    TooLarge(String),
+}
+
+/// Append one record holding `payload` to `out`; returns the bytes appended.
+/// Multi-chunk payloads are concatenated in a temporary buffer first; use
+/// [`encode_record_with`] to reuse one.
+pub fn encode_record(signal: Signal, payload: &Payload, out: &mut Vec<u8>) -> Result<usize, RecordError> {
+    let mut scratch = Vec::new();
+    encode_record_with(signal, payload, out, &mut scratch)
+}
+
+/// [`encode_record`] with a caller-owned scratch buffer for joining chunks.
+pub fn encode_record_with(
+    signal: Signal,
+    payload: &Payload,
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+) -> Result<usize, RecordError> {
+    let input: &[u8] = match payload.chunks.len() {
+        0 => &[],
+        1 => &payload.chunks[0],
+        _ => {
+            scratch.clear();
+            for c in &payload.chunks {
+                scratch.extend_from_slice(c);
+            }
+            scratch
+        }
+    };
+    let items = u32::try_from(payload.items)
+        .map_err(|_| RecordError::TooLarge(format!("{} items exceed the u32 item count", payload.items)))?;
+    if input.len() > MAX_UNCOMPRESSED_LEN {
+        return Err(RecordError::TooLarge(format!(
+            "{} bytes exceed the {MAX_UNCOMPRESSED_LEN}-byte limit",
+            input.len()
+        )));
+    }
+    let start = out.len();
+    let body_at = start + PREFIX_LEN + HEADER_LEN;
+    out.resize(body_at + lz4_flex::block::get_maximum_output_size(input.len()), 0);
+    let compressed = match lz4_flex::block::compress_into(input, &mut out[body_at..]) {
+        Ok(n) => n,
+        Err(e) => {
+            out.truncate(start);
+            return Err(RecordError::TooLarge(format!("lz4 compression failed: {e}")));
+        }
+    };
+    let len = HEADER_LEN + compressed;
+    if len > MAX_RECORD_LEN {
+        out.truncate(start);
+        return Err(RecordError::TooLarge(format!(
+            "compressed record of {len} bytes exceeds the {MAX_RECORD_LEN}-byte limit"
+        )));
+    }
+    out.truncate(body_at + compressed);
+    let rec = &mut out[start..];
+    rec[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+    rec[8] = VERSION;
+    rec[9] = signal.code();
+    rec[10..14].copy_from_slice(&items.to_le_bytes());
+    rec[14..18].copy_from_slice(&(input.len() as u32).to_le_bytes());
+    let crc = crc32fast::hash(&rec[PREFIX_LEN..]);
+    rec[4..8].copy_from_slice(&crc.to_le_bytes());
+    Ok(PREFIX_LEN + len)
+}
+
+fn le32(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// Decode the record at the start of `buf`; returns it and the bytes it occupies.
+pub fn decode_record(buf: &[u8]) -> Result<(Record, usize), RecordError> {
+    if buf.len() < PREFIX_LEN {
+        return Err(RecordError::Truncated {
+            needed: PREFIX_LEN,
+            available: buf.len(),
+        });
+    }
+    let len = le32(&buf[0..4]) as usize;
+    if len > MAX_RECORD_LEN {
+        return Err(RecordError::Corrupt(format!(
+            "record length {len} exceeds {MAX_RECORD_LEN}"
+        )));
+    }
+    if len < HEADER_LEN {
+        return Err(RecordError::Corrupt(format!(
+            "record length {len} is shorter than its header"
+        )));
+    }
+    // Cheap header checks before the crc, so a resync scan rarely hashes.
+    if buf.len() >= PREFIX_LEN + 2 {
+        if buf[8] != VERSION {
+            return Err(RecordError::Corrupt(format!("unknown record version {}", buf[8])));
+        }
+        if Signal::from_code(buf[9]).is_none() {
+            return Err(RecordError::Corrupt(format!("unknown signal code {}", buf[9])));
+        }
+    }
+    let total = PREFIX_LEN + len;
+    if buf.len() < total {
+        return Err(RecordError::Truncated {
+            needed: total,
+            available: buf.len(),
+        });
+    }
+    let rest = &buf[PREFIX_LEN..total];
+    let stored_crc = le32(&buf[4..8]);
+    let crc = crc32fast::hash(rest);
+    if crc != stored_crc {
+        return Err(RecordError::Corrupt(format!(
+            "crc mismatch (stored {stored_crc:08x}, computed {crc:08x})"
+        )));
+    }
+    let signal =
+        Signal::from_code(rest[1]).ok_or_else(|| RecordError::Corrupt(format!("unknown signal code {}", rest[1])))?;
+    let items = le32(&rest[2..6]) as u64;
+    let ulen = le32(&rest[6..10]) as usize;
+    if ulen > MAX_UNCOMPRESSED_LEN {
+        return Err(RecordError::Corrupt(format!(
+            "uncompressed length {ulen} exceeds {MAX_UNCOMPRESSED_LEN}"
+        )));
+    }
+    let mut body = vec![0u8; ulen];
+    let n = lz4_flex::block::decompress_into(&rest[HEADER_LEN..], &mut body)
+        .map_err(|e| RecordError::Corrupt(format!("lz4 decompression failed: {e}")))?;
+    if n != ulen {
+        return Err(RecordError::Corrupt(format!(
+            "body decompressed to {n} bytes, header says {ulen}"
+        )));
+    }
+    Ok((
+        Record {
+            signal,
+            items,
+            body: Bytes::from(body),
+        },
+        total,
+    ))
+}
+
+/// What a scan of one segment image finds, in file order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SegmentEvent {
+    Record {
+        offset: u64,
+        record: Record,
+    },
+    /// Bytes at `offset` that are not a valid record; the scan resumed at the
+    /// next offset where a record decodes.
+    Corrupt {
+        offset: u64,
+        reason: String,
+    },
+    /// An incomplete record at the end of the segment (a write torn by a crash).
+    TruncatedTail {
+        offset: u64,
+        bytes: u64,
+    },
+}
+
+/// Iterates over the records of a segment image. Zero bytes at the end are
+/// padding and end the scan silently.
+pub struct SegmentScanner<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> SegmentScanner<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        SegmentScanner { buf, pos: 0 }
+    }
+
+    /// First offset after `from` where a record decodes with a valid crc.
+    fn resync(&self, from: usize) -> Option<usize> {
+        (from..self.buf.len().saturating_sub(PREFIX_LEN + HEADER_LEN - 1))
+            .find(|&p| decode_record(&self.buf[p..]).is_ok())
+    }
+}
+
+impl Iterator for SegmentScanner<'_> {
+    type Item = SegmentEvent;
+
+    fn next(&mut self) -> Option<SegmentEvent> {
+        let pos = self.pos;
+        let rest = self.buf.get(pos..).filter(|r| !r.is_empty())?;
+        let err = match decode_record(rest) {
+            Ok((record, n)) => {
+                self.pos += n;
+                return Some(SegmentEvent::Record {
+                    offset: pos as u64,
+                    record,
+                });
+            }
+            Err(e) => e,
+        };
+        if rest.iter().all(|&b| b == 0) {
+            self.pos = self.buf.len();
+            return None;
+        }
+        let next = self.resync(pos + 1);
+        self.pos = next.unwrap_or(self.buf.len());
+        Some(match (err, next) {
+            (RecordError::Truncated { .. }, None) => SegmentEvent::TruncatedTail {
+                offset: pos as u64,
+                bytes: rest.len() as u64,
+            },
+            (RecordError::Truncated { needed, .. }, Some(_)) => SegmentEvent::Corrupt {
+                offset: pos as u64,
+                reason: format!("record length {needed} runs past the end of the segment"),
+            },
+            (e, _) => SegmentEvent::Corrupt {
+                offset: pos as u64,
+                reason: e.to_string(),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(chunks: &[&[u8]], items: u64) -> Payload {
+        let mut p = Payload::new();
+        for (i, c) in chunks.iter().enumerate() {
+            p.push(Bytes::copy_from_slice(c), if i == 0 { items } else { 0 });
+        }
+        p
+    }
+
+    fn body(n: usize, seed: u8) -> Vec<u8> {
+        (0..n).map(|i| (i as u8).wrapping_mul(seed) ^ (i / 7) as u8).collect()
+    }
+
+    #[test]
+    fn roundtrip_single_multi_and_empty() {
+        let a = body(1000, 3);
+        let b = body(333, 5);
+        let mut out = Vec::new();
+        let n1 = encode_record(Signal::Traces, &payload(&[&a], 7), &mut out).unwrap();
+        let n2 = encode_record(Signal::Metrics, &payload(&[&a, &b], 9), &mut out).unwrap();
+        let n3 = encode_record(Signal::Logs, &Payload::new(), &mut out).unwrap();
+        assert_eq!(out.len(), n1 + n2 + n3);
+
+        let (r1, c1) = decode_record(&out).unwrap();
+        assert_eq!(c1, n1);
+        assert_eq!((r1.signal, r1.items, &r1.body[..]), (Signal::Traces, 7, &a[..]));
+        let (r2, c2) = decode_record(&out[n1..]).unwrap();
+        assert_eq!(c2, n2);
+        let joined = [a.clone(), b.clone()].concat();
+        assert_eq!((r2.signal, r2.items, &r2.body[..]), (Signal::Metrics, 9, &joined[..]));
+        let (r3, c3) = decode_record(&out[n1 + n2..]).unwrap();
+        assert_eq!(c3, n3);
+        assert_eq!((r3.signal, r3.items, r3.body.len()), (Signal::Logs, 0, 0));
+    }
+
+    #[test]
+    fn header_layout() {
+        let mut out = Vec::new();
+        encode_record(Signal::Logs, &payload(&[b"hello"], 2), &mut out).unwrap();
+        let len = le32(&out[0..4]) as usize;
+        assert_eq!(len + PREFIX_LEN, out.len());
+        assert_eq!(le32(&out[4..8]), crc32fast::hash(&out[8..]));
+        assert_eq!(out[8], VERSION);
+        assert_eq!(out[9], Signal::Logs.code());
+        assert_eq!(le32(&out[10..14]), 2);
+        assert_eq!(le32(&out[14..18]), 5);
+        assert_eq!(lz4_flex::block::decompress(&out[18..], 5).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn truncated_vs_corrupt() {
+        let mut out = Vec::new();
+        encode_record(Signal::Traces, &payload(&[&body(200, 11)], 1), &mut out).unwrap();
+        for cut in 0..out.len() {
+            assert!(
+                matches!(decode_record(&out[..cut]), Err(RecordError::Truncated { .. })),
+                "cut at {cut}"
+            );
+        }
+        let mut bad = out.clone();
+        *bad.last_mut().unwrap() ^= 0x40;
+        assert!(matches!(decode_record(&bad), Err(RecordError::Corrupt(m)) if m.contains("crc")));
+        let mut bad = out.clone();
+        bad[8] = 2;
+        assert!(matches!(decode_record(&bad), Err(RecordError::Corrupt(m)) if m.contains("version")));
+        let mut bad = out.clone();
+        bad[9] = 9;
+        assert!(matches!(decode_record(&bad), Err(RecordError::Corrupt(m)) if m.contains("signal")));
+        let mut bad = out.clone();
+        bad[0..4].copy_from_slice(&(300u32 << 20).to_le_bytes());
+        assert!(matches!(decode_record(&bad), Err(RecordError::Corrupt(m)) if m.contains("exceeds")));
+    }
+
+    #[test]
+    fn bad_lz4_with_valid_crc_is_corrupt() {
+        let mut rec = vec![0u8; PREFIX_LEN + HEADER_LEN];
+        rec[8] = VERSION;
+        rec[9] = Signal::Traces.code();
+        rec[14..18].copy_from_slice(&100u32.to_le_bytes());
+        rec.extend_from_slice(&[0xff, 0xff, 0xff]);
+        let len = (rec.len() - PREFIX_LEN) as u32;
+        rec[0..4].copy_from_slice(&len.to_le_bytes());
+        let crc = crc32fast::hash(&rec[8..]);
+        rec[4..8].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(decode_record(&rec), Err(RecordError::Corrupt(m)) if m.contains("lz4")));
+    }
+
+    fn three_records() -> (Vec<u8>, Vec<usize>) {
+        let mut out = Vec::new();
+        let mut offsets = Vec::new();
+        for (i, s) in Signal::ALL.into_iter().enumerate() {
+            offsets.push(out.len());
+            encode_record(s, &payload(&[&body(500 + i * 10, 3 + i as u8)], i as u64 + 1), &mut out).unwrap();
+        }
+        (out, offsets)
+    }
+
+    #[test]
+    fn scanner_any_flipped_byte_loses_only_that_record() {
+        let (clean, offsets) = three_records();
+        // Flip every byte of the middle record in turn, including its len word.
+        for at in offsets[1]..offsets[2] {
+            let mut buf = clean.clone();
+            buf[at] ^= 0x5a;
+            let ev: Vec<_> = SegmentScanner::new(&buf).collect();
+            assert_eq!(ev.len(), 3, "flip at {at}: {ev:?}");
+            assert!(matches!(&ev[0], SegmentEvent::Record { offset: 0, record } if record.signal == Signal::Traces));
+            assert!(
+                matches!(&ev[1], SegmentEvent::Corrupt { offset, .. } if *offset == offsets[1] as u64),
+                "flip at {at}: {:?}",
+                ev[1]
+            );
+            assert!(matches!(&ev[2], SegmentEvent::Record { offset, record }
+                if *offset == offsets[2] as u64 && record.signal == Signal::Logs && record.items == 3));
+        }
+    }
+
+    #[test]
+    fn scanner_torn_tail_and_padding() {
+        let (clean, offsets) = three_records();
+        let cut = offsets[2] + 20;
+        let ev: Vec<_> = SegmentScanner::new(&clean[..cut]).collect();
+        assert_eq!(ev.len(), 3);
+        assert_eq!(
+            ev[2],
+            SegmentEvent::TruncatedTail {
+                offset: offsets[2] as u64,
+                bytes: 20
+            }
+        );
+
+        let mut padded = clean.clone();
+        padded.resize(clean.len() + 4000, 0);
+        let ev: Vec<_> = SegmentScanner::new(&padded).collect();
+        assert_eq!(ev.len(), 3);
+        assert!(ev.iter().all(|e| matches!(e, SegmentEvent::Record { .. })));
+
+        assert_eq!(SegmentScanner::new(&[]).count(), 0);
+        assert_eq!(SegmentScanner::new(&[0u8; 3]).count(), 0);
+    }
+
+    #[test]
+    fn scanner_garbage_is_corrupt_not_panic() {
+        let garbage: Vec<u8> = (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let ev: Vec<_> = SegmentScanner::new(&garbage).collect();
+        assert!(!ev.is_empty());
+        assert!(ev.iter().all(|e| !matches!(e, SegmentEvent::Record { .. })));
+    }
+}
