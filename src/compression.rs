@@ -43,7 +43,7 @@ mod tests {
     #[test]
     fn round_trip_and_cap() {
         let data = Bytes::from(vec![7u8; 10_000]);
-        let z = gzip(&[data.clone()]);
+        let z = gzip(std::slice::from_ref(&data));
         assert_eq!(gunzip(&z, 10_000).unwrap(), data);
         assert!(matches!(gunzip(&z, 9_999), Err(CompressionError::TooLarge(9_999))));
         assert!(matches!(gunzip(b"not gzip", 100), Err(CompressionError::Invalid(_))));

@@ -79,7 +79,7 @@ pub fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
 /// Number of bytes `v` takes as a varint.
 #[inline]
 pub fn varint_len(v: u64) -> usize {
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 #[inline]
@@ -698,7 +698,7 @@ mod tests {
             merged.merge(p.to_bytes()).unwrap();
         }
         assert_eq!(spans_of(&merged), spans_of(&req));
-        assert_eq!(merged.resource_spans.len() >= 3, true);
+        assert!(merged.resource_spans.len() >= 3);
         assert!(merged
             .resource_spans
             .iter()
