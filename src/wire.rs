@@ -52,8 +52,20 @@ pub struct Field {
 }
 
 /// Reads a varint at `*pos`, advancing it.
-#[inline]
+#[inline(always)]
 pub fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
+    // Tags, lengths of small messages and small integers: one byte.
+    if let Some(&b) = buf.get(*pos) {
+        if b < 0x80 {
+            *pos += 1;
+            return Ok(u64::from(b));
+        }
+    }
+    read_varint_slow(buf, pos)
+}
+
+#[inline(never)]
+fn read_varint_slow(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
     let start = *pos;
     let mut result = 0u64;
     let mut shift = 0u32;
@@ -200,10 +212,42 @@ fn message_range(f: &Field) -> Result<(usize, usize), WireError> {
 }
 
 /// Checks that `buf[s..e]` is a well-formed sequence of fields (one level).
+/// The same checks as walking `Fields`, without building a `Field` per entry:
+/// this runs once per span / log record / data point.
 #[inline]
 fn check_flat(buf: &[u8], s: usize, e: usize) -> Result<(), WireError> {
-    for f in Fields::new(buf, s, e) {
-        f?;
+    let buf = &buf[..e];
+    let mut pos = s;
+    while pos < e {
+        let start = pos;
+        let key = read_varint(buf, &mut pos)?;
+        if key >> 3 == 0 {
+            return Err(WireError::FieldZero(start));
+        }
+        match key & 7 {
+            0 => {
+                read_varint(buf, &mut pos)?;
+            }
+            1 => pos += 8,
+            2 => {
+                let len = read_varint(buf, &mut pos)?;
+                if len > (e - pos) as u64 {
+                    return Err(WireError::Truncated(e));
+                }
+                pos += len as usize;
+            }
+            5 => pos += 4,
+            wt => {
+                return Err(WireError::WireType {
+                    field: (key >> 3) as u32,
+                    wire_type: wt as u8,
+                    at: start,
+                })
+            }
+        }
+    }
+    if pos > e {
+        return Err(WireError::Truncated(e));
     }
     Ok(())
 }

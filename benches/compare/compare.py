@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""Side-by-side OTLP ingest comparison: sluice vs Rotel, each pinned to the same core.
+
+The collector under test runs on CPU 1; the load (`sluice bench`, 16 connections x 64
+streams, 100-item requests by default) runs on CPU 0, and so does the sink of the
+forwarding scenario (a second sluice with a nop exporter, the same sink for both peers).
+For every run it reads the collector's utime+stime from /proc/PID/stat before and after,
+and its peak RSS (VmHWM), and reports items/s, items per collector CPU-second, and the
+ratio sluice/Rotel of the medians.
+
+usage: benches/compare/compare.py [--runs 3] [--duration 10s] [--scenarios ingest,forward,...]
+Scenarios: ingest (traces), forward (traces), ingest-logs, ingest-metrics, sluice-2shards.
+Rotel 0.0.1a15 is installed from PyPI into target/compare/rotel-py on first use.
+"""
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SLUICE = os.path.join(ROOT, "target", "release", "sluice")
+ROTEL_DIR = os.path.join(ROOT, "target", "compare", "rotel-py")
+ROTEL = os.path.join(ROTEL_DIR, "rotel", "rotel-agent")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def peak_rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wait_port(port, proc, timeout=30):
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"collector exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} never opened")
+
+
+def sluice_config(grpc, http, metrics, exporter, shards=1):
+    exp = "nop:" if exporter is None else (
+        f"otlp:\n    endpoint: 127.0.0.1:{exporter}\n    tls: {{insecure: true}}\n    compression: none\n"
+        "    sending_queue: {num_consumers: 4, queue_size: 8}")
+    name = "nop" if exporter is None else "otlp"
+    return f"""receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: 127.0.0.1:{grpc}}}
+      http: {{endpoint: 127.0.0.1:{http}}}
+processors:
+  batch: {{}}
+exporters:
+  {exp}
+service:
+  telemetry: {{metrics: {{address: 127.0.0.1:{metrics}}}}}
+  pipelines:
+    traces: {{receivers: [otlp], processors: [batch], exporters: [{name}]}}
+    metrics: {{receivers: [otlp], processors: [batch], exporters: [{name}]}}
+    logs: {{receivers: [otlp], processors: [batch], exporters: [{name}]}}
+tuning: {{shards: {shards}}}
+"""
+
+
+def start_sluice(tmp, name, cpus, grpc, http, metrics, exporter=None, shards=1):
+    path = os.path.join(tmp, f"{name}.yaml")
+    with open(path, "w") as f:
+        f.write(sluice_config(grpc, http, metrics, exporter, shards))
+    log = open(os.path.join(tmp, f"{name}.log"), "w")
+    proc = subprocess.Popen(["taskset", "-c", cpus, SLUICE, "run", "--config", path],
+                            stdout=log, stderr=log, env=dict(os.environ, SLUICE_LOG="warn"))
+    wait_port(grpc, proc)
+    return proc
+
+
+def ensure_rotel():
+    if not os.path.exists(ROTEL):
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", ROTEL_DIR,
+                               "rotel==0.0.1a15"])
+
+
+def start_rotel(tmp, cpu, grpc, http, exporter=None):
+    ensure_rotel()
+    args = ["taskset", "-c", cpu, ROTEL, "start", "--otlp-grpc-endpoint", f"127.0.0.1:{grpc}",
+            "--otlp-http-endpoint", f"127.0.0.1:{http}", "--log-file", os.path.join(tmp, f"rotel-{grpc}.log"),
+            "--pid-file", os.path.join(tmp, f"rotel-{grpc}.pid")]
+    if exporter is None:
+        args += ["--exporter", "blackhole"]
+    else:
+        args += ["--exporter", "otlp", "--otlp-exporter-endpoint", f"http://127.0.0.1:{exporter}"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(grpc, proc)
+    return proc
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def load(port, signal_name, args, cpus="0"):
+    out = subprocess.run(["taskset", "-c", cpus, SLUICE, "bench", "--endpoint", f"127.0.0.1:{port}",
+                          "--signal", signal_name, "--connections", str(args.connections), "--streams",
+                          str(args.streams), "--items-per-request", str(args.items), "--duration", args.duration,
+                          "--cpus", cpus, "--json"], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(tmp, peer, scenario, args):
+    """One run of one scenario against one peer; returns a result dict."""
+    sig = {"ingest-logs": "logs", "ingest-metrics": "metrics"}.get(scenario, "traces")
+    sink = None
+    forward = scenario == "forward"
+    if forward:
+        sink = start_sluice(tmp, "sink", "0", 24317, 24318, 28888)
+    try:
+        if peer == "sluice":
+            shards = 2 if scenario == "sluice-2shards" else 1
+            cpus = "0,1" if shards == 2 else "1"
+            proc = start_sluice(tmp, "sluice", cpus, 14317, 14318, 18888, 24317 if forward else None, shards)
+        else:
+            proc = start_rotel(tmp, "1", 14317, 14318, 24317 if forward else None)
+        try:
+            time.sleep(0.3)
+            c0, t0 = cpu_seconds(proc.pid), time.time()
+            res = load(14317, sig, args, "0,1" if scenario == "sluice-2shards" else "0")
+            wall = time.time() - t0
+            time.sleep(0.5)
+            cpu = cpu_seconds(proc.pid) - c0
+            rss = peak_rss_mib(proc.pid)
+        finally:
+            stop(proc)
+    finally:
+        if sink is not None:
+            stop(sink)
+    items = res["ok_items"]
+    return {"peer": peer, "scenario": scenario, "items_per_s": res["items_per_s"],
+            "items_per_cpu_s": items / cpu if cpu > 0 else 0.0, "cpu_s": cpu, "wall_s": wall,
+            "peak_rss_mib": rss, "failed": res["failed_requests"], "p99_ms": res["p99_us"] / 1000}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--duration", default="10s")
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--streams", type=int, default=64)
+    ap.add_argument("--items", type=int, default=100)
+    ap.add_argument("--scenarios", default="ingest,forward,ingest-logs,ingest-metrics,sluice-2shards")
+    ap.add_argument("--peers", default="sluice,rotel")
+    args = ap.parse_args()
+    if not os.path.exists(SLUICE):
+        subprocess.check_call(["cargo", "build", "--release"], cwd=ROOT)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for scenario in args.scenarios.split(","):
+            peers = ["sluice"] if scenario == "sluice-2shards" else args.peers.split(",")
+            for peer in peers:
+                runs = []
+                for _ in range(args.runs):
+                    r = measure(tmp, peer, scenario, args)
+                    print(f"  {scenario:<15} {peer:<7} {r['items_per_s']:>12.0f}/s {r['items_per_cpu_s']:>12.0f}/cpu-s "
+                          f"cpu {r['cpu_s']:.2f}s wall {r['wall_s']:.2f}s rss {r['peak_rss_mib']:.0f} MiB "
+                          f"p99 {r['p99_ms']:.1f} ms failed {r['failed']}", file=sys.stderr)
+                    runs.append(r)
+                rows.append({"scenario": scenario, "peer": peer,
+                             "items_per_s": statistics.median(r["items_per_s"] for r in runs),
+                             "items_per_cpu_s": statistics.median(r["items_per_cpu_s"] for r in runs),
+                             "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+                             "failed": sum(r["failed"] for r in runs)})
+    print(f"| scenario | peer | items/s (median) | items per CPU-s (median) | peak RSS MiB | failed | ratio per CPU-s |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for row in rows:
+        base = [r for r in rows if r["scenario"] == row["scenario"] and r["peer"] == "rotel"]
+        ratio = ""
+        if row["peer"] == "sluice" and base and base[0]["items_per_cpu_s"] > 0:
+            ratio = f"{row['items_per_cpu_s'] / base[0]['items_per_cpu_s']:.1f}x"
+        print(f"| {row['scenario']} | {row['peer']} | {row['items_per_s']:.0f} | {row['items_per_cpu_s']:.0f} | "
+              f"{row['peak_rss_mib']:.0f} | {row['failed']} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
