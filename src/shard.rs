@@ -42,8 +42,8 @@ pub enum ShardError {
         what: String,
         source: std::io::Error,
     },
-    #[error("shard {0} stopped before it was ready")]
-    Died(usize),
+    #[error("shard {shard} failed: {reason}")]
+    Failed { shard: usize, reason: String },
     #[error("no CPU available in this process's affinity mask")]
     NoCpu,
 }
@@ -186,7 +186,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(RunReport, Stats), 
                 stop.store(true, Ordering::SeqCst);
             }
             Err(_) => {
-                first_error.get_or_insert(ShardError::Died(0));
+                // A shard thread ended without reporting; its join says why.
                 stop.store(true, Ordering::SeqCst);
                 break;
             }
@@ -204,8 +204,10 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(RunReport, Stats), 
                 }
             }
             Err(e) => {
-                tracing::error!(shard = i, error = %e, "shard failed");
-                first_error.get_or_insert(ShardError::Died(i));
+                first_error.get_or_insert(ShardError::Failed {
+                    shard: i,
+                    reason: explain_failure(&e.to_string()),
+                });
             }
         }
     }
@@ -213,6 +215,27 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(RunReport, Stats), 
         Some(e) => Err(e),
         None => Ok((report, stats)),
     }
+}
+
+/// Turns glommio's startup failures into advice: the usual one on a stock
+/// machine is the locked-memory limit io_uring needs.
+fn explain_failure(raw: &str) -> String {
+    let Some(at) = raw.find("MemLockLimit(") else {
+        return raw.to_string();
+    };
+    let nums: Vec<u64> = raw[at + "MemLockLimit(".len()..]
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|t| !t.is_empty())
+        .take(2)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let (have, need) = match nums[..] {
+        [have, need] => (format!("{} KiB", have / 1024), format!("{} KiB", need / 1024)),
+        _ => ("too little".to_string(), "more".to_string()),
+    };
+    format!(
+        "io_uring could not lock memory: the locked-memory limit (RLIMIT_MEMLOCK) is {have}, io_uring needs at least {need} per shard. Raise it (`ulimit -l 8192`, systemd LimitMEMLOCK=, docker --ulimit memlock=-1) or run fewer shards (`tuning.shards`)"
+    )
 }
 
 fn map_glommio_err<T>(e: glommio::GlommioError<T>) -> glommio::GlommioError<()> {
