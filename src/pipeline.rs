@@ -12,7 +12,7 @@ use crate::{
     payload::Payload,
     processor::batch::{BatchSettings, Batcher},
     signal::Signal,
-    telemetry::Stats,
+    telemetry::{counters::BATCH_SIZE_BOUNDS, Stats},
 };
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -28,6 +28,8 @@ pub enum SubmitError {
 struct Pipeline {
     signal: Signal,
     batcher: Option<RefCell<Batcher>>,
+    /// Index of the batch processor in `ShardStats::batches`.
+    batch_stats: Option<usize>,
     /// Indices into `ShardPipelines::exporters`.
     exporters: Vec<usize>,
 }
@@ -59,10 +61,18 @@ impl ShardPipelines {
                 }),
                 _ => None,
             });
+            let batch_stats = p.processors.iter().find_map(|id| match config.processors.get(id) {
+                Some(ProcessorConfig::Batch(_)) => {
+                    let id = id.to_string();
+                    stats.shards[shard].batches.iter().position(|b| b.processor == id)
+                }
+                _ => None,
+            });
             let idx = pipelines.len();
             pipelines.push(Pipeline {
                 signal: p.signal,
                 batcher: batch.map(|b| RefCell::new(Batcher::new(p.signal, b))),
+                batch_stats,
                 exporters: p
                     .exporters
                     .iter()
@@ -150,6 +160,11 @@ impl ShardPipelines {
     }
 
     fn enqueue(&self, p: &Pipeline, batch: Payload) {
+        if let Some(b) = p.batch_stats {
+            self.stats.shards[self.shard].batches[b]
+                .send_size
+                .observe(&BATCH_SIZE_BOUNDS, batch.items);
+        }
         let last = p.exporters.len().saturating_sub(1);
         let mut batch = Some(batch);
         for (i, &ei) in p.exporters.iter().enumerate() {

@@ -23,7 +23,7 @@ use crate::{
     receiver::{otlp_grpc, otlp_http, ReceiverCtx},
     shutdown::Lifecycle,
     signal::Signal,
-    telemetry::{prometheus, Stats},
+    telemetry::{prometheus, ProcessStats, Stats},
 };
 
 #[derive(Debug, Error)]
@@ -116,6 +116,25 @@ pub struct RunReport {
     pub undelivered: [u64; 3],
 }
 
+/// Batch processor ids used by any pipeline, in stats order.
+pub fn batch_processors(config: &Config) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in &config.service.pipelines {
+        for id in &p.processors {
+            if matches!(
+                config.processors.get(id),
+                Some(crate::config::ProcessorConfig::Batch(_))
+            ) {
+                let id = id.to_string();
+                if !out.contains(&id) {
+                    out.push(id);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Receiver (id, transport) pairs and exporter ids, in stats order.
 fn components(config: &Config) -> (Vec<(String, &'static str)>, Vec<String>) {
     let mut receivers = Vec::new();
@@ -147,7 +166,7 @@ fn components(config: &Config) -> (Vec<(String, &'static str)>, Vec<String>) {
 pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(RunReport, Stats), ShardError> {
     let lay = layout(&config)?;
     let (receivers, exporter_ids) = components(&config);
-    let stats = Stats::new(lay.cpus.len(), &receivers, &exporter_ids);
+    let stats = Stats::build(lay.cpus.len(), &receivers, &exporter_ids, &batch_processors(&config));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, ShardError>>();
     let mut joins = Vec::new();
     tracing::info!(shards = lay.cpus.len(), cpus = ?lay.cpus, pin = lay.pin, io_memory_kib = lay.io_memory / 1024, "starting shards");
@@ -193,8 +212,25 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(RunReport, Stats), 
         }
     }
     if first_error.is_none() {
+        stats.process.phase.set(ProcessStats::RUNNING);
         tracing::info!("sluice is ready");
     }
+    // The health endpoint reports `stopping` as soon as the stop flag is set.
+    let watcher = {
+        let (stop, stats) = (stop.clone(), stats.clone());
+        let finished = Arc::new(AtomicBool::new(false));
+        let done = finished.clone();
+        let t = std::thread::Builder::new()
+            .name("sluice-phase".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) && !done.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                stats.process.phase.set(ProcessStats::STOPPING);
+            })
+            .ok();
+        (finished, t)
+    };
     let mut report = RunReport::default();
     for (i, j) in joins.into_iter().enumerate() {
         match j.join() {
@@ -208,6 +244,10 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(RunReport, Stats), 
                 first_error.get_or_insert(ShardError::Died(i));
             }
         }
+    }
+    watcher.0.store(true, Ordering::Relaxed);
+    if let Some(t) = watcher.1 {
+        let _ = t.join();
     }
     match first_error {
         Some(e) => Err(e),
@@ -344,6 +384,31 @@ async fn shard_main(
         }
     }
 
+    // The health_check extension, also on shard 0.
+    if shard == 0 && bind_error.is_none() {
+        if let Some(h) = crate::extension::health_check::settings(&config) {
+            match server::bind(h.endpoint) {
+                Ok(l) => {
+                    let stats = stats.clone();
+                    glommio::spawn_local(server::serve(l, Lifecycle::new(), tuning, move |req| {
+                        let r =
+                            crate::extension::health_check::respond(&stats, &h.path, req.method(), req.uri().path());
+                        async move { r }
+                    }))
+                    .detach();
+                }
+                Err(source) => {
+                    bind_error = Some(ShardError::Bind {
+                        shard,
+                        addr: h.endpoint,
+                        what: "extensions.health_check.endpoint".into(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
     if let Some(e) = bind_error {
         let _ = ready.send(Err(e));
         lifecycle.start_draining(Duration::ZERO);
@@ -428,7 +493,7 @@ fn metrics_response(stats: &Stats, path: &str) -> http::Response<crate::net::bod
             let mut r = http::Response::new(ResponseBody::data(prometheus::render(stats)));
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                http::HeaderValue::from_static(prometheus::CONTENT_TYPE),
             );
             r
         }

@@ -25,7 +25,7 @@ use crate::{
     shutdown::Lifecycle,
     signal::Signal,
     store::StoreWriter,
-    telemetry::Stats,
+    telemetry::{counters::LATENCY_BOUNDS_US, Stats},
 };
 
 /// How one exporter sends, on one shard.
@@ -226,7 +226,10 @@ pub async fn run(plan: ExporterPlan, mut consumer: QueueConsumer, ctx: ExportCon
                 let id = plan.id.clone();
                 let retry = plan.retry;
                 glommio::spawn_local(async move {
+                    let started = Instant::now();
                     send_with_retry(&backend, &id, item, retry, seed, &ctx).await;
+                    let us = started.elapsed().as_micros().min(u64::MAX as u128) as u64;
+                    ctx.stats().latency.observe(&LATENCY_BOUNDS_US, us);
                     drop(permit);
                 })
                 .detach();
