@@ -7,12 +7,12 @@ use std::{cell::RefCell, rc::Rc, time::Instant};
 use thiserror::Error;
 
 use crate::{
-    config::{Config, ProcessorConfig},
+    config::{Config, OverflowPolicy, ProcessorConfig},
     exporter::{queue::Item, ExporterHandle},
     payload::Payload,
     processor::batch::{BatchSettings, Batcher},
     signal::Signal,
-    telemetry::{counters::BATCH_SIZE_BOUNDS, Stats},
+    telemetry::{counters::BATCH_SIZE_BOUNDS, DropReason, Stats},
 };
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -135,7 +135,9 @@ impl ShardPipelines {
             };
             for &ei in &p.exporters {
                 let e = &self.exporters[ei];
-                if e.producer.borrow().free() < need {
+                // Only `overflow: signal` refuses; the other policies make room
+                // by discarding (counted by reason) when the batch is enqueued.
+                if e.overflow.refuses() && e.producer.borrow().free() < need {
                     let st = &self.stats.shards[self.shard].exporters[e.index];
                     st.enqueue_failed.add(signal, payload.items);
                     return Err(SubmitError::QueueFull(e.id.clone()));
@@ -168,26 +170,56 @@ impl ShardPipelines {
         let last = p.exporters.len().saturating_sub(1);
         let mut batch = Some(batch);
         for (i, &ei) in p.exporters.iter().enumerate() {
-            let e = &self.exporters[ei];
             let data = if i == last {
                 batch.take().unwrap_or_default()
             } else {
                 batch.clone().unwrap_or_default()
             };
-            let items = data.items;
-            let st = &self.stats.shards[self.shard].exporters[e.index];
-            match e.producer.borrow_mut().push(Item {
-                signal: p.signal,
-                payload: data,
-            }) {
-                Ok(()) => st.enqueued.add(p.signal, items),
-                Err(item) => {
-                    // Capacity was checked before accepting; this is a bug if reached.
-                    st.enqueue_failed.add(p.signal, items);
-                    tracing::error!(exporter = %e.id, signal = %p.signal, items = item.payload.items, "sending queue full after admission; batch dropped");
+            self.enqueue_one(&self.exporters[ei], p.signal, data);
+        }
+    }
+
+    /// Puts one batch into one exporter's queue, applying its overflow policy.
+    fn enqueue_one(&self, e: &ExporterHandle, signal: Signal, data: Payload) {
+        let st = &self.stats.shards[self.shard].exporters[e.index];
+        let mut q = e.producer.borrow_mut();
+        let data = if e.overflow.policy == OverflowPolicy::Sample && q.len() >= e.overflow.high_water {
+            let (kept, dropped) = e.sampler.sample(signal, data);
+            st.drop_items(DropReason::Sample, signal, dropped);
+            match kept {
+                Some(k) => k,
+                None => return,
+            }
+        } else {
+            data
+        };
+        if q.free() == 0 {
+            match e.overflow.policy {
+                OverflowPolicy::DropOldest => {
+                    while q.free() == 0 {
+                        let Some(old) = q.pop_oldest() else { break };
+                        st.evicted.add(old.signal, old.payload.items);
+                        st.drop_items(DropReason::DropOldest, old.signal, old.payload.items);
+                    }
                 }
+                OverflowPolicy::DropNew | OverflowPolicy::Sample => {
+                    st.drop_items(DropReason::DropNew, signal, data.items);
+                    return;
+                }
+                OverflowPolicy::Signal => {}
             }
         }
+        let items = data.items;
+        match q.push(Item { signal, payload: data }) {
+            Ok(()) => st.enqueued.add(signal, items),
+            Err(item) => {
+                // Capacity was checked before accepting; this is a bug if reached.
+                st.enqueue_failed.add(signal, items);
+                tracing::error!(exporter = %e.id, %signal, items = item.payload.items, "sending queue full after admission; batch dropped");
+            }
+        }
+        st.queue_size.set(q.len() as u64);
+        st.queue_bytes.set(q.bytes());
     }
 
     /// Sends batches whose timeout has passed, if their queues have room.
@@ -201,10 +233,13 @@ impl ShardPipelines {
         }
     }
 
+    /// Whether a batch of `p` can be handed over now: every exporter either
+    /// has room or discards by its overflow policy.
     fn has_room(&self, p: &Pipeline) -> bool {
-        p.exporters
-            .iter()
-            .all(|&ei| self.exporters[ei].producer.borrow().free() > 0)
+        p.exporters.iter().all(|&ei| {
+            let e = &self.exporters[ei];
+            !e.overflow.refuses() || e.producer.borrow().free() > 0
+        })
     }
 
     /// The earliest batch deadline, for the flush timer.

@@ -286,6 +286,7 @@ async fn shard_main(
             continue;
         };
         let plan = ExporterPlan::from_config(id.clone(), cfg);
+        let overflow = plan.overflow;
         let (producer, consumer) = exporter::make_queue(&plan);
         let ctx = ExportContext {
             stats: stats.clone(),
@@ -298,6 +299,8 @@ async fn shard_main(
             id: id.clone(),
             index,
             producer: std::cell::RefCell::new(producer),
+            overflow,
+            sampler: crate::processor::sampling::Sampler::new(overflow.sample_percentage),
         });
     }
     let pipelines = Rc::new(ShardPipelines::new(shard, &config, handles, stats.clone()));
