@@ -2,7 +2,11 @@
 //! pipeline's batch processor, and the hand-off of finished batches to the
 //! exporters' sending queues. Everything here is owned by one shard.
 
-use std::{cell::RefCell, rc::Rc, time::Instant};
+use std::{
+    cell::{Cell, RefCell},
+    rc::Rc,
+    time::Instant,
+};
 
 use thiserror::Error;
 
@@ -10,7 +14,10 @@ use crate::{
     config::{Config, OverflowPolicy, ProcessorConfig},
     exporter::{queue::Item, ExporterHandle},
     payload::Payload,
-    processor::batch::{BatchSettings, Batcher},
+    processor::{
+        batch::{BatchSettings, Batcher},
+        memory_limiter::{self, ShardGate},
+    },
     signal::Signal,
     telemetry::{counters::BATCH_SIZE_BOUNDS, DropReason, Stats},
 };
@@ -23,6 +30,8 @@ pub enum SubmitError {
     QueueFull(String),
     #[error("shutting down")]
     ShuttingDown,
+    #[error("memory limit reached; retry later")]
+    MemoryLimited,
 }
 
 struct Pipeline {
@@ -32,6 +41,10 @@ struct Pipeline {
     batch_stats: Option<usize>,
     /// Indices into `ShardPipelines::exporters`.
     exporters: Vec<usize>,
+    /// Whether the pipeline has a memory_limiter processor.
+    limited: bool,
+    /// Bytes waiting in the batcher (approximate after splits; reset when empty).
+    batched: Cell<u64>,
 }
 
 /// The pipelines of one shard.
@@ -43,6 +56,8 @@ pub struct ShardPipelines {
     pub receiver_ids: Vec<String>,
     pub exporters: Vec<ExporterHandle>,
     stats: Stats,
+    /// The memory limiter's per-shard gate, when a pipeline has one.
+    pub memory: Option<ShardGate>,
 }
 
 impl ShardPipelines {
@@ -78,6 +93,8 @@ impl ShardPipelines {
                     .iter()
                     .filter_map(|e| exporters.iter().position(|h| h.id == e.to_string()))
                     .collect(),
+                limited: memory_limiter::pipeline_limited(config, &p.processors),
+                batched: Cell::new(0),
             });
             for r in &p.receivers {
                 if let Some(ri) = receiver_ids.iter().position(|x| *x == r.to_string()) {
@@ -92,6 +109,63 @@ impl ShardPipelines {
             receiver_ids,
             exporters,
             stats,
+            memory: None,
+        }
+    }
+
+    /// Bytes this shard holds: batches being built plus the fullest sending
+    /// queue (queues of one pipeline share the same buffers).
+    pub fn held_bytes(&self) -> u64 {
+        let batched: u64 = self.pipelines.iter().map(|p| p.batched.get()).sum();
+        let queued = self
+            .exporters
+            .iter()
+            .map(|e| e.producer.borrow().bytes())
+            .max()
+            .unwrap_or(0);
+        batched + queued
+    }
+
+    /// Above the memory limiter's hard limit: drops every batch held in
+    /// memory (being built or queued), counted with reason `memory_limit`.
+    /// Returns the bytes shed.
+    pub fn shed(&self) -> u64 {
+        let st = &self.stats.shards[self.shard];
+        let mut bytes = 0u64;
+        for p in &self.pipelines {
+            if let Some(b) = &p.batcher {
+                b.borrow_mut().flush(&mut |batch| {
+                    bytes += batch.len as u64;
+                    for &ei in &p.exporters {
+                        st.exporters[self.exporters[ei].index].drop_items(
+                            DropReason::MemoryLimit,
+                            p.signal,
+                            batch.items,
+                        );
+                    }
+                });
+                p.batched.set(0);
+            }
+        }
+        for e in &self.exporters {
+            let es = &st.exporters[e.index];
+            let mut q = e.producer.borrow_mut();
+            while let Some(old) = q.pop_oldest() {
+                bytes += old.payload.len as u64;
+                es.evicted.add(old.signal, old.payload.items);
+                es.drop_items(DropReason::MemoryLimit, old.signal, old.payload.items);
+            }
+            es.queue_size.set(q.len() as u64);
+            es.queue_bytes.set(q.bytes());
+        }
+        bytes
+    }
+
+    fn settle_batched(&self, p: &Pipeline) {
+        if let Some(b) = &p.batcher {
+            if b.borrow().pending_items() == 0 {
+                p.batched.set(0);
+            }
         }
     }
 
@@ -113,6 +187,11 @@ impl ShardPipelines {
         };
         if targets.is_empty() {
             return Err(SubmitError::NoPipeline(signal));
+        }
+        if let Some(g) = &self.memory {
+            if targets.iter().any(|&pi| self.pipelines[pi].limited) && g.refusing(self.held_bytes()) {
+                return Err(SubmitError::MemoryLimited);
+            }
         }
         // Refuse before accepting anything when a queue could not take what this
         // request may produce, so acknowledged data always has a place to go.
@@ -154,7 +233,11 @@ impl ShardPipelines {
                 payload.clone().unwrap_or_default()
             };
             match &p.batcher {
-                Some(b) => b.borrow_mut().push(data, &mut |batch| self.enqueue(p, batch)),
+                Some(b) => {
+                    p.batched.set(p.batched.get() + data.len as u64);
+                    b.borrow_mut().push(data, &mut |batch| self.enqueue(p, batch));
+                    self.settle_batched(p);
+                }
                 None => self.enqueue(p, data),
             }
         }
@@ -162,6 +245,9 @@ impl ShardPipelines {
     }
 
     fn enqueue(&self, p: &Pipeline, batch: Payload) {
+        if p.batcher.is_some() {
+            p.batched.set(p.batched.get().saturating_sub(batch.len as u64));
+        }
         if let Some(b) = p.batch_stats {
             self.stats.shards[self.shard].batches[b]
                 .send_size
@@ -228,6 +314,7 @@ impl ShardPipelines {
             if let Some(b) = &p.batcher {
                 if b.borrow().expired(now) && self.has_room(p) {
                     b.borrow_mut().flush(&mut |batch| self.enqueue(p, batch));
+                    self.settle_batched(p);
                 }
             }
         }
@@ -257,6 +344,7 @@ impl ShardPipelines {
             if let Some(b) = &p.batcher {
                 if self.has_room(p) {
                     b.borrow_mut().flush(&mut |batch| self.enqueue(p, batch));
+                    self.settle_batched(p);
                 } else {
                     stuck += b.borrow().pending_items();
                 }

@@ -20,6 +20,7 @@ use crate::{
     exporter::{self, ExportContext, ExporterHandle, ExporterPlan},
     net::server::{self, ServerTuning},
     pipeline::ShardPipelines,
+    processor::memory_limiter::{self, Limits, MemoryLimiterError, ShardGate, Verdict},
     receiver::{otlp_grpc, otlp_http, ReceiverCtx},
     shutdown::Lifecycle,
     signal::Signal,
@@ -46,6 +47,8 @@ pub enum ShardError {
     Died(usize),
     #[error("no CPU available in this process's affinity mask")]
     NoCpu,
+    #[error(transparent)]
+    Memory(#[from] MemoryLimiterError),
 }
 
 /// The CPUs this process may run on (its affinity mask).
@@ -167,6 +170,19 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(RunReport, Stats), 
     let lay = layout(&config)?;
     let (receivers, exporter_ids) = components(&config);
     let stats = Stats::build(lay.cpus.len(), &receivers, &exporter_ids, &batch_processors(&config));
+    let memory_monitor = match memory_limiter::config_of(&config) {
+        Some(c) => {
+            let limits = Limits::from_config(&c, memory_limiter::total_memory())?;
+            tracing::info!(
+                soft_mib = limits.soft >> 20,
+                hard_mib = limits.hard >> 20,
+                check_interval = ?limits.check_interval,
+                "memory limiter enabled"
+            );
+            Some(memory_limiter::spawn_monitor(limits, stats.clone(), stop.clone())?)
+        }
+        None => None,
+    };
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, ShardError>>();
     let mut joins = Vec::new();
     tracing::info!(shards = lay.cpus.len(), cpus = ?lay.cpus, pin = lay.pin, io_memory_kib = lay.io_memory / 1024, "starting shards");
@@ -246,6 +262,10 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(RunReport, Stats), 
         }
     }
     watcher.0.store(true, Ordering::Relaxed);
+    stop.store(true, Ordering::SeqCst);
+    if let Some(t) = memory_monitor {
+        let _ = t.join();
+    }
     if let Some(t) = watcher.1 {
         let _ = t.join();
     }
@@ -303,7 +323,13 @@ async fn shard_main(
             sampler: crate::processor::sampling::Sampler::new(overflow.sample_percentage),
         });
     }
-    let pipelines = Rc::new(ShardPipelines::new(shard, &config, handles, stats.clone()));
+    let mut pipelines = ShardPipelines::new(shard, &config, handles, stats.clone());
+    let limits =
+        memory_limiter::config_of(&config).and_then(|c| Limits::from_config(&c, memory_limiter::total_memory()).ok());
+    if let Some(l) = limits {
+        pipelines.memory = Some(ShardGate::new(l, stats.shards.len()));
+    }
+    let pipelines = Rc::new(pipelines);
 
     // Listeners.
     let tuning = ServerTuning::default();
@@ -436,6 +462,31 @@ async fn shard_main(
             }
         })
     };
+
+    // Memory limiter: at check_interval, publish held bytes, read the verdict,
+    // and shed queued batches above the hard limit.
+    if let Some(interval) = limits.map(|l| l.check_interval) {
+        let (pipelines, lifecycle, stats) = (pipelines.clone(), lifecycle.clone(), stats.clone());
+        glommio::spawn_local(async move {
+            while !lifecycle.is_draining() {
+                glommio::timer::sleep(interval).await;
+                let Some(g) = &pipelines.memory else { break };
+                if g.tick(&stats, shard, pipelines.held_bytes()) == Verdict::Hard {
+                    let shed = pipelines.shed();
+                    g.tick(&stats, shard, pipelines.held_bytes());
+                    if shed > 0 {
+                        memory_limiter::trim();
+                        tracing::warn!(
+                            shard,
+                            shed_bytes = shed,
+                            "memory above the hard limit: shed queued batches"
+                        );
+                    }
+                }
+            }
+        })
+        .detach();
+    }
 
     // Wait for the stop flag (set by the signal handler thread).
     while !stop.load(Ordering::Relaxed) {

@@ -878,9 +878,7 @@ fn sending_queue(
         storage,
         overflow,
         sample_percentage: s.float("sample_percentage")?.unwrap_or(d.sample_percentage),
-        high_water_percentage: s
-            .float("high_water_percentage")?
-            .unwrap_or(d.high_water_percentage),
+        high_water_percentage: s.float("high_water_percentage")?.unwrap_or(d.high_water_percentage),
     };
     if q.enabled {
         if q.num_consumers == 0 {
