@@ -804,6 +804,7 @@ fn sending_queue_high_water_percentage() {
 exporters:
   otlp:
     endpoint: 127.0.0.1:4317
+    tls: {{insecure: true}}
     sending_queue:
       overflow: sample
 {extra}
@@ -818,6 +819,6 @@ service: {{pipelines: {{traces: {{receivers: [otlp], exporters: [otlp]}}}}}}
     assert_eq!(o.sending_queue.high_water_percentage, 25.0);
     let e = load_str(&base("      high_water_percentage: 120")).unwrap_err();
     assert_eq!(e.path, "exporters.otlp.sending_queue.high_water_percentage");
-    assert_eq!(e.line, Some(7));
+    assert_eq!(e.line, Some(8));
     assert!(e.message.contains("between 0 and 100"), "{e}");
 }
