@@ -11,6 +11,7 @@ pub mod bench;
 pub mod compression;
 pub mod config;
 pub mod exporter;
+pub mod extension;
 pub mod grpc;
 pub mod net;
 pub mod otlp_json;

@@ -2,17 +2,24 @@
 //! pipeline's batch processor, and the hand-off of finished batches to the
 //! exporters' sending queues. Everything here is owned by one shard.
 
-use std::{cell::RefCell, rc::Rc, time::Instant};
+use std::{
+    cell::{Cell, RefCell},
+    rc::Rc,
+    time::Instant,
+};
 
 use thiserror::Error;
 
 use crate::{
-    config::{Config, ProcessorConfig},
+    config::{Config, OverflowPolicy, ProcessorConfig},
     exporter::{queue::Item, ExporterHandle},
     payload::Payload,
-    processor::batch::{BatchSettings, Batcher},
+    processor::{
+        batch::{BatchSettings, Batcher},
+        memory_limiter::{self, ShardGate},
+    },
     signal::Signal,
-    telemetry::Stats,
+    telemetry::{counters::BATCH_SIZE_BOUNDS, DropReason, Stats},
 };
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -23,13 +30,21 @@ pub enum SubmitError {
     QueueFull(String),
     #[error("shutting down")]
     ShuttingDown,
+    #[error("memory limit reached; retry later")]
+    MemoryLimited,
 }
 
 struct Pipeline {
     signal: Signal,
     batcher: Option<RefCell<Batcher>>,
+    /// Index of the batch processor in `ShardStats::batches`.
+    batch_stats: Option<usize>,
     /// Indices into `ShardPipelines::exporters`.
     exporters: Vec<usize>,
+    /// Whether the pipeline has a memory_limiter processor.
+    limited: bool,
+    /// Bytes waiting in the batcher (approximate after splits; reset when empty).
+    batched: Cell<u64>,
 }
 
 /// The pipelines of one shard.
@@ -41,6 +56,8 @@ pub struct ShardPipelines {
     pub receiver_ids: Vec<String>,
     pub exporters: Vec<ExporterHandle>,
     stats: Stats,
+    /// The memory limiter's per-shard gate, when a pipeline has one.
+    pub memory: Option<ShardGate>,
 }
 
 impl ShardPipelines {
@@ -59,15 +76,25 @@ impl ShardPipelines {
                 }),
                 _ => None,
             });
+            let batch_stats = p.processors.iter().find_map(|id| match config.processors.get(id) {
+                Some(ProcessorConfig::Batch(_)) => {
+                    let id = id.to_string();
+                    stats.shards[shard].batches.iter().position(|b| b.processor == id)
+                }
+                _ => None,
+            });
             let idx = pipelines.len();
             pipelines.push(Pipeline {
                 signal: p.signal,
                 batcher: batch.map(|b| RefCell::new(Batcher::new(p.signal, b))),
+                batch_stats,
                 exporters: p
                     .exporters
                     .iter()
                     .filter_map(|e| exporters.iter().position(|h| h.id == e.to_string()))
                     .collect(),
+                limited: memory_limiter::pipeline_limited(config, &p.processors),
+                batched: Cell::new(0),
             });
             for r in &p.receivers {
                 if let Some(ri) = receiver_ids.iter().position(|x| *x == r.to_string()) {
@@ -82,6 +109,63 @@ impl ShardPipelines {
             receiver_ids,
             exporters,
             stats,
+            memory: None,
+        }
+    }
+
+    /// Bytes this shard holds: batches being built plus the fullest sending
+    /// queue (queues of one pipeline share the same buffers).
+    pub fn held_bytes(&self) -> u64 {
+        let batched: u64 = self.pipelines.iter().map(|p| p.batched.get()).sum();
+        let queued = self
+            .exporters
+            .iter()
+            .map(|e| e.producer.borrow().bytes())
+            .max()
+            .unwrap_or(0);
+        batched + queued
+    }
+
+    /// Above the memory limiter's hard limit: drops every batch held in
+    /// memory (being built or queued), counted with reason `memory_limit`.
+    /// Returns the bytes shed.
+    pub fn shed(&self) -> u64 {
+        let st = &self.stats.shards[self.shard];
+        let mut bytes = 0u64;
+        for p in &self.pipelines {
+            if let Some(b) = &p.batcher {
+                b.borrow_mut().flush(&mut |batch| {
+                    bytes += batch.len as u64;
+                    for &ei in &p.exporters {
+                        st.exporters[self.exporters[ei].index].drop_items(
+                            DropReason::MemoryLimit,
+                            p.signal,
+                            batch.items,
+                        );
+                    }
+                });
+                p.batched.set(0);
+            }
+        }
+        for e in &self.exporters {
+            let es = &st.exporters[e.index];
+            let mut q = e.producer.borrow_mut();
+            while let Some(old) = q.pop_oldest() {
+                bytes += old.payload.len as u64;
+                es.evicted.add(old.signal, old.payload.items);
+                es.drop_items(DropReason::MemoryLimit, old.signal, old.payload.items);
+            }
+            es.queue_size.set(q.len() as u64);
+            es.queue_bytes.set(q.bytes());
+        }
+        bytes
+    }
+
+    fn settle_batched(&self, p: &Pipeline) {
+        if let Some(b) = &p.batcher {
+            if b.borrow().pending_items() == 0 {
+                p.batched.set(0);
+            }
         }
     }
 
@@ -104,6 +188,11 @@ impl ShardPipelines {
         if targets.is_empty() {
             return Err(SubmitError::NoPipeline(signal));
         }
+        if let Some(g) = &self.memory {
+            if targets.iter().any(|&pi| self.pipelines[pi].limited) && g.refusing(self.held_bytes()) {
+                return Err(SubmitError::MemoryLimited);
+            }
+        }
         // Refuse before accepting anything when a queue could not take what this
         // request may produce, so acknowledged data always has a place to go.
         for &pi in targets {
@@ -125,7 +214,9 @@ impl ShardPipelines {
             };
             for &ei in &p.exporters {
                 let e = &self.exporters[ei];
-                if e.producer.borrow().free() < need {
+                // Only `overflow: signal` refuses; the other policies make room
+                // by discarding (counted by reason) when the batch is enqueued.
+                if e.overflow.refuses() && e.producer.borrow().free() < need {
                     let st = &self.stats.shards[self.shard].exporters[e.index];
                     st.enqueue_failed.add(signal, payload.items);
                     return Err(SubmitError::QueueFull(e.id.clone()));
@@ -142,7 +233,11 @@ impl ShardPipelines {
                 payload.clone().unwrap_or_default()
             };
             match &p.batcher {
-                Some(b) => b.borrow_mut().push(data, &mut |batch| self.enqueue(p, batch)),
+                Some(b) => {
+                    p.batched.set(p.batched.get() + data.len as u64);
+                    b.borrow_mut().push(data, &mut |batch| self.enqueue(p, batch));
+                    self.settle_batched(p);
+                }
                 None => self.enqueue(p, data),
             }
         }
@@ -150,29 +245,67 @@ impl ShardPipelines {
     }
 
     fn enqueue(&self, p: &Pipeline, batch: Payload) {
+        if p.batcher.is_some() {
+            p.batched.set(p.batched.get().saturating_sub(batch.len as u64));
+        }
+        if let Some(b) = p.batch_stats {
+            self.stats.shards[self.shard].batches[b]
+                .send_size
+                .observe(&BATCH_SIZE_BOUNDS, batch.items);
+        }
         let last = p.exporters.len().saturating_sub(1);
         let mut batch = Some(batch);
         for (i, &ei) in p.exporters.iter().enumerate() {
-            let e = &self.exporters[ei];
             let data = if i == last {
                 batch.take().unwrap_or_default()
             } else {
                 batch.clone().unwrap_or_default()
             };
-            let items = data.items;
-            let st = &self.stats.shards[self.shard].exporters[e.index];
-            match e.producer.borrow_mut().push(Item {
-                signal: p.signal,
-                payload: data,
-            }) {
-                Ok(()) => st.enqueued.add(p.signal, items),
-                Err(item) => {
-                    // Capacity was checked before accepting; this is a bug if reached.
-                    st.enqueue_failed.add(p.signal, items);
-                    tracing::error!(exporter = %e.id, signal = %p.signal, items = item.payload.items, "sending queue full after admission; batch dropped");
+            self.enqueue_one(&self.exporters[ei], p.signal, data);
+        }
+    }
+
+    /// Puts one batch into one exporter's queue, applying its overflow policy.
+    fn enqueue_one(&self, e: &ExporterHandle, signal: Signal, data: Payload) {
+        let st = &self.stats.shards[self.shard].exporters[e.index];
+        let mut q = e.producer.borrow_mut();
+        let data = if e.overflow.policy == OverflowPolicy::Sample && q.len() >= e.overflow.high_water {
+            let (kept, dropped) = e.sampler.sample(signal, data);
+            st.drop_items(DropReason::Sample, signal, dropped);
+            match kept {
+                Some(k) => k,
+                None => return,
+            }
+        } else {
+            data
+        };
+        if q.free() == 0 {
+            match e.overflow.policy {
+                OverflowPolicy::DropOldest => {
+                    while q.free() == 0 {
+                        let Some(old) = q.pop_oldest() else { break };
+                        st.evicted.add(old.signal, old.payload.items);
+                        st.drop_items(DropReason::DropOldest, old.signal, old.payload.items);
+                    }
                 }
+                OverflowPolicy::DropNew | OverflowPolicy::Sample => {
+                    st.drop_items(DropReason::DropNew, signal, data.items);
+                    return;
+                }
+                OverflowPolicy::Signal => {}
             }
         }
+        let items = data.items;
+        match q.push(Item { signal, payload: data }) {
+            Ok(()) => st.enqueued.add(signal, items),
+            Err(item) => {
+                // Capacity was checked before accepting; this is a bug if reached.
+                st.enqueue_failed.add(signal, items);
+                tracing::error!(exporter = %e.id, %signal, items = item.payload.items, "sending queue full after admission; batch dropped");
+            }
+        }
+        st.queue_size.set(q.len() as u64);
+        st.queue_bytes.set(q.bytes());
     }
 
     /// Sends batches whose timeout has passed, if their queues have room.
@@ -181,15 +314,19 @@ impl ShardPipelines {
             if let Some(b) = &p.batcher {
                 if b.borrow().expired(now) && self.has_room(p) {
                     b.borrow_mut().flush(&mut |batch| self.enqueue(p, batch));
+                    self.settle_batched(p);
                 }
             }
         }
     }
 
+    /// Whether a batch of `p` can be handed over now: every exporter either
+    /// has room or discards by its overflow policy.
     fn has_room(&self, p: &Pipeline) -> bool {
-        p.exporters
-            .iter()
-            .all(|&ei| self.exporters[ei].producer.borrow().free() > 0)
+        p.exporters.iter().all(|&ei| {
+            let e = &self.exporters[ei];
+            !e.overflow.refuses() || e.producer.borrow().free() > 0
+        })
     }
 
     /// The earliest batch deadline, for the flush timer.
@@ -207,6 +344,7 @@ impl ShardPipelines {
             if let Some(b) = &p.batcher {
                 if self.has_room(p) {
                     b.borrow_mut().flush(&mut |batch| self.enqueue(p, batch));
+                    self.settle_batched(p);
                 } else {
                     stuck += b.borrow().pending_items();
                 }

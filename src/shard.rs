@@ -20,10 +20,11 @@ use crate::{
     exporter::{self, ExportContext, ExporterHandle, ExporterPlan},
     net::server::{self, ServerTuning},
     pipeline::ShardPipelines,
+    processor::memory_limiter::{self, Limits, MemoryLimiterError, ShardGate, Verdict},
     receiver::{otlp_grpc, otlp_http, ReceiverCtx},
     shutdown::Lifecycle,
     signal::Signal,
-    telemetry::{prometheus, Stats},
+    telemetry::{prometheus, ProcessStats, Stats},
 };
 
 #[derive(Debug, Error)]
@@ -46,6 +47,8 @@ pub enum ShardError {
     Failed { shard: usize, reason: String },
     #[error("no CPU available in this process's affinity mask")]
     NoCpu,
+    #[error(transparent)]
+    Memory(#[from] MemoryLimiterError),
 }
 
 /// The CPUs this process may run on (its affinity mask).
@@ -116,6 +119,25 @@ pub struct RunReport {
     pub undelivered: [u64; 3],
 }
 
+/// Batch processor ids used by any pipeline, in stats order.
+pub fn batch_processors(config: &Config) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in &config.service.pipelines {
+        for id in &p.processors {
+            if matches!(
+                config.processors.get(id),
+                Some(crate::config::ProcessorConfig::Batch(_))
+            ) {
+                let id = id.to_string();
+                if !out.contains(&id) {
+                    out.push(id);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Receiver (id, transport) pairs and exporter ids, in stats order.
 fn components(config: &Config) -> (Vec<(String, &'static str)>, Vec<String>) {
     let mut receivers = Vec::new();
@@ -147,7 +169,20 @@ fn components(config: &Config) -> (Vec<(String, &'static str)>, Vec<String>) {
 pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(RunReport, Stats), ShardError> {
     let lay = layout(&config)?;
     let (receivers, exporter_ids) = components(&config);
-    let stats = Stats::new(lay.cpus.len(), &receivers, &exporter_ids);
+    let stats = Stats::build(lay.cpus.len(), &receivers, &exporter_ids, &batch_processors(&config));
+    let memory_monitor = match memory_limiter::config_of(&config) {
+        Some(c) => {
+            let limits = Limits::from_config(&c, memory_limiter::total_memory())?;
+            tracing::info!(
+                soft_mib = limits.soft >> 20,
+                hard_mib = limits.hard >> 20,
+                check_interval = ?limits.check_interval,
+                "memory limiter enabled"
+            );
+            Some(memory_limiter::spawn_monitor(limits, stats.clone(), stop.clone())?)
+        }
+        None => None,
+    };
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, ShardError>>();
     let mut joins = Vec::new();
     tracing::info!(shards = lay.cpus.len(), cpus = ?lay.cpus, pin = lay.pin, io_memory_kib = lay.io_memory / 1024, "starting shards");
@@ -193,8 +228,25 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(RunReport, Stats), 
         }
     }
     if first_error.is_none() {
+        stats.process.phase.set(ProcessStats::RUNNING);
         tracing::info!("sluice is ready");
     }
+    // The health endpoint reports `stopping` as soon as the stop flag is set.
+    let watcher = {
+        let (stop, stats) = (stop.clone(), stats.clone());
+        let finished = Arc::new(AtomicBool::new(false));
+        let done = finished.clone();
+        let t = std::thread::Builder::new()
+            .name("sluice-phase".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) && !done.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                stats.process.phase.set(ProcessStats::STOPPING);
+            })
+            .ok();
+        (finished, t)
+    };
     let mut report = RunReport::default();
     for (i, j) in joins.into_iter().enumerate() {
         match j.join() {
@@ -210,6 +262,14 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(RunReport, Stats), 
                 });
             }
         }
+    }
+    watcher.0.store(true, Ordering::Relaxed);
+    stop.store(true, Ordering::SeqCst);
+    if let Some(t) = memory_monitor {
+        let _ = t.join();
+    }
+    if let Some(t) = watcher.1 {
+        let _ = t.join();
     }
     match first_error {
         Some(e) => Err(e),
@@ -269,6 +329,7 @@ async fn shard_main(
             continue;
         };
         let plan = ExporterPlan::from_config(id.clone(), cfg);
+        let overflow = plan.overflow;
         let (producer, consumer) = exporter::make_queue(&plan);
         let ctx = ExportContext {
             stats: stats.clone(),
@@ -281,9 +342,17 @@ async fn shard_main(
             id: id.clone(),
             index,
             producer: std::cell::RefCell::new(producer),
+            overflow,
+            sampler: crate::processor::sampling::Sampler::new(overflow.sample_percentage),
         });
     }
-    let pipelines = Rc::new(ShardPipelines::new(shard, &config, handles, stats.clone()));
+    let mut pipelines = ShardPipelines::new(shard, &config, handles, stats.clone());
+    let limits =
+        memory_limiter::config_of(&config).and_then(|c| Limits::from_config(&c, memory_limiter::total_memory()).ok());
+    if let Some(l) = limits {
+        pipelines.memory = Some(ShardGate::new(l, stats.shards.len()));
+    }
+    let pipelines = Rc::new(pipelines);
 
     // Listeners.
     let tuning = ServerTuning::default();
@@ -367,6 +436,31 @@ async fn shard_main(
         }
     }
 
+    // The health_check extension, also on shard 0.
+    if shard == 0 && bind_error.is_none() {
+        if let Some(h) = crate::extension::health_check::settings(&config) {
+            match server::bind(h.endpoint) {
+                Ok(l) => {
+                    let stats = stats.clone();
+                    glommio::spawn_local(server::serve(l, Lifecycle::new(), tuning, move |req| {
+                        let r =
+                            crate::extension::health_check::respond(&stats, &h.path, req.method(), req.uri().path());
+                        async move { r }
+                    }))
+                    .detach();
+                }
+                Err(source) => {
+                    bind_error = Some(ShardError::Bind {
+                        shard,
+                        addr: h.endpoint,
+                        what: "extensions.health_check.endpoint".into(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
     if let Some(e) = bind_error {
         let _ = ready.send(Err(e));
         lifecycle.start_draining(Duration::ZERO);
@@ -391,6 +485,31 @@ async fn shard_main(
             }
         })
     };
+
+    // Memory limiter: at check_interval, publish held bytes, read the verdict,
+    // and shed queued batches above the hard limit.
+    if let Some(interval) = limits.map(|l| l.check_interval) {
+        let (pipelines, lifecycle, stats) = (pipelines.clone(), lifecycle.clone(), stats.clone());
+        glommio::spawn_local(async move {
+            while !lifecycle.is_draining() {
+                glommio::timer::sleep(interval).await;
+                let Some(g) = &pipelines.memory else { break };
+                if g.tick(&stats, shard, pipelines.held_bytes()) == Verdict::Hard {
+                    let shed = pipelines.shed();
+                    g.tick(&stats, shard, pipelines.held_bytes());
+                    if shed > 0 {
+                        memory_limiter::trim();
+                        tracing::warn!(
+                            shard,
+                            shed_bytes = shed,
+                            "memory above the hard limit: shed queued batches"
+                        );
+                    }
+                }
+            }
+        })
+        .detach();
+    }
 
     // Wait for the stop flag (set by the signal handler thread).
     while !stop.load(Ordering::Relaxed) {
@@ -451,7 +570,7 @@ fn metrics_response(stats: &Stats, path: &str) -> http::Response<crate::net::bod
             let mut r = http::Response::new(ResponseBody::data(prometheus::render(stats)));
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                http::HeaderValue::from_static(prometheus::CONTENT_TYPE),
             );
             r
         }

@@ -833,6 +833,7 @@ fn sending_queue(
             "storage",
             "overflow",
             "sample_percentage",
+            "high_water_percentage",
             "sizer",
         ],
         &["blocking", "block_on_overflow", "batch", "wait_for_result"],
@@ -877,6 +878,7 @@ fn sending_queue(
         storage,
         overflow,
         sample_percentage: s.float("sample_percentage")?.unwrap_or(d.sample_percentage),
+        high_water_percentage: s.float("high_water_percentage")?.unwrap_or(d.high_water_percentage),
     };
     if q.enabled {
         if q.num_consumers == 0 {
@@ -888,6 +890,9 @@ fn sending_queue(
     }
     if !(0.0..=100.0).contains(&q.sample_percentage) {
         return Err(s.error("sample_percentage", "must be between 0 and 100"));
+    }
+    if !(0.0..=100.0).contains(&q.high_water_percentage) {
+        return Err(s.error("high_water_percentage", "must be between 0 and 100"));
     }
     Ok(q)
 }

@@ -375,8 +375,12 @@ pub struct SendingQueueConfig {
     /// A `file_storage` extension to persist the queue in.
     pub storage: Option<ComponentId>,
     pub overflow: OverflowPolicy,
-    /// For `overflow: sample`: the share of new batches kept once full.
+    /// For `overflow: sample`: the share of new data kept while the queue is
+    /// at or above the high-water mark.
     pub sample_percentage: f64,
+    /// For `overflow: sample`: the queue fill level (percent of `queue_size`)
+    /// from which new data is sampled. 0 = always sample.
+    pub high_water_percentage: f64,
 }
 
 impl Default for SendingQueueConfig {
@@ -388,6 +392,7 @@ impl Default for SendingQueueConfig {
             storage: None,
             overflow: OverflowPolicy::Signal,
             sample_percentage: 50.0,
+            high_water_percentage: 80.0,
         }
     }
 }

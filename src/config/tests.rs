@@ -264,6 +264,7 @@ fn full_collector_style_config() {
             storage: Some(id("file_storage/queue")),
             overflow: OverflowPolicy::DropOldest,
             sample_percentage: 50.0,
+            high_water_percentage: 80.0,
         }
     );
     assert_eq!(
@@ -793,4 +794,31 @@ fn load_file_names_the_file() {
     let missing = dir.path().join("nope.yaml");
     let e = load_file(&missing).unwrap_err();
     assert!(e.to_string().contains("nope.yaml"), "{e}");
+}
+
+#[test]
+fn sending_queue_high_water_percentage() {
+    let base = |extra: &str| {
+        format!(
+            "receivers: {{otlp: {{protocols: {{grpc: }}}}}}
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:4317
+    tls: {{insecure: true}}
+    sending_queue:
+      overflow: sample
+{extra}
+service: {{pipelines: {{traces: {{receivers: [otlp], exporters: [otlp]}}}}}}
+"
+        )
+    };
+    let c = load_str(&base("      high_water_percentage: 25")).unwrap();
+    let Some(ExporterConfig::Otlp(o)) = c.exporters.get(&id("otlp")) else {
+        panic!("no otlp exporter")
+    };
+    assert_eq!(o.sending_queue.high_water_percentage, 25.0);
+    let e = load_str(&base("      high_water_percentage: 120")).unwrap_err();
+    assert_eq!(e.path, "exporters.otlp.sending_queue.high_water_percentage");
+    assert_eq!(e.line, Some(8));
+    assert!(e.message.contains("between 0 and 100"), "{e}");
 }

@@ -18,14 +18,14 @@ use crate::{
         debug,
         otlp_grpc::GrpcExporter,
         otlp_http::HttpExporter,
-        queue::{Item, QueueConsumer, QueueProducer},
+        queue::{Item, Overflow, QueueConsumer, QueueProducer},
         retry::{Backoff, RetrySettings},
     },
     payload::Payload,
     shutdown::Lifecycle,
     signal::Signal,
     store::StoreWriter,
-    telemetry::Stats,
+    telemetry::{counters::LATENCY_BOUNDS_US, Stats},
 };
 
 /// How one exporter sends, on one shard.
@@ -48,6 +48,7 @@ pub struct ExporterPlan {
     pub queue_size: usize,
     pub num_consumers: usize,
     pub retry: RetrySettings,
+    pub overflow: Overflow,
 }
 
 impl ExporterPlan {
@@ -61,6 +62,7 @@ impl ExporterPlan {
                 enabled: false,
                 ..Default::default()
             },
+            overflow: Overflow::default(),
         };
         match cfg {
             ExporterConfig::Otlp(o) | ExporterConfig::OtlpHttp(o) => {
@@ -82,6 +84,7 @@ impl ExporterPlan {
                     max_conns: o.sending_queue.num_consumers.max(1),
                 };
                 let q = &o.sending_queue;
+                let queue_size = if q.enabled { q.queue_size.max(1) } else { 1 };
                 ExporterPlan {
                     id,
                     backend: if grpc {
@@ -89,7 +92,8 @@ impl ExporterPlan {
                     } else {
                         Backend::Http(HttpExporter::new(settings))
                     },
-                    queue_size: if q.enabled { q.queue_size.max(1) } else { 1 },
+                    queue_size,
+                    overflow: Overflow::new(q.overflow, q.sample_percentage, q.high_water_percentage, queue_size),
                     num_consumers: if q.enabled { q.num_consumers.max(1) } else { 1 },
                     retry: RetrySettings {
                         enabled: o.retry_on_failure.enabled,
@@ -120,6 +124,9 @@ pub struct ExporterHandle {
     pub id: String,
     pub index: usize,
     pub producer: RefCell<QueueProducer>,
+    pub overflow: Overflow,
+    /// Used with `overflow: sample`.
+    pub sampler: crate::processor::sampling::Sampler,
 }
 
 /// Where a consumer reports: the shard's stats and lifecycle.
@@ -177,6 +184,7 @@ pub async fn run(plan: ExporterPlan, mut consumer: QueueConsumer, ctx: ExportCon
                 let flushed = writer.flush().await;
                 let st = ctx.stats();
                 st.queue_size.set(consumer.len() as u64);
+                st.queue_bytes.set(consumer.bytes());
                 match (flushed, failed) {
                     (Ok(()), None) => {
                         for (s, n) in done {
@@ -201,6 +209,7 @@ pub async fn run(plan: ExporterPlan, mut consumer: QueueConsumer, ctx: ExportCon
             while let Some(item) = consumer.pop().await {
                 ctx.stats().sent.add(item.signal, item.payload.items);
                 ctx.stats().queue_size.set(consumer.len() as u64);
+                ctx.stats().queue_bytes.set(consumer.bytes());
             }
         }
         Backend::Debug(settings) => {
@@ -209,6 +218,7 @@ pub async fn run(plan: ExporterPlan, mut consumer: QueueConsumer, ctx: ExportCon
                 debug::log(&plan.id, &settings, item.signal, &item.payload, &mut seen);
                 ctx.stats().sent.add(item.signal, item.payload.items);
                 ctx.stats().queue_size.set(consumer.len() as u64);
+                ctx.stats().queue_bytes.set(consumer.bytes());
             }
         }
         Backend::Grpc(_) | Backend::Http(_) => {
@@ -217,6 +227,7 @@ pub async fn run(plan: ExporterPlan, mut consumer: QueueConsumer, ctx: ExportCon
             let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ ((ctx.shard as u64) << 32) ^ ctx.index as u64;
             while let Some(item) = consumer.pop().await {
                 ctx.stats().queue_size.set(consumer.len() as u64);
+                ctx.stats().queue_bytes.set(consumer.bytes());
                 let Ok(permit) = permits.acquire_static_permit(1).await else {
                     break;
                 };
@@ -226,7 +237,10 @@ pub async fn run(plan: ExporterPlan, mut consumer: QueueConsumer, ctx: ExportCon
                 let id = plan.id.clone();
                 let retry = plan.retry;
                 glommio::spawn_local(async move {
+                    let started = Instant::now();
                     send_with_retry(&backend, &id, item, retry, seed, &ctx).await;
+                    let us = started.elapsed().as_micros().min(u64::MAX as u128) as u64;
+                    ctx.stats().latency.observe(&LATENCY_BOUNDS_US, us);
                     drop(permit);
                 })
                 .detach();

@@ -1,7 +1,11 @@
 //! The sending queue: a bounded rtrb SPSC ring of batches between a shard's
 //! pipeline (producer) and one exporter's consumers, plus a shard-local wakeup.
-//! Producer and consumer live on the same shard today; the ring keeps that
-//! boundary explicit and lock-free should an exporter move to its own core.
+//! Producer and consumer live on the same shard; the ring keeps that boundary
+//! explicit. Because both ends are on one thread, the producer side can also
+//! take the oldest batch out (`pop_oldest`, for `overflow: drop_oldest` and
+//! memory-limit shedding): the ring's consumer end is shared by both handles
+//! through an `Rc<RefCell<..>>`, never borrowed across an await. The queue
+//! counts batches (its capacity is in batches) and tracks the bytes it holds.
 
 use std::{
     cell::{Cell, RefCell},
@@ -10,7 +14,45 @@ use std::{
     task::{Poll, Waker},
 };
 
-use crate::{payload::Payload, signal::Signal};
+use crate::{config::OverflowPolicy, payload::Payload, signal::Signal};
+
+/// What the pipeline does when this queue is full (`sending_queue.overflow`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Overflow {
+    pub policy: OverflowPolicy,
+    /// `sample`: percent of new data kept at or above the high-water mark.
+    pub sample_percentage: f64,
+    /// `sample`: queue length (batches) from which new data is sampled.
+    pub high_water: usize,
+}
+
+impl Default for Overflow {
+    fn default() -> Self {
+        Overflow {
+            policy: OverflowPolicy::Signal,
+            sample_percentage: 100.0,
+            high_water: usize::MAX,
+        }
+    }
+}
+
+impl Overflow {
+    /// From the config, for a queue of `capacity` batches.
+    pub fn new(policy: OverflowPolicy, sample_percentage: f64, high_water_percentage: f64, capacity: usize) -> Self {
+        let hw = (capacity as f64 * high_water_percentage.clamp(0.0, 100.0) / 100.0).ceil() as usize;
+        Overflow {
+            policy,
+            sample_percentage,
+            high_water: hw.min(capacity),
+        }
+    }
+
+    /// Whether a full queue refuses the request (`signal`) rather than
+    /// discarding data.
+    pub fn refuses(&self) -> bool {
+        self.policy == OverflowPolicy::Signal
+    }
+}
 
 /// One queued batch.
 #[derive(Debug)]
@@ -19,13 +61,21 @@ pub struct Item {
     pub payload: Payload,
 }
 
-#[derive(Default)]
 struct Shared {
+    ring: RefCell<rtrb::Consumer<Item>>,
     waker: RefCell<Option<Waker>>,
     closed: Cell<bool>,
+    /// Encoded bytes of the queued batches.
+    bytes: Cell<u64>,
 }
 
 impl Shared {
+    fn take(&self) -> Option<Item> {
+        let item = self.ring.borrow_mut().pop().ok()?;
+        self.bytes.set(self.bytes.get().saturating_sub(item.payload.len as u64));
+        Some(item)
+    }
+
     fn wake(&self) {
         if let Some(w) = self.waker.borrow_mut().take() {
             w.wake();
@@ -39,28 +89,34 @@ pub struct QueueProducer {
 }
 
 pub struct QueueConsumer {
-    ring: rtrb::Consumer<Item>,
     shared: Rc<Shared>,
 }
 
 /// A queue holding at most `capacity` batches.
 pub fn queue(capacity: usize) -> (QueueProducer, QueueConsumer) {
     let (p, c) = rtrb::RingBuffer::new(capacity.max(1));
-    let shared = Rc::new(Shared::default());
+    let shared = Rc::new(Shared {
+        ring: RefCell::new(c),
+        waker: RefCell::new(None),
+        closed: Cell::new(false),
+        bytes: Cell::new(0),
+    });
     (
         QueueProducer {
             ring: p,
             shared: shared.clone(),
         },
-        QueueConsumer { ring: c, shared },
+        QueueConsumer { shared },
     )
 }
 
 impl QueueProducer {
     /// Enqueues, or gives the item back when the queue is full.
     pub fn push(&mut self, item: Item) -> Result<(), Item> {
+        let len = item.payload.len as u64;
         match self.ring.push(item) {
             Ok(()) => {
+                self.shared.bytes.set(self.shared.bytes.get() + len);
                 self.shared.wake();
                 Ok(())
             }
@@ -76,6 +132,25 @@ impl QueueProducer {
         self.ring.buffer().capacity()
     }
 
+    /// Batches waiting in the queue.
+    pub fn len(&self) -> usize {
+        self.capacity() - self.ring.slots()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of the batches waiting in the queue.
+    pub fn bytes(&self) -> u64 {
+        self.shared.bytes.get()
+    }
+
+    /// Takes the oldest waiting batch out of the queue (evicting it).
+    pub fn pop_oldest(&mut self) -> Option<Item> {
+        self.shared.take()
+    }
+
     /// No more items will come; consumers drain what is left and stop.
     pub fn close(&self) {
         self.shared.closed.set(true);
@@ -86,10 +161,10 @@ impl QueueProducer {
 impl QueueConsumer {
     /// Next batch; `None` once the queue is closed and empty.
     pub async fn pop(&mut self) -> Option<Item> {
-        poll_fn(|cx| match self.ring.pop() {
-            Ok(item) => Poll::Ready(Some(item)),
-            Err(_) if self.shared.closed.get() => Poll::Ready(None),
-            Err(_) => {
+        poll_fn(|cx| match self.shared.take() {
+            Some(item) => Poll::Ready(Some(item)),
+            None if self.shared.closed.get() => Poll::Ready(None),
+            None => {
                 *self.shared.waker.borrow_mut() = Some(cx.waker().clone());
                 Poll::Pending
             }
@@ -99,15 +174,20 @@ impl QueueConsumer {
 
     /// Takes a batch if one is ready, without waiting.
     pub fn try_pop(&mut self) -> Option<Item> {
-        self.ring.pop().ok()
+        self.shared.take()
     }
 
     pub fn len(&self) -> usize {
-        self.ring.slots()
+        self.shared.ring.borrow().slots()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ring.is_empty()
+        self.shared.ring.borrow().is_empty()
+    }
+
+    /// Bytes of the batches waiting in the queue.
+    pub fn bytes(&self) -> u64 {
+        self.shared.bytes.get()
     }
 }
 
@@ -146,5 +226,28 @@ mod tests {
             p.close();
             assert_eq!(waiter.await, vec![1, 2, 4]);
         });
+    }
+
+    #[test]
+    fn pop_oldest_from_the_producer_side_and_bytes() {
+        let (mut p, mut c) = queue(3);
+        let item = |n: u64| Item {
+            signal: Signal::Logs,
+            payload: Payload::from_body(bytes::Bytes::from(vec![0u8; n as usize]), n),
+        };
+        for n in 1..=3 {
+            assert!(p.push(item(n)).is_ok());
+        }
+        assert_eq!((p.len(), p.bytes()), (3, 6));
+        assert!(p.push(item(4)).is_err());
+        assert_eq!(p.pop_oldest().unwrap().payload.items, 1);
+        assert!(p.push(item(4)).is_ok());
+        assert_eq!((p.len(), c.len(), p.bytes()), (3, 3, 9));
+        assert_eq!(c.try_pop().unwrap().payload.items, 2);
+        assert_eq!(p.bytes(), 7);
+        assert_eq!(p.pop_oldest().unwrap().payload.items, 3);
+        assert_eq!(c.try_pop().unwrap().payload.items, 4);
+        assert!(p.is_empty() && c.is_empty());
+        assert_eq!(p.bytes(), 0);
     }
 }

@@ -1,3 +1,5 @@
 //! Processors that sit between receivers and exporters in a pipeline.
 
 pub mod batch;
+pub mod memory_limiter;
+pub mod sampling;

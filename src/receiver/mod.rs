@@ -78,7 +78,7 @@ impl ReceiverCtx {
                 Err(match e {
                     SubmitError::NoPipeline(s) => Rejection::NoPipeline(s),
                     SubmitError::ShuttingDown => Rejection::ShuttingDown,
-                    SubmitError::QueueFull(_) => Rejection::Refused(e.to_string()),
+                    SubmitError::QueueFull(_) | SubmitError::MemoryLimited => Rejection::Refused(e.to_string()),
                 })
             }
         }

@@ -71,6 +71,93 @@ pub struct ReceiverStats {
     pub requests: Counter,
 }
 
+/// Why items were discarded (label `reason` of `sluice_dropped_items_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// `overflow: drop_new`: the queue was full, the new batch was discarded.
+    DropNew,
+    /// `overflow: drop_oldest`: the oldest queued batch was evicted for a new one.
+    DropOldest,
+    /// `overflow: sample`: not kept by sampling above the high-water mark.
+    Sample,
+    /// Shed by the memory limiter above its hard limit.
+    MemoryLimit,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 4] = [
+        DropReason::DropNew,
+        DropReason::DropOldest,
+        DropReason::Sample,
+        DropReason::MemoryLimit,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::DropNew => "drop_new",
+            DropReason::DropOldest => "drop_oldest",
+            DropReason::Sample => "sample",
+            DropReason::MemoryLimit => "memory_limit",
+        }
+    }
+}
+
+/// A histogram with fixed bucket bounds, one writer. `N` buckets: one per
+/// bound plus the +Inf bucket (`N` must be `bounds.len() + 1`). Buckets are
+/// plain (not cumulative) counts; the scrape side accumulates.
+#[derive(Debug)]
+pub struct Histogram<const N: usize> {
+    pub buckets: [Counter; N],
+    /// Sum of observed values, in the observed unit.
+    pub sum: Counter,
+    pub count: Counter,
+}
+
+impl<const N: usize> Default for Histogram<N> {
+    fn default() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| Counter::default()),
+            sum: Counter::default(),
+            count: Counter::default(),
+        }
+    }
+}
+
+impl<const N: usize> Histogram<N> {
+    /// Records `v` into the first bucket whose bound is >= `v`.
+    #[inline]
+    pub fn observe(&self, bounds: &[u64], v: u64) {
+        let i = bounds.partition_point(|&b| b < v).min(N - 1);
+        self.buckets[i].add(1);
+        self.sum.add(v);
+        self.count.add(1);
+    }
+}
+
+/// Export latency bucket bounds, in microseconds.
+pub const LATENCY_BOUNDS_US: [u64; 14] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
+    10_000_000, 30_000_000,
+];
+/// Export latency histogram (microseconds).
+pub type LatencyHistogram = Histogram<15>;
+
+/// Batch size bucket bounds, in items (the Collector's defaults).
+pub const BATCH_SIZE_BOUNDS: [u64; 22] = [
+    10, 25, 50, 75, 100, 250, 500, 750, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000, 20000, 30000,
+    50000, 100000,
+];
+/// Batch size histogram (items).
+pub type BatchSizeHistogram = Histogram<23>;
+
+/// One batch processor's counters on one shard.
+#[derive(Debug, Default)]
+pub struct BatchStats {
+    /// Processor id, e.g. `batch`.
+    pub processor: String,
+    pub send_size: BatchSizeHistogram,
+}
+
 /// Counters of one exporter on one shard.
 #[derive(Debug, Default)]
 pub struct ExporterStats {
@@ -87,6 +174,15 @@ pub struct ExporterStats {
     pub connects: Counter,
     /// Export attempts that failed and will be retried.
     pub retries: Counter,
+    /// Items discarded, by `DropReason` (index = position in `DropReason::ALL`).
+    pub dropped: [PerSignal; 4],
+    /// Items removed from the queue after they were enqueued (drop_oldest
+    /// evictions, memory-limit shedding); part of `dropped`.
+    pub evicted: PerSignal,
+    /// Bytes of the batches waiting in the sending queue.
+    pub queue_bytes: Gauge,
+    /// Time from the first attempt to the final outcome of each batch.
+    pub latency: LatencyHistogram,
 }
 
 /// Everything one shard counts.
@@ -97,14 +193,47 @@ pub struct ShardStats {
     pub exporters: Vec<ExporterStats>,
     /// Items dropped during shutdown because the deadline passed.
     pub shutdown_dropped: PerSignal,
+    /// Batch processors, in `Stats::build` order.
+    pub batches: Vec<BatchStats>,
+    /// Bytes this shard holds in batches and sending queues, published at the
+    /// memory limiter's check_interval.
+    pub held_bytes: Gauge,
+}
+
+/// Process-wide figures, each written by one thread (the memory monitor, or
+/// the main thread for `phase`).
+#[derive(Debug, Default)]
+pub struct ProcessStats {
+    /// 0 starting, 1 running, 2 stopping (written by `shard::run`).
+    pub phase: Gauge,
+    /// Whether a memory limiter is configured (1) or not (0).
+    pub limiter_enabled: Gauge,
+    /// Memory limiter verdict: 0 ok, 1 above the soft limit, 2 above the hard limit.
+    pub limiter_state: Gauge,
+    /// The memory figure the last verdict was based on, bytes.
+    pub limiter_used: Gauge,
+    pub limiter_soft: Gauge,
+    pub limiter_hard: Gauge,
+}
+
+impl ProcessStats {
+    pub const STARTING: u64 = 0;
+    pub const RUNNING: u64 = 1;
+    pub const STOPPING: u64 = 2;
 }
 
 impl ExporterStats {
-    /// Items enqueued but neither sent nor failed yet.
+    /// Items enqueued but neither sent, failed nor evicted yet (queued or in flight).
     pub fn outstanding(&self, s: Signal) -> u64 {
         self.enqueued
             .get(s)
-            .saturating_sub(self.sent.get(s) + self.send_failed.get(s))
+            .saturating_sub(self.sent.get(s) + self.send_failed.get(s) + self.evicted.get(s))
+    }
+
+    /// Counts `n` discarded items of `s` for `reason`.
+    #[inline]
+    pub fn drop_items(&self, reason: DropReason, s: Signal, n: u64) {
+        self.dropped[reason as usize].add(s, n);
     }
 }
 
@@ -124,12 +253,23 @@ impl ShardStats {
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
     pub shards: Arc<Vec<ShardStats>>,
+    pub process: Arc<ProcessStats>,
 }
 
 impl Stats {
     /// Builds one `ShardStats` per shard with the given receiver (id,
     /// transport) pairs and exporter ids.
     pub fn new(shards: usize, receivers: &[(String, &'static str)], exporters: &[String]) -> Stats {
+        Self::build(shards, receivers, exporters, &[])
+    }
+
+    /// Like `new`, with batch processor ids for their histograms.
+    pub fn build(
+        shards: usize,
+        receivers: &[(String, &'static str)],
+        exporters: &[String],
+        batches: &[String],
+    ) -> Stats {
         let v = (0..shards)
             .map(|shard| ShardStats {
                 shard,
@@ -148,9 +288,48 @@ impl Stats {
                         ..Default::default()
                     })
                     .collect(),
+                batches: batches
+                    .iter()
+                    .map(|b| BatchStats {
+                        processor: b.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
                 ..Default::default()
             })
             .collect();
-        Stats { shards: Arc::new(v) }
+        Stats {
+            shards: Arc::new(v),
+            process: Arc::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets() {
+        let h = Histogram::<4>::default();
+        let bounds = [10, 20, 30];
+        for v in [0, 10, 11, 20, 25, 31, 1000] {
+            h.observe(&bounds, v);
+        }
+        let got: Vec<u64> = h.buckets.iter().map(Counter::get).collect();
+        assert_eq!(got, vec![2, 2, 1, 2]);
+        assert_eq!(h.count.get(), 7);
+        assert_eq!(h.sum.get(), 1097);
+    }
+
+    #[test]
+    fn outstanding_excludes_evicted() {
+        let e = ExporterStats::default();
+        e.enqueued.add(Signal::Logs, 10);
+        e.sent.add(Signal::Logs, 3);
+        e.evicted.add(Signal::Logs, 2);
+        e.drop_items(DropReason::DropOldest, Signal::Logs, 2);
+        assert_eq!(e.outstanding(Signal::Logs), 5);
+        assert_eq!(e.dropped[DropReason::DropOldest as usize].get(Signal::Logs), 2);
     }
 }

@@ -4,4 +4,6 @@
 pub mod counters;
 pub mod prometheus;
 
-pub use counters::{Counter, ExporterStats, Gauge, ReceiverStats, ShardStats, Stats};
+pub use counters::{
+    BatchStats, Counter, DropReason, ExporterStats, Gauge, Histogram, ProcessStats, ReceiverStats, ShardStats, Stats,
+};

@@ -1,170 +1,365 @@
-//! Renders the merged per-shard counters in the Prometheus text format, with
-//! the OpenTelemetry Collector's metric names so existing dashboards work.
+//! The `/metrics` endpoint's content: a prometheus-client `Collector` that
+//! reads every shard's counters at scrape time and merges them (nothing is
+//! shared or locked on the hot path), rendered in the OpenMetrics text format.
+//! Metric names are the OpenTelemetry Collector's where one exists, so
+//! existing dashboards work; sluice's own metrics are prefixed `sluice_`.
 
-use std::fmt::Write;
+use std::fmt;
 
-use crate::{signal::Signal, telemetry::counters::Stats};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{text, DescriptorEncoder, EncodeMetric},
+    metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
+    registry::Registry,
+};
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+use crate::{
+    signal::Signal,
+    telemetry::counters::{
+        DropReason, ExporterStats, Histogram, ShardStats, Stats, BATCH_SIZE_BOUNDS, LATENCY_BOUNDS_US,
+    },
+};
+
+/// The content type of `render`'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Reads `Stats` at scrape time.
+#[derive(Debug)]
+struct StatsCollector(Stats);
+
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, u64)>,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in rows {
+        ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
-/// Renders all metrics. Counters are summed over shards per label set; queue
-/// gauges are also given per shard.
-pub fn render(stats: &Stats) -> String {
-    let mut out = String::with_capacity(4096);
-    let shards = &stats.shards;
-    let Some(first) = shards.first() else {
-        return out;
-    };
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, i64)>,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in rows {
+        ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
 
-    for (metric, help, pick) in [
-        (
-            "accepted",
-            "Number of items successfully pushed into the pipeline.",
-            0usize,
-        ),
-        (
-            "refused",
-            "Number of items that could not be pushed into the pipeline.",
-            1,
-        ),
-    ] {
-        for s in Signal::ALL {
-            let name = format!("otelcol_receiver_{metric}_{}_total", s.item_name());
-            header(&mut out, &name, "counter", help);
-            for (i, r) in first.receivers.iter().enumerate() {
-                let v: u64 = shards
-                    .iter()
-                    .map(|sh| {
-                        let rs = &sh.receivers[i];
-                        if pick == 0 {
-                            rs.accepted.get(s)
-                        } else {
-                            rs.refused.get(s)
-                        }
-                    })
-                    .sum();
-                let _ = writeln!(
-                    out,
-                    "{name}{{receiver=\"{}\",transport=\"{}\"}} {v}",
-                    r.receiver, r.transport
-                );
+/// Merges one histogram over shards and encodes it; `scale` converts the
+/// observed unit into the exposed one (bounds and sum).
+fn histogram<'a, const N: usize>(
+    enc: &mut prometheus_client::encoding::MetricEncoder,
+    labels: &Labels,
+    parts: impl Iterator<Item = &'a Histogram<N>>,
+    bounds: &[u64],
+    scale: f64,
+) -> fmt::Result {
+    let mut counts = [0u64; N];
+    let (mut sum, mut count) = (0u64, 0u64);
+    for h in parts {
+        for (c, b) in counts.iter_mut().zip(h.buckets.iter()) {
+            *c += b.get();
+        }
+        sum += h.sum.get();
+        count += h.count.get();
+    }
+    let buckets: Vec<(f64, u64)> = counts
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| (bounds.get(i).map_or(f64::MAX, |&b| b as f64 * scale), c))
+        .collect();
+    let mut fam = enc.encode_family(labels)?;
+    fam.encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum as f64 * scale, count, &buckets, None)
+}
+
+fn exporter_rows<'a>(
+    shards: &'a [ShardStats],
+    f: impl Fn(&ExporterStats) -> u64 + 'a,
+) -> impl Iterator<Item = (Labels, u64)> + 'a {
+    let first = &shards[0];
+    (0..first.exporters.len()).map(move |i| {
+        let v = shards.iter().map(|sh| f(&sh.exporters[i])).sum();
+        (vec![("exporter", first.exporters[i].exporter.clone())], v)
+    })
+}
+
+impl Collector for StatsCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let shards = &self.0.shards[..];
+        let Some(first) = shards.first() else {
+            return Ok(());
+        };
+
+        for (metric, help, refused) in [
+            (
+                "accepted",
+                "Number of items successfully pushed into the pipeline.",
+                false,
+            ),
+            (
+                "refused",
+                "Number of items that could not be pushed into the pipeline.",
+                true,
+            ),
+        ] {
+            for s in Signal::ALL {
+                let rows = first.receivers.iter().enumerate().map(|(i, r)| {
+                    let v = shards
+                        .iter()
+                        .map(|sh| {
+                            let rs = &sh.receivers[i];
+                            if refused {
+                                rs.refused.get(s)
+                            } else {
+                                rs.accepted.get(s)
+                            }
+                        })
+                        .sum();
+                    (
+                        vec![("receiver", r.receiver.clone()), ("transport", r.transport.to_string())],
+                        v,
+                    )
+                });
+                counter(
+                    &mut enc,
+                    &format!("otelcol_receiver_{metric}_{}", s.item_name()),
+                    help,
+                    rows,
+                )?;
             }
         }
-    }
 
-    for (metric, help, pick) in [
-        ("sent", "Number of items successfully sent to destination.", 0usize),
-        (
-            "send_failed",
-            "Number of items in failed attempts to send to destination.",
-            1,
-        ),
-        (
-            "enqueue_failed",
-            "Number of items failed to be added to the sending queue.",
-            2,
-        ),
-    ] {
-        for s in Signal::ALL {
-            let name = format!("otelcol_exporter_{metric}_{}_total", s.item_name());
-            header(&mut out, &name, "counter", help);
-            for (i, e) in first.exporters.iter().enumerate() {
-                let v: u64 = shards
-                    .iter()
-                    .map(|sh| {
-                        let es = &sh.exporters[i];
-                        match pick {
-                            0 => es.sent.get(s),
-                            1 => es.send_failed.get(s),
-                            _ => es.enqueue_failed.get(s),
-                        }
-                    })
-                    .sum();
-                let _ = writeln!(out, "{name}{{exporter=\"{}\"}} {v}", e.exporter);
+        type Pick = fn(&ExporterStats, Signal) -> u64;
+        let per_signal: [(&str, &str, Pick); 3] = [
+            ("sent", "Number of items successfully sent to destination.", |e, s| {
+                e.sent.get(s)
+            }),
+            (
+                "send_failed",
+                "Number of items in failed attempts to send to destination.",
+                |e, s| e.send_failed.get(s),
+            ),
+            (
+                "enqueue_failed",
+                "Number of items failed to be added to the sending queue.",
+                |e, s| e.enqueue_failed.get(s),
+            ),
+        ];
+        for (metric, help, pick) in per_signal {
+            for s in Signal::ALL {
+                counter(
+                    &mut enc,
+                    &format!("otelcol_exporter_{metric}_{}", s.item_name()),
+                    help,
+                    exporter_rows(shards, move |e| pick(e, s)),
+                )?;
             }
         }
-    }
 
-    header(
-        &mut out,
-        "otelcol_exporter_queue_size",
-        "gauge",
-        "Current size of the retry queue (in batches).",
-    );
-    for (i, e) in first.exporters.iter().enumerate() {
-        let v: u64 = shards.iter().map(|sh| sh.exporters[i].queue_size.get()).sum();
-        let _ = writeln!(out, "otelcol_exporter_queue_size{{exporter=\"{}\"}} {v}", e.exporter);
-    }
-    header(
-        &mut out,
-        "otelcol_exporter_queue_capacity",
-        "gauge",
-        "Fixed capacity of the retry queue (in batches).",
-    );
-    for (i, e) in first.exporters.iter().enumerate() {
-        let v: u64 = shards.iter().map(|sh| sh.exporters[i].queue_capacity.get()).sum();
-        let _ = writeln!(
-            out,
-            "otelcol_exporter_queue_capacity{{exporter=\"{}\"}} {v}",
-            e.exporter
-        );
-    }
-    header(
-        &mut out,
-        "sluice_shard_queue_size",
-        "gauge",
-        "Batches waiting in a shard's sending queue.",
-    );
-    for sh in shards.iter() {
-        for e in &sh.exporters {
-            let _ = writeln!(
-                out,
-                "sluice_shard_queue_size{{exporter=\"{}\",shard=\"{}\"}} {}",
-                e.exporter,
-                sh.shard,
-                e.queue_size.get()
-            );
+        let as_gauge = |rows: Vec<(Labels, u64)>| rows.into_iter().map(|(l, v)| (l, v as i64));
+        gauge(
+            &mut enc,
+            "otelcol_exporter_queue_size",
+            "Current size of the retry queue (in batches).",
+            as_gauge(exporter_rows(shards, |e| e.queue_size.get()).collect()),
+        )?;
+        gauge(
+            &mut enc,
+            "otelcol_exporter_queue_capacity",
+            "Fixed capacity of the retry queue (in batches).",
+            as_gauge(exporter_rows(shards, |e| e.queue_capacity.get()).collect()),
+        )?;
+
+        {
+            let mut m = enc.encode_descriptor(
+                "otelcol_processor_batch_batch_send_size",
+                "Number of units in the batch",
+                None,
+                MetricType::Histogram,
+            )?;
+            for (i, b) in first.batches.iter().enumerate() {
+                histogram(
+                    &mut m,
+                    &vec![("processor", b.processor.clone())],
+                    shards.iter().map(|sh| &sh.batches[i].send_size),
+                    &BATCH_SIZE_BOUNDS,
+                    1.0,
+                )?;
+            }
         }
-    }
-    for (name, help, f) in [
-        (
-            "sluice_exporter_connects_total",
-            "Connections opened to the backend.",
-            (|e: &crate::telemetry::ExporterStats| e.connects.get()) as fn(&crate::telemetry::ExporterStats) -> u64,
-        ),
-        (
-            "sluice_exporter_retries_total",
-            "Failed export attempts that were retried.",
-            |e| e.retries.get(),
-        ),
-    ] {
-        header(&mut out, name, "counter", help);
+
+        if let Some(rss) = process_rss() {
+            let m = enc.encode_descriptor(
+                "otelcol_process_memory_rss",
+                "Total physical memory (resident set size) [bytes].",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(rss as i64).encode(m)?;
+        }
+
+        // sluice's own metrics.
+        let mut drops = Vec::new();
         for (i, e) in first.exporters.iter().enumerate() {
-            let v: u64 = shards.iter().map(|sh| f(&sh.exporters[i])).sum();
-            let _ = writeln!(out, "{name}{{exporter=\"{}\"}} {v}", e.exporter);
+            for (r, reason) in DropReason::ALL.iter().enumerate() {
+                for s in Signal::ALL {
+                    let v = shards.iter().map(|sh| sh.exporters[i].dropped[r].get(s)).sum();
+                    drops.push((
+                        vec![
+                            ("exporter", e.exporter.clone()),
+                            ("reason", reason.name().to_string()),
+                            ("signal", s.name().to_string()),
+                        ],
+                        v,
+                    ));
+                }
+            }
         }
+        counter(
+            &mut enc,
+            "sluice_dropped_items",
+            "Items discarded by an overflow policy or the memory limiter, by reason.",
+            drops,
+        )?;
+
+        let mut queued = Vec::new();
+        for (i, e) in first.exporters.iter().enumerate() {
+            for s in Signal::ALL {
+                let v: u64 = shards.iter().map(|sh| sh.exporters[i].outstanding(s)).sum();
+                queued.push((
+                    vec![("exporter", e.exporter.clone()), ("signal", s.name().to_string())],
+                    v as i64,
+                ));
+            }
+        }
+        gauge(
+            &mut enc,
+            "sluice_exporter_queued_items",
+            "Items enqueued and not yet sent, failed or dropped (waiting or in flight).",
+            queued,
+        )?;
+        gauge(
+            &mut enc,
+            "sluice_exporter_queue_bytes",
+            "Bytes of the batches waiting in the sending queue.",
+            as_gauge(exporter_rows(shards, |e| e.queue_bytes.get()).collect()),
+        )?;
+        {
+            let mut m = enc.encode_descriptor(
+                "sluice_exporter_latency_seconds",
+                "Time from the first export attempt of a batch to its final outcome.",
+                None,
+                MetricType::Histogram,
+            )?;
+            for (i, e) in first.exporters.iter().enumerate() {
+                histogram(
+                    &mut m,
+                    &vec![("exporter", e.exporter.clone())],
+                    shards.iter().map(|sh| &sh.exporters[i].latency),
+                    &LATENCY_BOUNDS_US,
+                    1e-6,
+                )?;
+            }
+        }
+
+        let mut per_shard = Vec::new();
+        for sh in shards {
+            for e in &sh.exporters {
+                per_shard.push((
+                    vec![("exporter", e.exporter.clone()), ("shard", sh.shard.to_string())],
+                    e.queue_size.get() as i64,
+                ));
+            }
+        }
+        gauge(
+            &mut enc,
+            "sluice_shard_queue_size",
+            "Batches waiting in a shard's sending queue.",
+            per_shard,
+        )?;
+        gauge(
+            &mut enc,
+            "sluice_shard_held_bytes",
+            "Bytes a shard holds in batches and sending queues (updated at the memory limiter's check_interval).",
+            shards
+                .iter()
+                .map(|sh| (vec![("shard", sh.shard.to_string())], sh.held_bytes.get() as i64)),
+        )?;
+
+        counter(
+            &mut enc,
+            "sluice_exporter_connects",
+            "Connections opened to the backend.",
+            exporter_rows(shards, |e| e.connects.get()),
+        )?;
+        counter(
+            &mut enc,
+            "sluice_exporter_retries",
+            "Failed export attempts that were retried.",
+            exporter_rows(shards, |e| e.retries.get()),
+        )?;
+        counter(
+            &mut enc,
+            "sluice_shutdown_dropped_items",
+            "Items that could not be flushed before the shutdown deadline.",
+            Signal::ALL.iter().map(|&s| {
+                (
+                    vec![("signal", s.name().to_string())],
+                    shards.iter().map(|sh| sh.shutdown_dropped.get(s)).sum(),
+                )
+            }),
+        )?;
+
+        let p = &self.0.process;
+        if p.limiter_enabled.get() == 1 {
+            for (name, help, v) in [
+                (
+                    "sluice_memory_limiter_state",
+                    "Memory limiter verdict: 0 ok, 1 above the soft limit (refusing), 2 above the hard limit (shedding).",
+                    p.limiter_state.get(),
+                ),
+                (
+                    "sluice_memory_limiter_used_bytes",
+                    "The memory figure of the last memory limiter check.",
+                    p.limiter_used.get(),
+                ),
+                (
+                    "sluice_memory_limiter_soft_limit_bytes",
+                    "Memory limiter soft limit (limit - spike limit).",
+                    p.limiter_soft.get(),
+                ),
+                (
+                    "sluice_memory_limiter_hard_limit_bytes",
+                    "Memory limiter hard limit.",
+                    p.limiter_hard.get(),
+                ),
+            ] {
+                let m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+                ConstGauge::new(v as i64).encode(m)?;
+            }
+        }
+        Ok(())
     }
-    header(
-        &mut out,
-        "sluice_shutdown_dropped_items_total",
-        "counter",
-        "Items that could not be flushed before the shutdown deadline.",
-    );
-    for s in Signal::ALL {
-        let v: u64 = shards.iter().map(|sh| sh.shutdown_dropped.get(s)).sum();
-        let _ = writeln!(out, "sluice_shutdown_dropped_items_total{{signal=\"{s}\"}} {v}");
-    }
-    if let Some(rss) = process_rss() {
-        header(
-            &mut out,
-            "otelcol_process_memory_rss",
-            "gauge",
-            "Total physical memory (resident set size) [bytes].",
-        );
-        let _ = writeln!(out, "otelcol_process_memory_rss {rss}");
+}
+
+/// Renders all metrics in the OpenMetrics text format. Counters are summed
+/// over shards per label set; queue gauges are also given per shard.
+pub fn render(stats: &Stats) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(StatsCollector(stats.clone())));
+    let mut out = String::with_capacity(16 * 1024);
+    if let Err(e) = text::encode(&mut out, &registry) {
+        tracing::error!(error = %e, "rendering metrics failed");
     }
     out
 }
@@ -176,4 +371,39 @@ pub fn process_rss() -> Option<u64> {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     Some(pages * page.max(4096) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_collector_names_and_types() {
+        let stats = Stats::build(
+            2,
+            &[("otlp".to_string(), "grpc")],
+            &["otlp".to_string()],
+            &["batch".to_string()],
+        );
+        stats.shards[0].receivers[0].accepted.add(Signal::Traces, 5);
+        stats.shards[1].receivers[0].accepted.add(Signal::Traces, 7);
+        stats.shards[1].exporters[0].drop_items(DropReason::Sample, Signal::Logs, 3);
+        stats.shards[0].batches[0].send_size.observe(&BATCH_SIZE_BOUNDS, 100);
+        stats.shards[1].batches[0].send_size.observe(&BATCH_SIZE_BOUNDS, 20000);
+        stats.shards[0].exporters[0].latency.observe(&LATENCY_BOUNDS_US, 3_000);
+        let out = render(&stats);
+        assert!(out.contains("# TYPE otelcol_receiver_accepted_spans counter"), "{out}");
+        assert!(
+            out.contains("otelcol_receiver_accepted_spans_total{receiver=\"otlp\",transport=\"grpc\"} 12"),
+            "{out}"
+        );
+        assert!(out.contains("sluice_dropped_items_total{exporter=\"otlp\",reason=\"sample\",signal=\"logs\"} 3"));
+        assert!(out.contains("# TYPE otelcol_processor_batch_batch_send_size histogram"));
+        assert!(out.contains("otelcol_processor_batch_batch_send_size_count{processor=\"batch\"} 2"));
+        assert!(out.contains("otelcol_processor_batch_batch_send_size_bucket{le=\"100.0\",processor=\"batch\"} 1"));
+        assert!(out.contains("otelcol_processor_batch_batch_send_size_bucket{le=\"+Inf\",processor=\"batch\"} 2"));
+        assert!(out.contains("sluice_exporter_latency_seconds_bucket{le=\"0.005\",exporter=\"otlp\"} 1"));
+        assert!(out.contains("sluice_shard_queue_size{exporter=\"otlp\",shard=\"1\"} 0"));
+        assert!(out.trim_end().ends_with("# EOF"));
+    }
 }

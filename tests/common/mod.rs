@@ -521,6 +521,8 @@ pub enum Mode {
     Fail(tonic::Code),
     /// UNAVAILABLE with a google.rpc.RetryInfo detail (HTTP: 503 + Retry-After).
     FailWithRetryInfo(Duration),
+    /// A slow backend: each export waits this long, then succeeds.
+    Delay(Duration),
 }
 
 /// What a backend received.
@@ -640,10 +642,18 @@ pub struct Backend {
 struct GrpcSvc(Arc<BackendState>);
 
 impl GrpcSvc {
+    /// Waits when the backend is in `Mode::Delay`.
+    async fn delay(&self) {
+        let mode = *self.0.mode.lock().unwrap();
+        if let Mode::Delay(d) = mode {
+            tokio::time::sleep(d).await;
+        }
+    }
+
     fn answer(&self) -> Result<(), tonic::Status> {
         self.0.attempts.fetch_add(1, Ordering::SeqCst);
         match *self.0.mode.lock().unwrap() {
-            Mode::Ok => Ok(()),
+            Mode::Ok | Mode::Delay(_) => Ok(()),
             Mode::Fail(code) => Err(tonic::Status::new(code, "test backend: told to fail")),
             Mode::FailWithRetryInfo(d) => Err(tonic::Status::with_details(
                 tonic::Code::Unavailable,
@@ -660,6 +670,7 @@ impl TraceService for GrpcSvc {
         &self,
         req: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.delay().await;
         self.answer()?;
         self.0.rec.lock().unwrap().traces.push(req.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
@@ -672,6 +683,7 @@ impl MetricsService for GrpcSvc {
         &self,
         req: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.delay().await;
         self.answer()?;
         self.0.rec.lock().unwrap().metrics.push(req.into_inner());
         Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
@@ -684,6 +696,7 @@ impl LogsService for GrpcSvc {
         &self,
         req: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        self.delay().await;
         self.answer()?;
         self.0.rec.lock().unwrap().logs.push(req.into_inner());
         Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
@@ -858,8 +871,10 @@ async fn http_backend_handle(
         Err(_) => return reply(400, Vec::new()),
     };
     st.attempts.fetch_add(1, Ordering::SeqCst);
-    match *st.mode.lock().unwrap() {
+    let mode = *st.mode.lock().unwrap();
+    match mode {
         Mode::Ok => {}
+        Mode::Delay(d) => tokio::time::sleep(d).await,
         Mode::Fail(code) => {
             let status = match code {
                 tonic::Code::Unavailable => 503,
