@@ -12,13 +12,14 @@ use std::{
 use glommio::sync::Semaphore;
 
 use crate::{
-    config::{Compression, ExporterConfig},
+    config::{CircuitBreakerConfig, Compression, ExporterConfig},
     exporter::{
+        circuit_breaker::{CircuitBreaker, Permit},
         client::{ClientSettings, ExportError, ExportOk},
         debug,
         otlp_grpc::GrpcExporter,
         otlp_http::HttpExporter,
-        queue::{Item, QueueConsumer, QueueProducer},
+        queue::{QueueConsumer, QueueProducer},
         retry::{Backoff, RetrySettings},
     },
     payload::Payload,
@@ -48,6 +49,7 @@ pub struct ExporterPlan {
     pub queue_size: usize,
     pub num_consumers: usize,
     pub retry: RetrySettings,
+    pub breaker: CircuitBreakerConfig,
 }
 
 impl ExporterPlan {
@@ -61,6 +63,7 @@ impl ExporterPlan {
                 enabled: false,
                 ..Default::default()
             },
+            breaker: CircuitBreakerConfig::default(),
         };
         match cfg {
             ExporterConfig::Otlp(o) | ExporterConfig::OtlpHttp(o) => {
@@ -99,6 +102,7 @@ impl ExporterPlan {
                         multiplier: o.retry_on_failure.multiplier,
                         randomization_factor: o.retry_on_failure.randomization_factor,
                     },
+                    breaker: o.circuit_breaker.clone(),
                 }
             }
             ExporterConfig::File(f) => plain(
@@ -212,27 +216,181 @@ pub async fn run(plan: ExporterPlan, mut consumer: QueueConsumer, ctx: ExportCon
             }
         }
         Backend::Grpc(_) | Backend::Http(_) => {
-            let backend = Rc::new(plan.backend);
+            let sender = Sender::new(&plan.id, plan.backend, plan.retry, plan.breaker, &ctx);
             let permits = Rc::new(Semaphore::new(plan.num_consumers as u64));
-            let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ ((ctx.shard as u64) << 32) ^ ctx.index as u64;
-            while let Some(item) = consumer.pop().await {
+            loop {
+                // While the breaker is open, batches wait in the queue.
+                sender.wait_admitted().await;
+                let Some(item) = consumer.pop().await else {
+                    break;
+                };
                 ctx.stats().queue_size.set(consumer.len() as u64);
                 let Ok(permit) = permits.acquire_static_permit(1).await else {
                     break;
                 };
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                let backend = backend.clone();
-                let ctx = ctx.clone();
-                let id = plan.id.clone();
-                let retry = plan.retry;
+                let sender = sender.clone();
                 glommio::spawn_local(async move {
-                    send_with_retry(&backend, &id, item, retry, seed, &ctx).await;
+                    sender.send(item.signal, &item.payload, false).await;
                     drop(permit);
                 })
                 .detach();
             }
             // Wait for in-flight exports to finish.
             let _ = permits.acquire(plan.num_consumers as u64).await;
+        }
+    }
+}
+
+/// How one batch's export ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Accepted by the backend (possibly with some items rejected, counted).
+    Sent,
+    /// Failed for good (permanent error or retries exhausted); counted.
+    Failed,
+    /// Given up at the shutdown deadline. For a spooled batch nothing is
+    /// counted: it stays in the spool and is sent after the restart.
+    Abandoned,
+}
+
+/// Everything the concurrent exports of one exporter on one shard share: the
+/// backend connection(s), retry settings and the circuit breaker.
+#[derive(Clone)]
+pub struct Sender {
+    backend: Rc<Backend>,
+    id: Rc<str>,
+    retry: RetrySettings,
+    breaker: Rc<RefCell<CircuitBreaker>>,
+    seed: Rc<std::cell::Cell<u64>>,
+    ctx: ExportContext,
+}
+
+impl Sender {
+    pub fn new(
+        id: &str,
+        backend: Backend,
+        retry: RetrySettings,
+        breaker: CircuitBreakerConfig,
+        ctx: &ExportContext,
+    ) -> Sender {
+        Sender {
+            backend: Rc::new(backend),
+            id: id.into(),
+            retry,
+            breaker: Rc::new(RefCell::new(CircuitBreaker::new(breaker))),
+            seed: Rc::new(std::cell::Cell::new(
+                0x9e37_79b9_7f4a_7c15u64 ^ ((ctx.shard as u64) << 32) ^ ctx.index as u64,
+            )),
+            ctx: ctx.clone(),
+        }
+    }
+
+    /// Returns once the breaker admits new work (or the shutdown deadline passed).
+    pub async fn wait_admitted(&self) {
+        loop {
+            let wait = self.breaker.borrow().wait_time(Instant::now());
+            let Some(d) = wait else { return };
+            if self.ctx.lifecycle.past_deadline() {
+                return;
+            }
+            sleep_until_or_deadline(d, self.ctx.lifecycle.deadline(), &self.ctx.lifecycle).await;
+        }
+    }
+
+    fn publish_state(&self) {
+        let s = self.breaker.borrow().state();
+        self.ctx.stats().circuit_state.set(s as u64);
+    }
+
+    /// Sends one batch, retrying retryable failures with backoff until they
+    /// succeed, retries run out, or the shutdown deadline passes. No attempt
+    /// is made while the circuit breaker is open. `durable`: the batch is in
+    /// the spool, so giving up at the deadline loses nothing.
+    pub async fn send(&self, signal: Signal, payload: &Payload, durable: bool) -> Outcome {
+        let seed = self
+            .seed
+            .get()
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.seed.set(seed);
+        let ctx = &self.ctx;
+        let id: &str = &self.id;
+        let backend = &*self.backend;
+        let mut backoff = Backoff::new(self.retry, seed);
+        let abandon = |e: &dyn std::fmt::Display| {
+            if durable {
+                tracing::info!(exporter = id, %signal, items = payload.items, error = %e, "shutdown deadline passed; batch stays in the spool");
+            } else {
+                ctx.stats().send_failed.add(signal, payload.items);
+                ctx.stats.shards[ctx.shard].shutdown_dropped.add(signal, payload.items);
+                tracing::error!(exporter = id, %signal, items = payload.items, error = %e, "shutdown deadline passed; batch not delivered");
+            }
+            Outcome::Abandoned
+        };
+        loop {
+            // The breaker decides whether this attempt may go out at all.
+            loop {
+                let permit = self.breaker.borrow_mut().acquire(Instant::now());
+                self.publish_state();
+                match permit {
+                    Permit::Go | Permit::Probe => break,
+                    Permit::Wait(d) => {
+                        if ctx.lifecycle.past_deadline() {
+                            return abandon(&"circuit breaker open");
+                        }
+                        sleep_until_or_deadline(d, ctx.lifecycle.deadline(), &ctx.lifecycle).await;
+                    }
+                }
+            }
+            let before = connects(backend);
+            let result = export_once(backend, signal, payload).await;
+            let st = ctx.stats();
+            st.connects.add(connects(backend).saturating_sub(before));
+            match &result {
+                Ok(_) => self.breaker.borrow_mut().on_success(),
+                Err(e) if e.is_retryable() => self.breaker.borrow_mut().on_failure(Instant::now()),
+                // The backend answered: it is up, only this batch is bad.
+                Err(ExportError::Grpc { .. } | ExportError::Http { .. }) => self.breaker.borrow_mut().on_success(),
+                Err(_) => {}
+            }
+            self.publish_state();
+            match result {
+                Ok(ok) => {
+                    let rejected = ok.rejected_items.min(payload.items);
+                    st.sent.add(signal, payload.items - rejected);
+                    if rejected > 0 {
+                        st.send_failed.add(signal, rejected);
+                        tracing::warn!(exporter = id, %signal, rejected, message = ?ok.message, "backend rejected part of a batch");
+                    }
+                    return Outcome::Sent;
+                }
+                Err(e) if e.is_retryable() => {
+                    let delay = backoff.next_delay(e.retry_after());
+                    let deadline = ctx.lifecycle.deadline();
+                    match delay {
+                        Some(d) if !ctx.lifecycle.past_deadline() => {
+                            st.retries.add(1);
+                            tracing::debug!(exporter = id, %signal, error = %e, delay = ?d, "export failed; retrying");
+                            sleep_until_or_deadline(d, deadline, &ctx.lifecycle).await;
+                            if ctx.lifecycle.past_deadline() {
+                                return abandon(&e);
+                            }
+                        }
+                        Some(_) => return abandon(&e),
+                        None => {
+                            st.send_failed.add(signal, payload.items);
+                            tracing::error!(exporter = id, %signal, items = payload.items, error = %e, "export failed; no more retries");
+                            return Outcome::Failed;
+                        }
+                    }
+                }
+                Err(e) => {
+                    st.send_failed.add(signal, payload.items);
+                    st.permanent_errors.add(1);
+                    tracing::error!(exporter = id, %signal, items = payload.items, error = %e, kind = e.kind(), "export failed permanently; dropping batch");
+                    return Outcome::Failed;
+                }
+            }
         }
     }
 }
@@ -253,64 +411,6 @@ fn connects(backend: &Backend) -> u64 {
         Backend::Grpc(g) => g.connects(),
         Backend::Http(h) => h.connects(),
         _ => 0,
-    }
-}
-
-/// Sends one batch, retrying retryable failures with backoff until they succeed,
-/// retries run out, or the shutdown deadline passes.
-async fn send_with_retry(
-    backend: &Backend,
-    id: &str,
-    item: Item,
-    retry: RetrySettings,
-    seed: u64,
-    ctx: &ExportContext,
-) {
-    let mut backoff = Backoff::new(retry, seed);
-    let Item { signal, payload } = item;
-    loop {
-        let before = connects(backend);
-        let result = export_once(backend, signal, &payload).await;
-        let st = ctx.stats();
-        st.connects.add(connects(backend).saturating_sub(before));
-        match result {
-            Ok(ok) => {
-                let rejected = ok.rejected_items.min(payload.items);
-                st.sent.add(signal, payload.items - rejected);
-                if rejected > 0 {
-                    st.send_failed.add(signal, rejected);
-                    tracing::warn!(exporter = id, %signal, rejected, message = ?ok.message, "backend rejected part of a batch");
-                }
-                return;
-            }
-            Err(e) if e.is_retryable() => {
-                let delay = backoff.next_delay(e.retry_after());
-                let deadline = ctx.lifecycle.deadline();
-                match delay {
-                    Some(d) if !ctx.lifecycle.past_deadline() => {
-                        st.retries.add(1);
-                        tracing::debug!(exporter = id, %signal, error = %e, delay = ?d, "export failed; retrying");
-                        sleep_until_or_deadline(d, deadline, &ctx.lifecycle).await;
-                        if ctx.lifecycle.past_deadline() {
-                            st.send_failed.add(signal, payload.items);
-                            ctx.stats.shards[ctx.shard].shutdown_dropped.add(signal, payload.items);
-                            tracing::error!(exporter = id, %signal, items = payload.items, error = %e, "shutdown deadline passed; batch not delivered");
-                            return;
-                        }
-                    }
-                    _ => {
-                        st.send_failed.add(signal, payload.items);
-                        tracing::error!(exporter = id, %signal, items = payload.items, error = %e, "export failed; no more retries");
-                        return;
-                    }
-                }
-            }
-            Err(e) => {
-                st.send_failed.add(signal, payload.items);
-                tracing::error!(exporter = id, %signal, items = payload.items, error = %e, "export failed permanently; dropping batch");
-                return;
-            }
-        }
     }
 }
 

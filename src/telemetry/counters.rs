@@ -87,6 +87,15 @@ pub struct ExporterStats {
     pub connects: Counter,
     /// Export attempts that failed and will be retried.
     pub retries: Counter,
+    /// Batches the backend refused for good (not retryable).
+    pub permanent_errors: Counter,
+    /// Circuit breaker state: 0 closed, 1 open, 2 half-open.
+    pub circuit_state: Gauge,
+    /// Persistent queue: encoded bytes on disk, and records not yet exported.
+    pub spool_bytes: Gauge,
+    pub spool_records: Gauge,
+    /// Persistent queue records skipped because they failed their checks.
+    pub spool_corrupt: Counter,
 }
 
 /// Everything one shard counts.

@@ -140,11 +140,52 @@ pub fn render(stats: &Stats) -> String {
             "Failed export attempts that were retried.",
             |e| e.retries.get(),
         ),
+        (
+            "sluice_exporter_permanent_errors_total",
+            "Batches the backend refused with a non-retryable error.",
+            |e| e.permanent_errors.get(),
+        ),
+        (
+            "sluice_spool_corrupt_records_total",
+            "Persistent queue records skipped because they failed their checks.",
+            |e| e.spool_corrupt.get(),
+        ),
     ] {
         header(&mut out, name, "counter", help);
         for (i, e) in first.exporters.iter().enumerate() {
             let v: u64 = shards.iter().map(|sh| f(&sh.exporters[i])).sum();
             let _ = writeln!(out, "{name}{{exporter=\"{}\"}} {v}", e.exporter);
+        }
+    }
+    for (name, help, f) in [
+        (
+            "sluice_exporter_circuit_state",
+            "Circuit breaker state per shard: 0 closed, 1 open, 2 half-open.",
+            (|e: &crate::telemetry::ExporterStats| e.circuit_state.get())
+                as fn(&crate::telemetry::ExporterStats) -> u64,
+        ),
+        (
+            "sluice_spool_bytes",
+            "Bytes of persistent queue segments on disk.",
+            |e| e.spool_bytes.get(),
+        ),
+        (
+            "sluice_spool_records",
+            "Records in the persistent queue not yet exported.",
+            |e| e.spool_records.get(),
+        ),
+    ] {
+        header(&mut out, name, "gauge", help);
+        for sh in shards.iter() {
+            for e in &sh.exporters {
+                let _ = writeln!(
+                    out,
+                    "{name}{{exporter=\"{}\",shard=\"{}\"}} {}",
+                    e.exporter,
+                    sh.shard,
+                    f(e)
+                );
+            }
         }
     }
     header(
