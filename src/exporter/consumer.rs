@@ -25,6 +25,7 @@ use crate::{
     payload::Payload,
     shutdown::Lifecycle,
     signal::Signal,
+    spool::Spool,
     store::StoreWriter,
     telemetry::Stats,
 };
@@ -124,6 +125,9 @@ pub struct ExporterHandle {
     pub id: String,
     pub index: usize,
     pub producer: RefCell<QueueProducer>,
+    /// The persistent queue, when `sending_queue.storage` is set: the pipeline
+    /// appends to it instead of pushing to `producer`.
+    pub spool: Option<Rc<Spool>>,
 }
 
 /// Where a consumer reports: the shard's stats and lifecycle.
@@ -392,6 +396,61 @@ impl Sender {
                 }
             }
         }
+    }
+}
+
+/// Runs an exporter whose sending queue is the spool: reads batches back from
+/// it, sends them with the same retry and breaker machinery, and settles each
+/// batch in the spool (cursor, segment deletion) once it is sent or failed
+/// for good. What is not sent by the shutdown deadline stays in the spool.
+pub async fn run_spooled(plan: ExporterPlan, consumer: QueueConsumer, spool: Rc<Spool>, ctx: ExportContext) {
+    drop(consumer);
+    ctx.stats().queue_capacity.set(plan.queue_size as u64);
+    if !matches!(plan.backend, Backend::Grpc(_) | Backend::Http(_)) {
+        tracing::error!(exporter = %plan.id, "a persistent queue needs an otlp or otlphttp exporter");
+        return;
+    }
+    let sender = Sender::new(&plan.id, plan.backend, plan.retry, plan.breaker, &ctx);
+    let permits = Rc::new(Semaphore::new(plan.num_consumers as u64));
+    let done = Rc::new(std::cell::Cell::new(false));
+    let cursor_task = {
+        let (spool, done) = (spool.clone(), done.clone());
+        glommio::spawn_local(async move {
+            while !done.get() {
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                if let Err(e) = spool.persist_cursor().await {
+                    tracing::warn!(exporter = %spool.exporter, error = %e, "cannot persist the spool cursor");
+                }
+            }
+        })
+    };
+    loop {
+        sender.wait_admitted().await;
+        let Ok(permit) = permits.acquire_static_permit(1).await else {
+            break;
+        };
+        let Some(batch) = spool.next_batch(&ctx.lifecycle).await else {
+            break;
+        };
+        let (sender, spool) = (sender.clone(), spool.clone());
+        glommio::spawn_local(async move {
+            let outcome = sender.send(batch.signal, &batch.payload, true).await;
+            if outcome != Outcome::Abandoned {
+                spool.complete(batch.id);
+            }
+            drop(permit);
+        })
+        .detach();
+    }
+    let _ = permits.acquire(plan.num_consumers as u64).await;
+    done.set(true);
+    cursor_task.await;
+    spool.close_writer().await;
+    if let Err(e) = spool.persist_cursor().await {
+        tracing::warn!(exporter = %spool.exporter, error = %e, "cannot persist the spool cursor");
+    }
+    if spool.records() > 0 {
+        tracing::info!(exporter = %spool.exporter, records = spool.records(), "records left in the spool; they are sent after the restart");
     }
 }
 
