@@ -145,8 +145,21 @@ impl Spool {
         }
         let mut st = self.state.borrow_mut();
         if found.is_empty() {
-            // Nothing valid up to `to`: skip it.
-            st.read = st.read.max(Pos { seq, offset: to });
+            // Nothing valid up to `to`: skip it, and let the cursor pass it
+            // (in order with the batches before it) so its segment can go.
+            let end = Pos { seq, offset: to };
+            st.read = st.read.max(end);
+            let id = st.next_batch_id;
+            st.next_batch_id += 1;
+            st.inflight.push_back(InFlight {
+                id,
+                end,
+                records: 0,
+                done: true,
+            });
+            drop(st);
+            self.settle();
+            return Ok(());
         }
         st.disk.extend(found);
         Ok(())
@@ -178,6 +191,10 @@ impl Spool {
         let mut batch: Option<(Signal, Payload, u64, Pos)> = None;
         let mut first_at: Option<Instant> = None;
         loop {
+            if lifecycle.past_deadline() && batch.is_none() {
+                // Whatever is left stays in the spool for the next start.
+                return None;
+            }
             match self.take() {
                 Take::Record(end, signal, payload) => {
                     match &mut batch {
@@ -212,6 +229,9 @@ impl Spool {
                 }
                 Take::Empty => {
                     let closed = self.state.borrow().closed || lifecycle.is_draining();
+                    if lifecycle.past_deadline() {
+                        return batch.map(|b| self.hand_out(Some(b)));
+                    }
                     match (&batch, first_at) {
                         (None, _) if closed => return None,
                         (None, _) => self.wait_for_records(None).await,
@@ -252,17 +272,23 @@ impl Spool {
     /// cursor moves over every settled batch at the front, and segments that
     /// are entirely behind it are deleted.
     pub fn complete(&self, id: u64) {
-        let mut st = self.state.borrow_mut();
-        if let Some(f) = st.inflight.iter_mut().find(|f| f.id == id) {
+        if let Some(f) = self.state.borrow_mut().inflight.iter_mut().find(|f| f.id == id) {
             f.done = true;
         }
+        self.settle();
+    }
+
+    /// Moves the cursor over the settled batches at the front and deletes the
+    /// segments entirely behind it.
+    fn settle(&self) {
+        let mut st = self.state.borrow_mut();
         while st.inflight.front().is_some_and(|f| f.done) {
             let Some(f) = st.inflight.pop_front() else { break };
-            if f.records > 0 {
-                st.acked = st.acked.max(f.end);
-                st.records = st.records.saturating_sub(f.records);
+            if f.end > st.acked {
+                st.acked = f.end;
                 st.cursor_dirty = true;
             }
+            st.records = st.records.saturating_sub(f.records);
         }
         let acked = st.acked;
         let doomed: Vec<u64> = st

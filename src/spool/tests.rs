@@ -167,3 +167,47 @@ fn concurrent_appends_share_commits() {
         assert_eq!(spool.records(), 50);
     });
 }
+
+#[test]
+fn a_segment_of_only_corrupt_records_is_skipped_counted_and_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    run(move || async move {
+        let stats = Stats::new(1, &[], &["otlp".to_string()]);
+        let lifecycle = Lifecycle::new();
+        let (spool, _) = recovery::open(settings(&root, 0), "otlp", 0, stats.clone(), 0)
+            .await
+            .unwrap();
+        for i in 0..2 {
+            spool.append(Signal::Logs, &payload(i, 5000)).await.unwrap();
+        }
+        spool.close_writer().await;
+        drop(spool);
+        let dir = spool_dir(&root, "otlp", 0);
+        let segs = crate::store::layout::list_segments(&dir).unwrap();
+        assert_eq!(segs.len(), 1);
+        let mut image = std::fs::read(&segs[0].1).unwrap();
+        let first_len = u32::from_le_bytes(image[0..4].try_into().unwrap()) as usize + 8;
+        image[20] ^= 0xff;
+        image[first_len + 20] ^= 0xff;
+        std::fs::write(&segs[0].1, &image).unwrap();
+
+        let (spool, rec) = recovery::open(settings(&root, 0), "otlp", 0, stats.clone(), 0)
+            .await
+            .unwrap();
+        // Adjacent damaged records form one corrupt region (one report).
+        assert_eq!(rec.records, 0);
+        assert!(rec.corrupt >= 1);
+        assert_eq!(stats.shards[0].exporters[0].spool_corrupt.get(), rec.corrupt);
+        assert!(drain(&spool, &lifecycle).await.is_empty());
+        // Reported once, at recovery, not again when read.
+        assert_eq!(stats.shards[0].exporters[0].spool_corrupt.get(), rec.corrupt);
+        assert!(
+            !crate::store::layout::list_segments(&dir)
+                .unwrap()
+                .iter()
+                .any(|s| s.0 == segs[0].0),
+            "the skipped segment should be deleted"
+        );
+    });
+}
