@@ -23,6 +23,7 @@ pub mod receiver;
 pub mod shard;
 pub mod shutdown;
 pub mod signal;
+pub mod spool;
 pub mod store;
 pub mod telemetry;
 pub mod wire;

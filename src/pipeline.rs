@@ -32,6 +32,10 @@ pub enum SubmitError {
     ShuttingDown,
     #[error("memory limit reached; retry later")]
     MemoryLimited,
+    #[error("persistent queue of exporter {0} is full")]
+    SpoolFull(String),
+    #[error("persistent queue of exporter {0} cannot store the request: {1}")]
+    Spool(String, String),
 }
 
 struct Pipeline {
@@ -39,8 +43,10 @@ struct Pipeline {
     batcher: Option<RefCell<Batcher>>,
     /// Index of the batch processor in `ShardStats::batches`.
     batch_stats: Option<usize>,
-    /// Indices into `ShardPipelines::exporters`.
+    /// Indices into `ShardPipelines::exporters` (in-memory sending queues).
     exporters: Vec<usize>,
+    /// Indices of exporters with a persistent queue (spool).
+    spooled: Vec<usize>,
     /// Whether the pipeline has a memory_limiter processor.
     limited: bool,
     /// Bytes waiting in the batcher (approximate after splits; reset when empty).
@@ -84,15 +90,22 @@ impl ShardPipelines {
                 _ => None,
             });
             let idx = pipelines.len();
+            let all: Vec<usize> = p
+                .exporters
+                .iter()
+                .filter_map(|e| exporters.iter().position(|h| h.id == e.to_string()))
+                .collect();
+            let (spooled, in_memory): (Vec<usize>, Vec<usize>) =
+                all.into_iter().partition(|&i| exporters[i].spool.is_some());
+            // Spooled exporters batch on the read side; a batcher only serves
+            // in-memory queues.
+            let batch = batch.filter(|_| !in_memory.is_empty());
             pipelines.push(Pipeline {
                 signal: p.signal,
                 batcher: batch.map(|b| RefCell::new(Batcher::new(p.signal, b))),
-                batch_stats,
-                exporters: p
-                    .exporters
-                    .iter()
-                    .filter_map(|e| exporters.iter().position(|h| h.id == e.to_string()))
-                    .collect(),
+                batch_stats: batch_stats.filter(|_| batch.is_some()),
+                exporters: in_memory,
+                spooled,
                 limited: memory_limiter::pipeline_limited(config, &p.processors),
                 batched: Cell::new(0),
             });
@@ -239,6 +252,61 @@ impl ShardPipelines {
                     self.settle_batched(p);
                 }
                 None => self.enqueue(p, data),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a request from `receiver` for `signal` goes to a persistent
+    /// queue (and must be acknowledged only once it is stored).
+    pub fn needs_spool(&self, receiver: usize, signal: Signal) -> bool {
+        self.routes.get(receiver).is_some_and(|r| {
+            r[signal.index()]
+                .iter()
+                .any(|&pi| !self.pipelines[pi].spooled.is_empty())
+        })
+    }
+
+    /// `submit` for requests that reach a persistent queue: hands the data to
+    /// the in-memory pipelines, appends it to every spool, and returns once it
+    /// is durable there (group commit with the shard's concurrent requests).
+    pub async fn submit_durable(&self, receiver: usize, signal: Signal, payload: Payload) -> Result<(), SubmitError> {
+        let Some(targets) = self.routes.get(receiver).map(|r| &r[signal.index()]) else {
+            return Err(SubmitError::NoPipeline(signal));
+        };
+        let spools: Vec<&ExporterHandle> = targets
+            .iter()
+            .flat_map(|&pi| self.pipelines[pi].spooled.iter())
+            .map(|&ei| &self.exporters[ei])
+            .collect();
+        for e in &spools {
+            if let Some(sp) = &e.spool {
+                if !sp.has_room(payload.len) {
+                    let st = &self.stats.shards[self.shard].exporters[e.index];
+                    st.enqueue_failed.add(signal, payload.items);
+                    return Err(SubmitError::SpoolFull(e.id.clone()));
+                }
+            }
+        }
+        self.submit(receiver, signal, payload.clone())?;
+        let mut seen: Vec<usize> = Vec::new();
+        for e in spools {
+            if seen.contains(&e.index) {
+                continue;
+            }
+            seen.push(e.index);
+            let Some(sp) = &e.spool else { continue };
+            let st = &self.stats.shards[self.shard].exporters[e.index];
+            match sp.append(signal, &payload).await {
+                Ok(()) => {}
+                Err(crate::spool::SpoolError::Full(_)) => {
+                    st.enqueue_failed.add(signal, payload.items);
+                    return Err(SubmitError::SpoolFull(e.id.clone()));
+                }
+                Err(err) => {
+                    st.enqueue_failed.add(signal, payload.items);
+                    return Err(SubmitError::Spool(e.id.clone(), err.to_string()));
+                }
             }
         }
         Ok(())

@@ -45,6 +45,12 @@ pub enum ShardError {
     },
     #[error("shard {shard} failed: {reason}")]
     Failed { shard: usize, reason: String },
+    #[error("shard {shard}: persistent queue of exporter {exporter}: {message}")]
+    Spool {
+        shard: usize,
+        exporter: String,
+        message: String,
+    },
     #[error("no CPU available in this process's affinity mask")]
     NoCpu,
     #[error(transparent)]
@@ -319,6 +325,7 @@ async fn shard_main(
     // Exporters, each behind its sending queue.
     let mut handles = Vec::new();
     let mut exporter_tasks = Vec::new();
+    let mut spool_error = None;
     for (index, id) in exporter_ids.iter().enumerate() {
         let Some(cfg) = config
             .exporters
@@ -337,13 +344,37 @@ async fn shard_main(
             index,
             lifecycle: lifecycle.clone(),
         };
-        exporter_tasks.push(glommio::spawn_local(exporter::run(plan, consumer, ctx)));
+        // A persistent queue: recover the spool before accepting anything.
+        let mut spool = None;
+        if let Some(settings) = crate::spool::settings_for(&config, id, stats.shards.len()) {
+            match crate::spool::recovery::open(settings, id, shard, stats.clone(), index).await {
+                Ok((s, _)) => spool = Some(s),
+                Err(e) => {
+                    tracing::error!(exporter = %id, error = %e, "cannot open the persistent queue");
+                    spool_error.get_or_insert(ShardError::Spool {
+                        shard,
+                        exporter: id.clone(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        match &spool {
+            Some(s) => exporter_tasks.push(glommio::spawn_local(exporter::run_spooled(
+                plan,
+                consumer,
+                s.clone(),
+                ctx,
+            ))),
+            None => exporter_tasks.push(glommio::spawn_local(exporter::run(plan, consumer, ctx))),
+        }
         handles.push(ExporterHandle {
             id: id.clone(),
             index,
             producer: std::cell::RefCell::new(producer),
             overflow,
             sampler: crate::processor::sampling::Sampler::new(overflow.sample_percentage),
+            spool,
         });
     }
     let mut pipelines = ShardPipelines::new(shard, &config, handles, stats.clone());
@@ -356,7 +387,7 @@ async fn shard_main(
 
     // Listeners.
     let tuning = ServerTuning::default();
-    let mut bind_error = None;
+    let mut bind_error = spool_error;
     for (id, r) in &config.receivers {
         let ReceiverConfig::Otlp(o) = r;
         let id = id.to_string();

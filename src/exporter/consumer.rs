@@ -12,18 +12,20 @@ use std::{
 use glommio::sync::Semaphore;
 
 use crate::{
-    config::{Compression, ExporterConfig},
+    config::{CircuitBreakerConfig, Compression, ExporterConfig},
     exporter::{
+        circuit_breaker::{CircuitBreaker, Permit},
         client::{ClientSettings, ExportError, ExportOk},
         debug,
         otlp_grpc::GrpcExporter,
         otlp_http::HttpExporter,
-        queue::{Item, Overflow, QueueConsumer, QueueProducer},
+        queue::{Overflow, QueueConsumer, QueueProducer},
         retry::{Backoff, RetrySettings},
     },
     payload::Payload,
     shutdown::Lifecycle,
     signal::Signal,
+    spool::Spool,
     store::StoreWriter,
     telemetry::{counters::LATENCY_BOUNDS_US, Stats},
 };
@@ -49,6 +51,7 @@ pub struct ExporterPlan {
     pub num_consumers: usize,
     pub retry: RetrySettings,
     pub overflow: Overflow,
+    pub breaker: CircuitBreakerConfig,
 }
 
 impl ExporterPlan {
@@ -63,6 +66,7 @@ impl ExporterPlan {
                 ..Default::default()
             },
             overflow: Overflow::default(),
+            breaker: CircuitBreakerConfig::default(),
         };
         match cfg {
             ExporterConfig::Otlp(o) | ExporterConfig::OtlpHttp(o) => {
@@ -103,6 +107,7 @@ impl ExporterPlan {
                         multiplier: o.retry_on_failure.multiplier,
                         randomization_factor: o.retry_on_failure.randomization_factor,
                     },
+                    breaker: o.circuit_breaker.clone(),
                 }
             }
             ExporterConfig::File(f) => plain(
@@ -127,6 +132,9 @@ pub struct ExporterHandle {
     pub overflow: Overflow,
     /// Used with `overflow: sample`.
     pub sampler: crate::processor::sampling::Sampler,
+    /// The persistent queue, when `sending_queue.storage` is set: the pipeline
+    /// appends to it instead of pushing to `producer`.
+    pub spool: Option<Rc<Spool>>,
 }
 
 /// Where a consumer reports: the shard's stats and lifecycle.
@@ -222,25 +230,22 @@ pub async fn run(plan: ExporterPlan, mut consumer: QueueConsumer, ctx: ExportCon
             }
         }
         Backend::Grpc(_) | Backend::Http(_) => {
-            let backend = Rc::new(plan.backend);
+            let sender = Sender::new(&plan.id, plan.backend, plan.retry, plan.breaker, &ctx);
             let permits = Rc::new(Semaphore::new(plan.num_consumers as u64));
-            let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ ((ctx.shard as u64) << 32) ^ ctx.index as u64;
-            while let Some(item) = consumer.pop().await {
+            loop {
+                // While the breaker is open, batches wait in the queue.
+                sender.wait_admitted().await;
+                let Some(item) = consumer.pop().await else {
+                    break;
+                };
                 ctx.stats().queue_size.set(consumer.len() as u64);
                 ctx.stats().queue_bytes.set(consumer.bytes());
                 let Ok(permit) = permits.acquire_static_permit(1).await else {
                     break;
                 };
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                let backend = backend.clone();
-                let ctx = ctx.clone();
-                let id = plan.id.clone();
-                let retry = plan.retry;
+                let sender = sender.clone();
                 glommio::spawn_local(async move {
-                    let started = Instant::now();
-                    send_with_retry(&backend, &id, item, retry, seed, &ctx).await;
-                    let us = started.elapsed().as_micros().min(u64::MAX as u128) as u64;
-                    ctx.stats().latency.observe(&LATENCY_BOUNDS_US, us);
+                    sender.send(item.signal, &item.payload, false).await;
                     drop(permit);
                 })
                 .detach();
@@ -248,6 +253,218 @@ pub async fn run(plan: ExporterPlan, mut consumer: QueueConsumer, ctx: ExportCon
             // Wait for in-flight exports to finish.
             let _ = permits.acquire(plan.num_consumers as u64).await;
         }
+    }
+}
+
+/// How one batch's export ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Accepted by the backend (possibly with some items rejected, counted).
+    Sent,
+    /// Failed for good (permanent error or retries exhausted); counted.
+    Failed,
+    /// Given up at the shutdown deadline. For a spooled batch nothing is
+    /// counted: it stays in the spool and is sent after the restart.
+    Abandoned,
+}
+
+/// Everything the concurrent exports of one exporter on one shard share: the
+/// backend connection(s), retry settings and the circuit breaker.
+#[derive(Clone)]
+pub struct Sender {
+    backend: Rc<Backend>,
+    id: Rc<str>,
+    retry: RetrySettings,
+    breaker: Rc<RefCell<CircuitBreaker>>,
+    seed: Rc<std::cell::Cell<u64>>,
+    ctx: ExportContext,
+}
+
+impl Sender {
+    pub fn new(
+        id: &str,
+        backend: Backend,
+        retry: RetrySettings,
+        breaker: CircuitBreakerConfig,
+        ctx: &ExportContext,
+    ) -> Sender {
+        Sender {
+            backend: Rc::new(backend),
+            id: id.into(),
+            retry,
+            breaker: Rc::new(RefCell::new(CircuitBreaker::new(breaker))),
+            seed: Rc::new(std::cell::Cell::new(
+                0x9e37_79b9_7f4a_7c15u64 ^ ((ctx.shard as u64) << 32) ^ ctx.index as u64,
+            )),
+            ctx: ctx.clone(),
+        }
+    }
+
+    /// Returns once the breaker admits new work (or the shutdown deadline passed).
+    pub async fn wait_admitted(&self) {
+        loop {
+            let wait = self.breaker.borrow().wait_time(Instant::now());
+            let Some(d) = wait else { return };
+            if self.ctx.lifecycle.past_deadline() {
+                return;
+            }
+            sleep_until_or_deadline(d, self.ctx.lifecycle.deadline(), &self.ctx.lifecycle).await;
+        }
+    }
+
+    fn publish_state(&self) {
+        let s = self.breaker.borrow().state();
+        self.ctx.stats().circuit_state.set(s as u64);
+    }
+
+    /// Sends one batch, retrying retryable failures with backoff until they
+    /// succeed, retries run out, or the shutdown deadline passes. No attempt
+    /// is made while the circuit breaker is open. `durable`: the batch is in
+    /// the spool, so giving up at the deadline loses nothing.
+    pub async fn send(&self, signal: Signal, payload: &Payload, durable: bool) -> Outcome {
+        let seed = self
+            .seed
+            .get()
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.seed.set(seed);
+        let ctx = &self.ctx;
+        let id: &str = &self.id;
+        let backend = &*self.backend;
+        let mut backoff = Backoff::new(self.retry, seed);
+        let abandon = |e: &dyn std::fmt::Display| {
+            if durable {
+                tracing::info!(exporter = id, %signal, items = payload.items, error = %e, "shutdown deadline passed; batch stays in the spool");
+            } else {
+                ctx.stats().send_failed.add(signal, payload.items);
+                ctx.stats.shards[ctx.shard].shutdown_dropped.add(signal, payload.items);
+                tracing::error!(exporter = id, %signal, items = payload.items, error = %e, "shutdown deadline passed; batch not delivered");
+            }
+            Outcome::Abandoned
+        };
+        loop {
+            // The breaker decides whether this attempt may go out at all.
+            loop {
+                let permit = self.breaker.borrow_mut().acquire(Instant::now());
+                self.publish_state();
+                match permit {
+                    Permit::Go | Permit::Probe => break,
+                    Permit::Wait(d) => {
+                        if ctx.lifecycle.past_deadline() {
+                            return abandon(&"circuit breaker open");
+                        }
+                        sleep_until_or_deadline(d, ctx.lifecycle.deadline(), &ctx.lifecycle).await;
+                    }
+                }
+            }
+            let before = connects(backend);
+            let started = Instant::now();
+            let result = export_once(backend, signal, payload).await;
+            let st = ctx.stats();
+            let us = started.elapsed().as_micros().min(u64::MAX as u128) as u64;
+            st.latency.observe(&LATENCY_BOUNDS_US, us);
+            st.connects.add(connects(backend).saturating_sub(before));
+            match &result {
+                Ok(_) => self.breaker.borrow_mut().on_success(),
+                Err(e) if e.is_retryable() => self.breaker.borrow_mut().on_failure(Instant::now()),
+                // The backend answered: it is up, only this batch is bad.
+                Err(ExportError::Grpc { .. } | ExportError::Http { .. }) => self.breaker.borrow_mut().on_success(),
+                Err(_) => {}
+            }
+            self.publish_state();
+            match result {
+                Ok(ok) => {
+                    let rejected = ok.rejected_items.min(payload.items);
+                    st.sent.add(signal, payload.items - rejected);
+                    if rejected > 0 {
+                        st.send_failed.add(signal, rejected);
+                        tracing::warn!(exporter = id, %signal, rejected, message = ?ok.message, "backend rejected part of a batch");
+                    }
+                    return Outcome::Sent;
+                }
+                Err(e) if e.is_retryable() => {
+                    let delay = backoff.next_delay(e.retry_after());
+                    let deadline = ctx.lifecycle.deadline();
+                    match delay {
+                        Some(d) if !ctx.lifecycle.past_deadline() => {
+                            st.retries.add(1);
+                            tracing::debug!(exporter = id, %signal, error = %e, delay = ?d, "export failed; retrying");
+                            sleep_until_or_deadline(d, deadline, &ctx.lifecycle).await;
+                            if ctx.lifecycle.past_deadline() {
+                                return abandon(&e);
+                            }
+                        }
+                        Some(_) => return abandon(&e),
+                        None => {
+                            st.send_failed.add(signal, payload.items);
+                            tracing::error!(exporter = id, %signal, items = payload.items, error = %e, "export failed; no more retries");
+                            return Outcome::Failed;
+                        }
+                    }
+                }
+                Err(e) => {
+                    st.send_failed.add(signal, payload.items);
+                    st.permanent_errors.add(1);
+                    tracing::error!(exporter = id, %signal, items = payload.items, error = %e, kind = e.kind(), "export failed permanently; dropping batch");
+                    return Outcome::Failed;
+                }
+            }
+        }
+    }
+}
+
+/// Runs an exporter whose sending queue is the spool: reads batches back from
+/// it, sends them with the same retry and breaker machinery, and settles each
+/// batch in the spool (cursor, segment deletion) once it is sent or failed
+/// for good. What is not sent by the shutdown deadline stays in the spool.
+pub async fn run_spooled(plan: ExporterPlan, consumer: QueueConsumer, spool: Rc<Spool>, ctx: ExportContext) {
+    drop(consumer);
+    ctx.stats().queue_capacity.set(plan.queue_size as u64);
+    if !matches!(plan.backend, Backend::Grpc(_) | Backend::Http(_)) {
+        tracing::error!(exporter = %plan.id, "a persistent queue needs an otlp or otlphttp exporter");
+        return;
+    }
+    let sender = Sender::new(&plan.id, plan.backend, plan.retry, plan.breaker, &ctx);
+    let permits = Rc::new(Semaphore::new(plan.num_consumers as u64));
+    let done = Rc::new(std::cell::Cell::new(false));
+    let cursor_task = {
+        let (spool, done) = (spool.clone(), done.clone());
+        glommio::spawn_local(async move {
+            while !done.get() {
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                if let Err(e) = spool.persist_cursor().await {
+                    tracing::warn!(exporter = %spool.exporter, error = %e, "cannot persist the spool cursor");
+                }
+            }
+        })
+    };
+    loop {
+        sender.wait_admitted().await;
+        let Ok(permit) = permits.acquire_static_permit(1).await else {
+            break;
+        };
+        let Some(batch) = spool.next_batch(&ctx.lifecycle).await else {
+            break;
+        };
+        let (sender, spool) = (sender.clone(), spool.clone());
+        glommio::spawn_local(async move {
+            let outcome = sender.send(batch.signal, &batch.payload, true).await;
+            if outcome != Outcome::Abandoned {
+                spool.complete(batch.id);
+            }
+            drop(permit);
+        })
+        .detach();
+    }
+    let _ = permits.acquire(plan.num_consumers as u64).await;
+    done.set(true);
+    cursor_task.await;
+    spool.close_writer().await;
+    if let Err(e) = spool.persist_cursor().await {
+        tracing::warn!(exporter = %spool.exporter, error = %e, "cannot persist the spool cursor");
+    }
+    if spool.records() > 0 {
+        tracing::info!(exporter = %spool.exporter, records = spool.records(), "records left in the spool; they are sent after the restart");
     }
 }
 
@@ -267,64 +484,6 @@ fn connects(backend: &Backend) -> u64 {
         Backend::Grpc(g) => g.connects(),
         Backend::Http(h) => h.connects(),
         _ => 0,
-    }
-}
-
-/// Sends one batch, retrying retryable failures with backoff until they succeed,
-/// retries run out, or the shutdown deadline passes.
-async fn send_with_retry(
-    backend: &Backend,
-    id: &str,
-    item: Item,
-    retry: RetrySettings,
-    seed: u64,
-    ctx: &ExportContext,
-) {
-    let mut backoff = Backoff::new(retry, seed);
-    let Item { signal, payload } = item;
-    loop {
-        let before = connects(backend);
-        let result = export_once(backend, signal, &payload).await;
-        let st = ctx.stats();
-        st.connects.add(connects(backend).saturating_sub(before));
-        match result {
-            Ok(ok) => {
-                let rejected = ok.rejected_items.min(payload.items);
-                st.sent.add(signal, payload.items - rejected);
-                if rejected > 0 {
-                    st.send_failed.add(signal, rejected);
-                    tracing::warn!(exporter = id, %signal, rejected, message = ?ok.message, "backend rejected part of a batch");
-                }
-                return;
-            }
-            Err(e) if e.is_retryable() => {
-                let delay = backoff.next_delay(e.retry_after());
-                let deadline = ctx.lifecycle.deadline();
-                match delay {
-                    Some(d) if !ctx.lifecycle.past_deadline() => {
-                        st.retries.add(1);
-                        tracing::debug!(exporter = id, %signal, error = %e, delay = ?d, "export failed; retrying");
-                        sleep_until_or_deadline(d, deadline, &ctx.lifecycle).await;
-                        if ctx.lifecycle.past_deadline() {
-                            st.send_failed.add(signal, payload.items);
-                            ctx.stats.shards[ctx.shard].shutdown_dropped.add(signal, payload.items);
-                            tracing::error!(exporter = id, %signal, items = payload.items, error = %e, "shutdown deadline passed; batch not delivered");
-                            return;
-                        }
-                    }
-                    _ => {
-                        st.send_failed.add(signal, payload.items);
-                        tracing::error!(exporter = id, %signal, items = payload.items, error = %e, "export failed; no more retries");
-                        return;
-                    }
-                }
-            }
-            Err(e) => {
-                st.send_failed.add(signal, payload.items);
-                tracing::error!(exporter = id, %signal, items = payload.items, error = %e, "export failed permanently; dropping batch");
-                return;
-            }
-        }
     }
 }
 

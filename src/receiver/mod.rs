@@ -50,7 +50,7 @@ impl ReceiverCtx {
 
     /// Validates a protobuf request body, then hands it to the pipelines.
     /// Returns the number of items accepted.
-    pub fn accept(&self, signal: Signal, body: Bytes) -> Result<u64, Rejection> {
+    pub async fn accept(&self, signal: Signal, body: Bytes) -> Result<u64, Rejection> {
         self.stats().requests.add(1);
         if self.lifecycle.is_draining() {
             return Err(Rejection::ShuttingDown);
@@ -65,10 +65,14 @@ impl ReceiverCtx {
             wire::resources_only(&body).map_err(|e| Rejection::Malformed(e.to_string()))?
         };
         let items = scan.items;
-        match self
-            .pipelines
-            .submit(self.receiver, signal, Payload::from_body(body, items))
-        {
+        let payload = Payload::from_body(body, items);
+        let submitted = if self.pipelines.needs_spool(self.receiver, signal) {
+            // Acknowledged only once the data is in the persistent queue.
+            self.pipelines.submit_durable(self.receiver, signal, payload).await
+        } else {
+            self.pipelines.submit(self.receiver, signal, payload)
+        };
+        match submitted {
             Ok(()) => {
                 self.stats().accepted.add(signal, items);
                 Ok(items)
@@ -78,7 +82,10 @@ impl ReceiverCtx {
                 Err(match e {
                     SubmitError::NoPipeline(s) => Rejection::NoPipeline(s),
                     SubmitError::ShuttingDown => Rejection::ShuttingDown,
-                    SubmitError::QueueFull(_) | SubmitError::MemoryLimited => Rejection::Refused(e.to_string()),
+                    SubmitError::QueueFull(_)
+                    | SubmitError::MemoryLimited
+                    | SubmitError::SpoolFull(_)
+                    | SubmitError::Spool(..) => Rejection::Refused(e.to_string()),
                 })
             }
         }

@@ -123,7 +123,7 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
     } else {
         msg
     };
-    match ctx.accept(signal, msg) {
+    match ctx.accept(signal, msg).await {
         Ok(_) => ok_response(),
         Err(Rejection::Malformed(m)) => {
             status_response(Code::InvalidArgument, &format!("malformed {signal} request: {m}"), None)

@@ -176,7 +176,7 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
             }
         },
     };
-    match ctx.accept(signal, body) {
+    match ctx.accept(signal, body).await {
         Ok(_) => ok(enc),
         Err(Rejection::Malformed(m)) => error(
             StatusCode::BAD_REQUEST,

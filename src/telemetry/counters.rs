@@ -181,8 +181,17 @@ pub struct ExporterStats {
     pub evicted: PerSignal,
     /// Bytes of the batches waiting in the sending queue.
     pub queue_bytes: Gauge,
-    /// Time from the first attempt to the final outcome of each batch.
+    /// Duration of each export attempt (request sent to answer or error).
     pub latency: LatencyHistogram,
+    /// Batches the backend refused for good (not retryable).
+    pub permanent_errors: Counter,
+    /// Circuit breaker state: 0 closed, 1 open, 2 half-open.
+    pub circuit_state: Gauge,
+    /// Persistent queue: encoded bytes on disk, and records not yet exported.
+    pub spool_bytes: Gauge,
+    pub spool_records: Gauge,
+    /// Persistent queue records skipped because they failed their checks.
+    pub spool_corrupt: Counter,
 }
 
 /// Everything one shard counts.

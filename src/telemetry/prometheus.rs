@@ -310,6 +310,48 @@ impl Collector for StatsCollector {
         )?;
         counter(
             &mut enc,
+            "sluice_exporter_permanent_errors",
+            "Batches the backend refused with a non-retryable error.",
+            exporter_rows(shards, |e| e.permanent_errors.get()),
+        )?;
+        counter(
+            &mut enc,
+            "sluice_spool_corrupt_records",
+            "Persistent-queue records skipped because they failed their CRC or format checks.",
+            exporter_rows(shards, |e| e.spool_corrupt.get()),
+        )?;
+        let per_exporter_shard = |pick: fn(&ExporterStats) -> u64| {
+            let mut rows = Vec::new();
+            for sh in shards {
+                for e in &sh.exporters {
+                    rows.push((
+                        vec![("exporter", e.exporter.clone()), ("shard", sh.shard.to_string())],
+                        pick(e) as i64,
+                    ));
+                }
+            }
+            rows
+        };
+        gauge(
+            &mut enc,
+            "sluice_exporter_circuit_state",
+            "Circuit breaker state per exporter and shard: 0 closed, 1 open, 2 half-open.",
+            per_exporter_shard(|e| e.circuit_state.get()),
+        )?;
+        gauge(
+            &mut enc,
+            "sluice_spool_bytes",
+            "Bytes of the persistent queue's segment files on disk.",
+            per_exporter_shard(|e| e.spool_bytes.get()),
+        )?;
+        gauge(
+            &mut enc,
+            "sluice_spool_records",
+            "Records in the persistent queue not yet exported.",
+            per_exporter_shard(|e| e.spool_records.get()),
+        )?;
+        counter(
+            &mut enc,
             "sluice_shutdown_dropped_items",
             "Items that could not be flushed before the shutdown deadline.",
             Signal::ALL.iter().map(|&s| {

@@ -729,6 +729,17 @@ impl Backend {
         b
     }
 
+    /// Starts a gRPC backend on a given port (e.g. one a `DeadPort` just freed).
+    pub async fn start_on(port: u16) -> Backend {
+        let b = Backend {
+            port,
+            st: BackendState::new(),
+            server: Mutex::new(None),
+        };
+        b.start().await;
+        b
+    }
+
     /// (Re)starts serving on the same port.
     pub async fn start(&self) {
         let listener = bind_retry(self.port).await;
@@ -1729,4 +1740,52 @@ impl OtlpClients {
                 .max_encoding_message_size(big),
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// a backend that is down but whose connection attempts can be counted
+
+/// A port that accepts TCP connections and closes each at once, recording
+/// when it arrived: a backend that is down at the application level (every
+/// export fails with a retryable transport error), used to count attempts.
+pub struct DeadPort {
+    pub port: u16,
+    times: Arc<Mutex<Vec<Instant>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DeadPort {
+    pub async fn start(port: u16) -> DeadPort {
+        let listener = bind_retry(port).await;
+        let times = Arc::new(Mutex::new(Vec::new()));
+        let t = times.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                t.lock().unwrap().push(Instant::now());
+                drop(s);
+            }
+        });
+        DeadPort { port, times, task }
+    }
+
+    /// When each connection arrived, in order.
+    pub fn times(&self) -> Vec<Instant> {
+        self.times.lock().unwrap().clone()
+    }
+
+    /// Stops listening: the port is free for a real backend.
+    pub async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// The span ids of a traces request, hex-encoded.
+pub fn request_span_ids(r: &ExportTraceServiceRequest) -> Vec<String> {
+    r.resource_spans
+        .iter()
+        .flat_map(|rs| rs.scope_spans.iter())
+        .flat_map(|ss| ss.spans.iter())
+        .map(|s| hex_id(&s.span_id))
+        .collect()
 }
