@@ -1,9 +1,12 @@
 //! `Payload`: an OTLP export request held as encoded `Bytes` chunks, never decoded.
 //!
-//! Each chunk is a run of complete, encoded top-level entries (field 1:
-//! `ResourceSpans` / `ResourceMetrics` / `ResourceLogs`) of an
-//! `Export{Trace,Metrics,Logs}ServiceRequest`. Because protobuf concatenation is
-//! merge, the concatenation of all chunks is itself a valid export request: a
+//! As received and batched, each chunk is a run of complete, encoded top-level
+//! entries (field 1: `ResourceSpans` / `ResourceMetrics` / `ResourceLogs`) of an
+//! `Export{Trace,Metrics,Logs}ServiceRequest`; after trace sampling a chunk may
+//! be a piece of an entry (a re-encoded length header, then slices of the kept
+//! spans), so only the concatenation of all chunks is guaranteed to be a
+//! request. Because protobuf concatenation is merge, that concatenation is a
+//! valid export request: a
 //! batch is built by appending received request bodies (refcounted slices of the
 //! receive buffers) and written out with vectored writes, with no re-encode.
 

@@ -191,6 +191,46 @@ impl ShardPipelines {
         self.routes.get(receiver).is_some_and(|r| !r[signal.index()].is_empty())
     }
 
+    /// The first `overflow: signal` sending queue among `targets` that could
+    /// not take the batches a request of `items` items may produce.
+    fn full_queue(&self, targets: &[usize], items: u64) -> Option<&ExporterHandle> {
+        for &pi in targets {
+            let p = &self.pipelines[pi];
+            let need = match &p.batcher {
+                Some(b) => {
+                    let b = b.borrow();
+                    let max = b.settings.send_batch_max_size;
+                    let total = b.pending_items() + items;
+                    if total < b.settings.send_batch_size {
+                        0
+                    } else if max == 0 {
+                        1
+                    } else {
+                        total.div_ceil(max) as usize + 1
+                    }
+                }
+                None => 1,
+            };
+            for &ei in &p.exporters {
+                let e = &self.exporters[ei];
+                // Only `overflow: signal` refuses; the other policies make room
+                // by discarding (counted by reason) when the batch is enqueued.
+                if e.overflow.refuses() && e.producer.borrow().free() < need {
+                    return Some(e);
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether a request of `items` items from `receiver` would now be refused
+    /// because an `overflow: signal` sending queue is full (no side effects).
+    pub fn queue_full_for(&self, receiver: usize, signal: Signal, items: u64) -> bool {
+        self.routes
+            .get(receiver)
+            .is_some_and(|r| self.full_queue(&r[signal.index()], items).is_some())
+    }
+
     /// Hands an accepted request to every pipeline `receiver` feeds for `signal`.
     /// On `Ok` the data is owned by the shard (batched or queued) and the
     /// request may be acknowledged.
@@ -208,33 +248,10 @@ impl ShardPipelines {
         }
         // Refuse before accepting anything when a queue could not take what this
         // request may produce, so acknowledged data always has a place to go.
-        for &pi in targets {
-            let p = &self.pipelines[pi];
-            let need = match &p.batcher {
-                Some(b) => {
-                    let b = b.borrow();
-                    let max = b.settings.send_batch_max_size;
-                    let total = b.pending_items() + payload.items;
-                    if total < b.settings.send_batch_size {
-                        0
-                    } else if max == 0 {
-                        1
-                    } else {
-                        total.div_ceil(max) as usize + 1
-                    }
-                }
-                None => 1,
-            };
-            for &ei in &p.exporters {
-                let e = &self.exporters[ei];
-                // Only `overflow: signal` refuses; the other policies make room
-                // by discarding (counted by reason) when the batch is enqueued.
-                if e.overflow.refuses() && e.producer.borrow().free() < need {
-                    let st = &self.stats.shards[self.shard].exporters[e.index];
-                    st.enqueue_failed.add(signal, payload.items);
-                    return Err(SubmitError::QueueFull(e.id.clone()));
-                }
-            }
+        if let Some(e) = self.full_queue(targets, payload.items) {
+            let st = &self.stats.shards[self.shard].exporters[e.index];
+            st.enqueue_failed.add(signal, payload.items);
+            return Err(SubmitError::QueueFull(e.id.clone()));
         }
         let last = targets.len() - 1;
         let mut payload = Some(payload);

@@ -227,7 +227,9 @@ async fn sample_keeps_the_configured_fraction() {
 #[tokio::test(flavor = "multi_thread")]
 async fn signal_refuses_with_retry_hint_and_loses_nothing() {
     let backend = Backend::start_new().await;
-    backend.set_mode(Mode::Delay(Duration::from_millis(200)));
+    // Slower than the receiver's wait for room (250 ms), so a full queue stays
+    // full long enough to be refused.
+    backend.set_mode(Mode::Delay(Duration::from_millis(600)));
     let p = Ports::new();
     let mut sluice = Sluice::start(&config(&p, backend.port, "queue_size: 2, overflow: signal"));
     let mut c = OtlpClients::connect(&p).await;

@@ -72,16 +72,10 @@ impl ExporterPlan {
             ExporterConfig::Otlp(o) | ExporterConfig::OtlpHttp(o) => {
                 let grpc = matches!(cfg, ExporterConfig::Otlp(_));
                 let settings = ClientSettings {
-                    addr: o
-                        .endpoint
-                        .trim_start_matches("http://")
-                        .trim_end_matches('/')
-                        .to_string(),
-                    urls: std::array::from_fn(|i| {
-                        o.signal_endpoints[i].clone().unwrap_or_else(|| {
-                            format!("{}{}", o.endpoint.trim_end_matches('/'), Signal::ALL[i].http_path())
-                        })
-                    }),
+                    // otlp (gRPC): the config normalises the endpoint to host:port.
+                    addr: o.endpoint.clone(),
+                    // otlphttp connects to each URL's own host and port.
+                    urls: std::array::from_fn(|i| o.signal_url(Signal::ALL[i])),
                     gzip: o.compression == Compression::Gzip,
                     headers: o.headers.clone(),
                     timeout: o.timeout,

@@ -34,25 +34,24 @@ pub fn log(id: &str, s: &DebugSettings, signal: Signal, payload: &Payload, seen:
     if n > s.sampling_initial && (n - s.sampling_initial) % s.sampling_thereafter != 0 {
         return;
     }
-    let resources: usize = payload
-        .chunks
-        .iter()
-        .map(|c| Fields::all(c).filter(|f| matches!(f, Ok(f) if f.number == 1)).count())
-        .sum();
+    // Chunks may be pieces of entries (after trace sampling); only their
+    // concatenation is a request, so walk that.
+    let body = payload.to_bytes();
+    let resources = Fields::all(&body)
+        .filter(|f| matches!(f, Ok(f) if f.number == 1))
+        .count();
     tracing::info!(exporter = id, %signal, resources, items = payload.items, bytes = payload.len, "{}", signal.item_name());
     match s.verbosity {
         Verbosity::Basic => {}
         Verbosity::Normal => {
-            for chunk in &payload.chunks {
-                for f in Fields::all(chunk).flatten() {
-                    if let (1, Value::Len(a, b)) = (f.number, f.value) {
-                        let items = wire::scan(signal, &chunk[f.start..f.end]).map(|x| x.items).unwrap_or(0);
-                        tracing::info!(exporter = id, %signal, resource_bytes = b - a, items, "resource");
-                    }
+            for f in Fields::all(&body).flatten() {
+                if let (1, Value::Len(a, b)) = (f.number, f.value) {
+                    let items = wire::scan(signal, &body[f.start..f.end]).map(|x| x.items).unwrap_or(0);
+                    tracing::info!(exporter = id, %signal, resource_bytes = b - a, items, "resource");
                 }
             }
         }
-        Verbosity::Detailed => match otlp_json::encode_request(signal, &payload.to_bytes()) {
+        Verbosity::Detailed => match otlp_json::encode_request(signal, &body) {
             Ok(json) => tracing::info!(exporter = id, %signal, "{json}"),
             Err(e) => tracing::warn!(exporter = id, %signal, error = %e, "cannot render batch"),
         },

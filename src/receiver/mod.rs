@@ -19,6 +19,9 @@ use crate::{
 
 /// How long a refused client is asked to wait before retrying.
 pub const RETRY_HINT: Duration = Duration::from_secs(1);
+/// How long a request may wait for room in a full `overflow: signal` sending
+/// queue before it is refused.
+pub const QUEUE_WAIT: Duration = Duration::from_millis(250);
 
 /// What one receiver transport on one shard needs to handle a request.
 pub struct ReceiverCtx {
@@ -48,6 +51,22 @@ impl ReceiverCtx {
         &self.stats.shards[self.shard].receivers[self.stats_index]
     }
 
+    /// Absorbs a burst: while an `overflow: signal` sending queue is full, waits
+    /// (backing off from 1 ms, at most `QUEUE_WAIT` in all) for the exporter to
+    /// make room, so the request is refused only if the queue stays full.
+    async fn wait_for_room(&self, signal: Signal, items: u64) {
+        let mut waited = Duration::ZERO;
+        let mut step = Duration::from_millis(1);
+        while waited < QUEUE_WAIT
+            && !self.lifecycle.is_draining()
+            && self.pipelines.queue_full_for(self.receiver, signal, items)
+        {
+            glommio::timer::sleep(step).await;
+            waited += step;
+            step = (step * 2).min(Duration::from_millis(32));
+        }
+    }
+
     /// Validates a protobuf request body, then hands it to the pipelines.
     /// Returns the number of items accepted.
     pub async fn accept(&self, signal: Signal, body: Bytes) -> Result<u64, Rejection> {
@@ -66,7 +85,11 @@ impl ReceiverCtx {
         };
         let items = scan.items;
         let payload = Payload::from_body(body, items);
-        let submitted = if self.pipelines.needs_spool(self.receiver, signal) {
+        let spooled = self.pipelines.needs_spool(self.receiver, signal);
+        if !spooled {
+            self.wait_for_room(signal, items).await;
+        }
+        let submitted = if spooled {
             // Acknowledged only once the data is in the persistent queue.
             self.pipelines.submit_durable(self.receiver, signal, payload).await
         } else {
