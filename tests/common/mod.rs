@@ -523,6 +523,22 @@ pub enum Mode {
     FailWithRetryInfo(Duration),
     /// A slow backend: each export waits this long, then succeeds.
     Delay(Duration),
+    /// Accepts (and records) every export but answers with a partial
+    /// success: `rejected` items rejected, with `message`.
+    PartialSuccess {
+        rejected: i64,
+        message: &'static str,
+    },
+}
+
+impl Mode {
+    /// The partial success to answer with, if any.
+    fn partial(self) -> Option<(i64, String)> {
+        match self {
+            Mode::PartialSuccess { rejected, message } => Some((rejected, message.to_string())),
+            _ => None,
+        }
+    }
 }
 
 /// What a backend received.
@@ -650,10 +666,14 @@ impl GrpcSvc {
         }
     }
 
+    fn mode(&self) -> Mode {
+        *self.0.mode.lock().unwrap()
+    }
+
     fn answer(&self) -> Result<(), tonic::Status> {
         self.0.attempts.fetch_add(1, Ordering::SeqCst);
         match *self.0.mode.lock().unwrap() {
-            Mode::Ok | Mode::Delay(_) => Ok(()),
+            Mode::Ok | Mode::Delay(_) | Mode::PartialSuccess { .. } => Ok(()),
             Mode::Fail(code) => Err(tonic::Status::new(code, "test backend: told to fail")),
             Mode::FailWithRetryInfo(d) => Err(tonic::Status::with_details(
                 tonic::Code::Unavailable,
@@ -661,6 +681,44 @@ impl GrpcSvc {
                 Bytes::from(retry_info_status(tonic::Code::Unavailable as i32, d)),
             )),
         }
+    }
+}
+
+/// The export responses a backend in `mode` answers with (empty unless
+/// `Mode::PartialSuccess`).
+pub fn trace_response(mode: Mode) -> ExportTraceServiceResponse {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess;
+    ExportTraceServiceResponse {
+        partial_success: mode
+            .partial()
+            .map(|(rejected_spans, error_message)| ExportTracePartialSuccess {
+                rejected_spans,
+                error_message,
+            }),
+    }
+}
+
+pub fn metrics_response(mode: Mode) -> ExportMetricsServiceResponse {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsPartialSuccess;
+    ExportMetricsServiceResponse {
+        partial_success: mode
+            .partial()
+            .map(|(rejected_data_points, error_message)| ExportMetricsPartialSuccess {
+                rejected_data_points,
+                error_message,
+            }),
+    }
+}
+
+pub fn logs_response(mode: Mode) -> ExportLogsServiceResponse {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsPartialSuccess;
+    ExportLogsServiceResponse {
+        partial_success: mode
+            .partial()
+            .map(|(rejected_log_records, error_message)| ExportLogsPartialSuccess {
+                rejected_log_records,
+                error_message,
+            }),
     }
 }
 
@@ -673,7 +731,7 @@ impl TraceService for GrpcSvc {
         self.delay().await;
         self.answer()?;
         self.0.rec.lock().unwrap().traces.push(req.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        Ok(tonic::Response::new(trace_response(self.mode())))
     }
 }
 
@@ -686,7 +744,7 @@ impl MetricsService for GrpcSvc {
         self.delay().await;
         self.answer()?;
         self.0.rec.lock().unwrap().metrics.push(req.into_inner());
-        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+        Ok(tonic::Response::new(metrics_response(self.mode())))
     }
 }
 
@@ -699,7 +757,7 @@ impl LogsService for GrpcSvc {
         self.delay().await;
         self.answer()?;
         self.0.rec.lock().unwrap().logs.push(req.into_inner());
-        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+        Ok(tonic::Response::new(logs_response(self.mode())))
     }
 }
 
@@ -884,7 +942,7 @@ async fn http_backend_handle(
     st.attempts.fetch_add(1, Ordering::SeqCst);
     let mode = *st.mode.lock().unwrap();
     match mode {
-        Mode::Ok => {}
+        Mode::Ok | Mode::PartialSuccess { .. } => {}
         Mode::Delay(d) => tokio::time::sleep(d).await,
         Mode::Fail(code) => {
             let status = match code {
@@ -911,17 +969,20 @@ async fn http_backend_handle(
     let ok = match path.as_str() {
         "/v1/traces" => ExportTraceServiceRequest::decode(&body[..])
             .map(|r| rec.traces.push(r))
-            .is_ok(),
+            .is_ok()
+            .then(|| trace_response(mode).encode_to_vec()),
         "/v1/metrics" => ExportMetricsServiceRequest::decode(&body[..])
             .map(|r| rec.metrics.push(r))
-            .is_ok(),
+            .is_ok()
+            .then(|| metrics_response(mode).encode_to_vec()),
         "/v1/logs" => ExportLogsServiceRequest::decode(&body[..])
             .map(|r| rec.logs.push(r))
-            .is_ok(),
+            .is_ok()
+            .then(|| logs_response(mode).encode_to_vec()),
         _ => return reply(404, Vec::new()),
     };
-    if ok {
-        reply(200, Vec::new())
+    if let Some(answer) = ok {
+        reply(200, answer)
     } else {
         reply(400, Vec::new())
     }
