@@ -45,6 +45,12 @@ def peak_rss_mib(pid):
     return 0.0
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def wait_port(port, proc, timeout=30):
     end = time.time() + timeout
     while time.time() < end:
@@ -63,13 +69,16 @@ def sluice_config(grpc, http, metrics, exporter, shards=1):
         f"otlp:\n    endpoint: 127.0.0.1:{exporter}\n    tls: {{insecure: true}}\n    compression: none\n"
         "    sending_queue: {num_consumers: 4, queue_size: 8}")
     name = "nop" if exporter is None else "otlp"
+    # Forwarding: smaller batches and a short queue bound the memory held for a
+    # sink that cannot keep up (the peak RSS target is 64 MiB).
+    batch = "{}" if exporter is None else "{send_batch_size: 2048, send_batch_max_size: 4096}"
     return f"""receivers:
   otlp:
     protocols:
       grpc: {{endpoint: 127.0.0.1:{grpc}}}
       http: {{endpoint: 127.0.0.1:{http}}}
 processors:
-  batch: {{}}
+  batch: {batch}
 exporters:
   {exp}
 service:
@@ -108,8 +117,15 @@ def start_rotel(tmp, cpu, grpc, http, exporter=None):
         args += ["--exporter", "blackhole"]
     else:
         args += ["--exporter", "otlp", "--otlp-exporter-endpoint", f"http://127.0.0.1:{exporter}"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(grpc, proc)
+    log = os.path.join(tmp, f"rotel-{grpc}.out")
+    with open(log, "w") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=out)
+    try:
+        wait_port(grpc, proc)
+    except RuntimeError:
+        with open(log) as f:
+            sys.stderr.write(f.read())
+        raise
     return proc
 
 
@@ -136,19 +152,22 @@ def measure(tmp, peer, scenario, args):
     sig = {"ingest-logs": "logs", "ingest-metrics": "metrics"}.get(scenario, "traces")
     sink = None
     forward = scenario == "forward"
+    # Fresh ports every run: a stopped peer leaves TIME_WAIT sockets behind.
+    grpc, http, metrics, sink_port = free_port(), free_port(), free_port(), None
     if forward:
-        sink = start_sluice(tmp, "sink", "0", 24317, 24318, 28888)
+        sink_port = free_port()
+        sink = start_sluice(tmp, "sink", "0", sink_port, free_port(), free_port())
     try:
         if peer == "sluice":
             shards = 2 if scenario == "sluice-2shards" else 1
             cpus = "0,1" if shards == 2 else "1"
-            proc = start_sluice(tmp, "sluice", cpus, 14317, 14318, 18888, 24317 if forward else None, shards)
+            proc = start_sluice(tmp, "sluice", cpus, grpc, http, metrics, sink_port, shards)
         else:
-            proc = start_rotel(tmp, "1", 14317, 14318, 24317 if forward else None)
+            proc = start_rotel(tmp, "1", grpc, http, sink_port)
         try:
             time.sleep(0.3)
             c0, t0 = cpu_seconds(proc.pid), time.time()
-            res = load(14317, sig, args, "0,1" if scenario == "sluice-2shards" else "0")
+            res = load(grpc, sig, args, "0,1" if scenario == "sluice-2shards" else "0")
             wall = time.time() - t0
             time.sleep(0.5)
             cpu = cpu_seconds(proc.pid) - c0

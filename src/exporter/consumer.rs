@@ -229,14 +229,16 @@ pub async fn run(plan: ExporterPlan, mut consumer: QueueConsumer, ctx: ExportCon
             loop {
                 // While the breaker is open, batches wait in the queue.
                 sender.wait_admitted().await;
+                // Take a send slot first, so a batch leaves the queue only when
+                // it can go out: the queue holds exactly `queue_size` batches.
+                let Ok(permit) = permits.acquire_static_permit(1).await else {
+                    break;
+                };
                 let Some(item) = consumer.pop().await else {
                     break;
                 };
                 ctx.stats().queue_size.set(consumer.len() as u64);
                 ctx.stats().queue_bytes.set(consumer.bytes());
-                let Ok(permit) = permits.acquire_static_permit(1).await else {
-                    break;
-                };
                 let sender = sender.clone();
                 glommio::spawn_local(async move {
                     sender.send(item.signal, &item.payload, false).await;
