@@ -553,7 +553,6 @@ pub struct TuningConfig {
     pub shutdown_timeout: Duration,
     /// io_uring buffer memory per shard; default derived from the memlock limit.
     pub io_memory_kib: Option<u64>,
-    pub ring_capacity: usize,
 }
 
 impl Default for TuningConfig {
@@ -564,7 +563,6 @@ impl Default for TuningConfig {
             pin: true,
             shutdown_timeout: Duration::from_secs(10),
             io_memory_kib: None,
-            ring_capacity: 1024,
         }
     }
 }

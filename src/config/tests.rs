@@ -195,7 +195,6 @@ tuning:
   pin: false
   shutdown_timeout: 30s
   io_memory_kib: 512
-  ring_capacity: 256
 "#;
 
 #[test]
@@ -362,7 +361,6 @@ fn full_collector_style_config() {
             pin: false,
             shutdown_timeout: Duration::from_secs(30),
             io_memory_kib: Some(512),
-            ring_capacity: 256,
         }
     );
 }
@@ -729,7 +727,6 @@ fn tuning_files_both_forms() {
     assert_eq!(t.cores, Some(vec![1, 2, 3]));
     assert_eq!(t.shutdown_timeout, Duration::from_secs(2));
     assert!(t.pin);
-    assert_eq!(t.ring_capacity, 1024);
 
     let nested = dir.path().join("nested.yaml");
     std::fs::write(&nested, "tuning:\n  pin: false\n  io_memory_kib: 256\n").unwrap();

@@ -3,14 +3,7 @@
 
 use super::{node::Node, section::Section, ConfigError, TuningConfig};
 
-const KEYS: &[&str] = &[
-    "shards",
-    "cores",
-    "pin",
-    "shutdown_timeout",
-    "io_memory_kib",
-    "ring_capacity",
-];
+const KEYS: &[&str] = &["shards", "cores", "pin", "shutdown_timeout", "io_memory_kib"];
 
 /// Reads a `tuning` mapping at `path` (its key on `line`).
 pub fn section(node: &Node, path: &str, line: usize) -> Result<TuningConfig, ConfigError> {
@@ -22,7 +15,6 @@ pub fn section(node: &Node, path: &str, line: usize) -> Result<TuningConfig, Con
         pin: s.bool("pin")?.unwrap_or(d.pin),
         shutdown_timeout: s.duration("shutdown_timeout")?.unwrap_or(d.shutdown_timeout),
         io_memory_kib: s.uint("io_memory_kib")?,
-        ring_capacity: s.uint("ring_capacity")?.unwrap_or(d.ring_capacity),
     };
     if t.shards == Some(0) {
         return Err(s.error("shards", "must be at least 1"));
@@ -45,9 +37,6 @@ pub fn section(node: &Node, path: &str, line: usize) -> Result<TuningConfig, Con
     }
     if t.io_memory_kib == Some(0) {
         return Err(s.error("io_memory_kib", "must be at least 1 (or left out for the default)"));
-    }
-    if t.ring_capacity == 0 {
-        return Err(s.error("ring_capacity", "must be at least 1"));
     }
     Ok(t)
 }
