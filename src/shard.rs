@@ -287,7 +287,9 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(RunReport, Stats), 
 /// machine is the locked-memory limit io_uring needs.
 fn explain_failure(raw: &str) -> String {
     let Some(at) = raw.find("MemLockLimit(") else {
-        return raw.to_string();
+        return format!(
+            "{raw}. sluice needs io_uring: Linux 5.8 or later, sysctl kernel.io_uring_disabled=0, and a container seccomp profile that allows the io_uring syscalls"
+        );
     };
     let nums: Vec<u64> = raw[at + "MemLockLimit(".len()..]
         .split(|c: char| !c.is_ascii_digit())

@@ -1,3 +1,7 @@
+//! Unit tests of the spool: restart replay across segment rollover, per-signal
+//! batching on the read side, the size budget, group commit, and skipping an
+//! all-corrupt segment.
+
 use std::time::Duration;
 
 use bytes::Bytes;
