@@ -266,3 +266,49 @@ fn run_with_invalid_config_exits_nonzero() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 4"), "{err}");
 }
+
+/// Every complete configuration shown in the README (a YAML block with
+/// top-level `receivers:` and `service:` sections; the others are fragments)
+/// is valid.
+#[test]
+fn readme_configs_are_valid() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in readme.lines() {
+        match (&mut current, line.trim_start()) {
+            (None, "```yaml") => current = Some(String::new()),
+            (Some(_), "```") => blocks.push(current.take().unwrap()),
+            (Some(b), _) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+            _ => {}
+        }
+    }
+    let full: Vec<&String> = blocks
+        .iter()
+        .filter(|b| b.lines().any(|l| l.starts_with("service:")) && b.lines().any(|l| l.starts_with("receivers:")))
+        .collect();
+    assert!(
+        full.len() >= 3,
+        "expected the spool, agent and gateway configs, found {}",
+        full.len()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for (i, b) in full.iter().enumerate() {
+        let path = dir.path().join(format!("readme-{i}.yaml"));
+        std::fs::write(&path, b).unwrap();
+        let out = std::process::Command::new(BIN)
+            .arg("validate")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "README config {i} is invalid: {}\n{b}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
