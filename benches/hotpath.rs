@@ -1,8 +1,9 @@
 //! Micro-benchmarks of the hot path pieces: request scan (validate + count) per
-//! signal, full prost decode for comparison, batch assembly and encode (with a
-//! split at send_batch_max_size), sending-queue push/pop, store record
-//! encode/decode, and OTLP/JSON decode. Throughput is reported in items
-//! (spans, data points, log records). Run: `cargo bench --bench hotpath`.
+//! signal, full schema validation (`wire_validate`), full prost decode for
+//! comparison, batch assembly and encode (with a split at
+//! send_batch_max_size), sending-queue push/pop, store record encode/decode,
+//! and OTLP/JSON decode. Throughput is reported in items (spans, data points,
+//! log records). Run: `cargo bench --bench hotpath`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use prost::Message;
@@ -15,7 +16,7 @@ use sluice::{
     proto::{ExportLogsServiceRequest, ExportMetricsServiceRequest, ExportTraceServiceRequest},
     signal::Signal,
     store::segment,
-    wire,
+    wire, wire_validate,
 };
 
 const ITEMS: usize = 100;
@@ -27,6 +28,9 @@ fn scan(c: &mut Criterion) {
         g.throughput(Throughput::Elements(ITEMS as u64));
         g.bench_function(format!("wire_scan/{}", signal.name()), |b| {
             b.iter(|| wire::scan(signal, std::hint::black_box(&body)).unwrap())
+        });
+        g.bench_function(format!("validate/{}", signal.name()), |b| {
+            b.iter(|| wire_validate::validate(signal, std::hint::black_box(&body)).unwrap())
         });
         g.bench_function(format!("prost_decode/{}", signal.name()), |b| {
             b.iter(|| match signal {

@@ -27,3 +27,4 @@ pub mod spool;
 pub mod store;
 pub mod telemetry;
 pub mod wire;
+pub mod wire_validate;

@@ -30,6 +30,16 @@ pub enum WireError {
     FieldZero(usize),
     #[error("field {field} at byte {at} must be length-delimited")]
     NotMessage { field: u32, at: usize },
+    #[error("string field at byte {at} is not valid UTF-8")]
+    InvalidUtf8 { at: usize },
+    #[error("message nesting too deep at byte {at}")]
+    TooDeep { at: usize },
+    #[error("field key over 32 bits at byte {at}")]
+    InvalidKey { at: usize },
+    #[error("packed field {field} at byte {at} does not hold whole elements")]
+    Packed { field: u32, at: usize },
+    #[error("unmatched end-group tag at byte {at}")]
+    EndGroup { at: usize },
 }
 
 /// A field's value as found on the wire.
