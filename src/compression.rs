@@ -14,10 +14,11 @@ pub enum CompressionError {
     TooLarge(usize),
 }
 
-/// Decompresses gzip `data`, failing once the output would exceed `limit` bytes.
+/// Decompresses gzip `data` (every member of a multi-member stream, as Go's
+/// reader does), failing once the output would exceed `limit` bytes.
 pub fn gunzip(data: &[u8], limit: usize) -> Result<Bytes, CompressionError> {
     let mut out = Vec::with_capacity((data.len() * 4).min(limit.saturating_add(1)));
-    let mut dec = flate2::read::GzDecoder::new(data).take(limit as u64 + 1);
+    let mut dec = flate2::read::MultiGzDecoder::new(data).take(limit as u64 + 1);
     dec.read_to_end(&mut out).map_err(CompressionError::Invalid)?;
     if out.len() > limit {
         return Err(CompressionError::TooLarge(limit));
@@ -39,6 +40,14 @@ pub fn gzip(chunks: &[Bytes]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_every_member_of_a_multi_member_stream() {
+        let mut data = gzip(&[Bytes::from_static(b"first ")]).to_vec();
+        data.extend_from_slice(&gzip(&[Bytes::from_static(b"second")]));
+        assert_eq!(&gunzip(&data, 100).unwrap()[..], b"first second");
+        assert!(matches!(gunzip(&data, 8), Err(CompressionError::TooLarge(8))));
+    }
 
     #[test]
     fn round_trip_and_cap() {

@@ -57,6 +57,9 @@ fn init_logging(level: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A closed stderr (a stopped log collector) must not panic the thread
+        // that logs: tracing's fallback report goes through eprintln!.
+        .log_internal_errors(false)
         .try_init();
 }
 
@@ -152,8 +155,8 @@ fn run(config_path: Option<PathBuf>, tuning: Option<PathBuf>) -> ExitCode {
                 for sig in signals.forever() {
                     seen += 1;
                     if seen == 1 {
-                        tracing::info!(signal = sig, "shutdown requested");
                         stop.store(true, Ordering::SeqCst);
+                        tracing::info!(signal = sig, "shutdown requested");
                     } else {
                         tracing::warn!("second signal: exiting immediately");
                         std::process::exit(130);

@@ -192,43 +192,53 @@ impl ShardPipelines {
     }
 
     /// The first `overflow: signal` sending queue among `targets` that could
-    /// not take the batches a request of `items` items may produce.
-    fn full_queue(&self, targets: &[usize], items: u64) -> Option<&ExporterHandle> {
+    /// not take the batches this request would make the pipelines emit now.
+    /// Exact: splits at `send_batch_max_size` are counted with a dry run, and
+    /// the demand of several pipelines on one exporter is added up.
+    fn full_queue(&self, targets: &[usize], payload: &Payload) -> Option<&ExporterHandle> {
+        let mut need: Vec<(usize, usize)> = Vec::new();
         for &pi in targets {
             let p = &self.pipelines[pi];
-            let need = match &p.batcher {
-                Some(b) => {
-                    let b = b.borrow();
-                    let max = b.settings.send_batch_max_size;
-                    let total = b.pending_items() + items;
-                    if total < b.settings.send_batch_size {
-                        0
-                    } else if max == 0 {
-                        1
-                    } else {
-                        total.div_ceil(max) as usize + 1
-                    }
-                }
+            let parts = match &p.batcher {
+                Some(b) => b.borrow().parts_if_pushed(payload),
                 None => 1,
             };
+            if parts == 0 {
+                continue;
+            }
             for &ei in &p.exporters {
-                let e = &self.exporters[ei];
                 // Only `overflow: signal` refuses; the other policies make room
                 // by discarding (counted by reason) when the batch is enqueued.
-                if e.overflow.refuses() && e.producer.borrow().free() < need {
-                    return Some(e);
+                if !self.exporters[ei].overflow.refuses() {
+                    continue;
+                }
+                match need.iter_mut().find(|(e, _)| *e == ei) {
+                    Some((_, n)) => *n += parts,
+                    None => need.push((ei, parts)),
                 }
             }
         }
-        None
+        need.into_iter()
+            .find(|&(ei, n)| self.exporters[ei].producer.borrow().free() < n)
+            .map(|(ei, _)| &self.exporters[ei])
     }
 
-    /// Whether a request of `items` items from `receiver` would now be refused
+    /// Whether a pipeline's pending batch can be flushed now without
+    /// overflowing a `signal` queue.
+    fn has_room_to_flush(&self, p: &Pipeline) -> bool {
+        let parts = p.batcher.as_ref().map_or(1, |b| b.borrow().parts_on_flush());
+        p.exporters.iter().all(|&ei| {
+            let e = &self.exporters[ei];
+            !e.overflow.refuses() || e.producer.borrow().free() >= parts
+        })
+    }
+
+    /// Whether `payload` from `receiver` would now be refused
     /// because an `overflow: signal` sending queue is full (no side effects).
-    pub fn queue_full_for(&self, receiver: usize, signal: Signal, items: u64) -> bool {
+    pub fn queue_full_for(&self, receiver: usize, signal: Signal, payload: &Payload) -> bool {
         self.routes
             .get(receiver)
-            .is_some_and(|r| self.full_queue(&r[signal.index()], items).is_some())
+            .is_some_and(|r| self.full_queue(&r[signal.index()], payload).is_some())
     }
 
     /// Hands an accepted request to every pipeline `receiver` feeds for `signal`.
@@ -248,7 +258,7 @@ impl ShardPipelines {
         }
         // Refuse before accepting anything when a queue could not take what this
         // request may produce, so acknowledged data always has a place to go.
-        if let Some(e) = self.full_queue(targets, payload.items) {
+        if let Some(e) = self.full_queue(targets, &payload) {
             let st = &self.stats.shards[self.shard].exporters[e.index];
             st.enqueue_failed.add(signal, payload.items);
             return Err(SubmitError::QueueFull(e.id.clone()));
@@ -397,7 +407,7 @@ impl ShardPipelines {
     pub fn flush_expired(&self, now: Instant) {
         for p in &self.pipelines {
             if let Some(b) = &p.batcher {
-                if b.borrow().expired(now) && self.has_room(p) {
+                if b.borrow().expired(now) && self.has_room_to_flush(p) {
                     b.borrow_mut().flush(&mut |batch| self.enqueue(p, batch));
                     self.settle_batched(p);
                 }
@@ -407,13 +417,6 @@ impl ShardPipelines {
 
     /// Whether a batch of `p` can be handed over now: every exporter either
     /// has room or discards by its overflow policy.
-    fn has_room(&self, p: &Pipeline) -> bool {
-        p.exporters.iter().all(|&ei| {
-            let e = &self.exporters[ei];
-            !e.overflow.refuses() || e.producer.borrow().free() > 0
-        })
-    }
-
     /// The earliest batch deadline, for the flush timer.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.pipelines
@@ -427,7 +430,7 @@ impl ShardPipelines {
         let mut stuck = 0;
         for p in &self.pipelines {
             if let Some(b) = &p.batcher {
-                if self.has_room(p) {
+                if self.has_room_to_flush(p) {
                     b.borrow_mut().flush(&mut |batch| self.enqueue(p, batch));
                     self.settle_batched(p);
                 } else {

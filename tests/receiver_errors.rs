@@ -450,3 +450,36 @@ async fn grpc_errors_keep_the_connection_usable() {
     );
     sluice.stop(Duration::from_secs(15));
 }
+
+/// A request that is well-formed at the top but malformed deeper down (bytes
+/// that are no protobuf inside a span's attributes, invalid UTF-8 in a span
+/// name) is refused at receipt, so it can never poison a batch shared with
+/// other requests; the valid requests around it are delivered.
+#[tokio::test(flavor = "multi_thread")]
+async fn deep_malformation_is_refused_at_receipt() {
+    let backend = Backend::start_new().await;
+    let p = Ports::new();
+    let mut sluice = Sluice::start(&forward_config(&p, backend.port, "{shards: 1, shutdown_timeout: 10s}"));
+    let mut conn = GrpcConn::connect(p.grpc_addr()).await;
+    let wrap = |span: &[u8]| {
+        let ld = |field: u8, inner: &[u8]| {
+            let mut v = vec![(field << 3) | 2, inner.len() as u8];
+            v.extend_from_slice(inner);
+            v
+        };
+        ld(1, &ld(2, &ld(2, span)))
+    };
+    let bad_attrs = wrap(&[0x4a, 0x02, 0xff, 0xff]);
+    let bad_name = wrap(&[0x2a, 0x02, 0xc3, 0x28]);
+    let mut sent = 0;
+    for (i, bad) in [bad_attrs, bad_name].iter().enumerate() {
+        let good = traces_request(1, 3, 900 + i as u64).encode_to_vec();
+        assert_eq!(conn.call(TRACES_PATH, &good, false).await.code, 0);
+        let r = conn.call(TRACES_PATH, bad, false).await;
+        assert_eq!(r.code, 3, "deep malformation accepted: {}", r.message);
+        assert_eq!(conn.call(TRACES_PATH, &good, false).await.code, 0);
+        sent += 6;
+    }
+    backend.expect_counts(sent, 0, 0, Duration::from_secs(10)).await;
+    sluice.stop(Duration::from_secs(10));
+}

@@ -51,3 +51,48 @@ fn port_in_use_names_the_address() {
     assert!(stderr.contains(&p.grpc_addr().to_string()), "stderr:\n{stderr}");
     assert!(!stderr.contains("panicked"), "stderr:\n{stderr}");
 }
+
+/// With no `tuning`, sluice runs one shard per CPU of its affinity mask:
+/// `taskset -c 1 sluice run` gives one shard, on CPU 1.
+#[test]
+fn shards_follow_the_affinity_mask() {
+    use std::io::{BufRead, BufReader};
+    let p = Ports::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.yaml");
+    // The same config without a tuning section.
+    let yaml = config(&p).replace("tuning: {shards: 1}\n", "");
+    assert!(!yaml.contains("tuning"));
+    std::fs::write(&path, yaml).unwrap();
+    let mut child = Command::new("taskset")
+        .args(["-c", "1", BIN, "run", "--config"])
+        .arg(&path)
+        .env("SLUICE_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("taskset (util-linux) runs");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        let ready = line.contains("sluice is ready");
+        lines.push(line);
+        if ready {
+            break;
+        }
+    }
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let status = child.wait().unwrap();
+    let log = lines.join("\n");
+    let start = lines
+        .iter()
+        .find(|l| l.contains("starting shards"))
+        .unwrap_or_else(|| panic!("{log}"));
+    let plain: String = start.replace('\u{1b}', "");
+    assert!(
+        plain.contains("shards") && plain.contains("=1") && plain.contains("[1]"),
+        "{log}"
+    );
+    assert!(status.success(), "{status}\n{log}");
+}

@@ -63,6 +63,33 @@ impl Batcher {
         }
     }
 
+    /// How many batches `push(payload)` would emit now (exact: splits are
+    /// counted with a dry run of the same cut).
+    pub fn parts_if_pushed(&self, payload: &Payload) -> usize {
+        if self.pending.items + payload.items < self.settings.send_batch_size {
+            return 0;
+        }
+        let mut all = self.pending.clone();
+        all.append(payload.clone());
+        self.parts_of(all)
+    }
+
+    /// How many batches `flush` would emit now.
+    pub fn parts_on_flush(&self) -> usize {
+        self.parts_of(self.pending.clone())
+    }
+
+    fn parts_of(&self, batch: Payload) -> usize {
+        if batch.chunks.is_empty() {
+            return 0;
+        }
+        let max = self.settings.send_batch_max_size;
+        if max == 0 || batch.items <= max {
+            return 1;
+        }
+        wire::split(self.signal, batch, max).map_or(1, |parts| parts.len())
+    }
+
     /// True when the oldest pending item has waited `timeout`.
     pub fn expired(&self, now: Instant) -> bool {
         self.first_at

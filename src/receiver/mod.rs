@@ -54,12 +54,12 @@ impl ReceiverCtx {
     /// Absorbs a burst: while an `overflow: signal` sending queue is full, waits
     /// (backing off from 1 ms, at most `QUEUE_WAIT` in all) for the exporter to
     /// make room, so the request is refused only if the queue stays full.
-    async fn wait_for_room(&self, signal: Signal, items: u64) {
+    async fn wait_for_room(&self, signal: Signal, payload: &Payload) {
         let mut waited = Duration::ZERO;
         let mut step = Duration::from_millis(1);
         while waited < QUEUE_WAIT
             && !self.lifecycle.is_draining()
-            && self.pipelines.queue_full_for(self.receiver, signal, items)
+            && self.pipelines.queue_full_for(self.receiver, signal, payload)
         {
             glommio::timer::sleep(step).await;
             waited += step;
@@ -87,7 +87,7 @@ impl ReceiverCtx {
         let payload = Payload::from_body(body, items);
         let spooled = self.pipelines.needs_spool(self.receiver, signal);
         if !spooled {
-            self.wait_for_room(signal, items).await;
+            self.wait_for_room(signal, &payload).await;
         }
         let submitted = if spooled {
             // Acknowledged only once the data is in the persistent queue.
