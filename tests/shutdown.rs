@@ -319,3 +319,44 @@ async fn sigint_also_shuts_down_cleanly() {
     // Flushed on the way out even though the batch timer may not have fired.
     assert_eq!(backend.log_records(), 4);
 }
+
+/// A client that stalls in the middle of a request body does not eat the
+/// shutdown budget: batches still waiting in the batch processor are flushed
+/// and delivered, and sluice exits 0 within the deadline.
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_client_does_not_block_the_final_flush() {
+    use prost::Message as _;
+    use std::io::Write as _;
+    let backend = Backend::start_new().await;
+    let p = Ports::new();
+    let yaml =
+        forward_config(&p, backend.port, "{shards: 1, shutdown_timeout: 3s}").replace("timeout: 200ms", "timeout: 30s");
+    let mut sluice = Sluice::start(&yaml);
+    let mut conn = GrpcConn::connect(p.grpc_addr()).await;
+    for seed in 0..10 {
+        let body = traces_request(2, 5, 700 + seed).encode_to_vec();
+        assert_eq!(conn.call(TRACES_PATH, &body, false).await.code, 0);
+    }
+    // 100 acknowledged spans now wait in the batch processor (30 s timeout).
+    let mut stalled = std::net::TcpStream::connect(p.http_addr()).unwrap();
+    stalled
+        .write_all(b"POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\ncontent-length: 1000\r\n\r\nabc")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = Instant::now();
+    sluice.sigterm();
+    let st = sluice.wait_exit(Duration::from_secs(10));
+    let took = t0.elapsed();
+    assert!(st.success(), "exit {st}:\n{}", sluice.stderr_text());
+    assert!(
+        took < Duration::from_secs(5),
+        "shutdown_timeout 3s but exit took {took:?}"
+    );
+    backend.expect_counts(100, 0, 0, Duration::from_secs(5)).await;
+    assert!(
+        !sluice.stderr_text().contains("undelivered"),
+        "{}",
+        sluice.stderr_text()
+    );
+    drop(stalled);
+}
