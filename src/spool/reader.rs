@@ -48,7 +48,7 @@ impl Spool {
             if !past_end {
                 return;
             }
-            match st.segments.range(read.seq + 1..).next().map(|(s, _)| *s) {
+            match st.segments.range(read.seq.saturating_add(1)..).next().map(|(s, _)| *s) {
                 Some(next) => st.read = Pos { seq: next, offset: 0 },
                 None => return,
             }

@@ -102,7 +102,7 @@ pub async fn open(
             },
         );
     }
-    let write_seq = last.map_or(0, |l| l + 1).max(cur.seq + 1);
+    let write_seq = last.map_or(0, |l| l.saturating_add(1)).max(cur.seq.saturating_add(1));
     let state = State {
         segments,
         write_seq,

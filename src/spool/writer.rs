@@ -182,7 +182,7 @@ impl Spool {
                     if let Some(info) = st.segments.get_mut(&seq) {
                         info.sealed = true;
                     }
-                    st.write_seq = st.write_seq.max(seq + 1);
+                    st.write_seq = st.write_seq.max(seq.saturating_add(1));
                 }
                 Err(e)
             }
@@ -224,7 +224,7 @@ impl Spool {
         if let Some(info) = st.segments.get_mut(&open.seq) {
             info.sealed = true;
         }
-        st.write_seq = open.seq + 1;
+        st.write_seq = open.seq.saturating_add(1);
         Ok(())
     }
 

@@ -69,7 +69,7 @@ impl StoreWriter {
             // synced as segments are created.
             sync_directory(root).await?;
         }
-        let seq = list_segments(&dir)?.last().map_or(0, |(s, _)| s + 1);
+        let seq = list_segments(&dir)?.last().map_or(0, |(s, _)| s.saturating_add(1));
         tracing::debug!(dir = %dir.display(), seq, "store writer opened");
         Ok(StoreWriter {
             dir,
@@ -159,7 +159,7 @@ impl StoreWriter {
         let Some(seg) = self.current.take() else {
             return Ok(());
         };
-        self.seq += 1;
+        self.seq = self.seq.saturating_add(1);
         if self.fsync && seg.unsynced {
             seg.file.fdatasync().await.map_err(|e| io_err(&seg.path, e))?;
         }
@@ -212,7 +212,7 @@ impl StoreWriter {
                 tracing::warn!(error = %e, segment = %seg.path.display(), "closing abandoned segment");
             }
         }
-        self.seq += 1;
+        self.seq = self.seq.saturating_add(1);
         Err(err)
     }
 }
