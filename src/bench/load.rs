@@ -15,8 +15,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::{Bytes, BytesMut};
-use glommio::{net::TcpStream, LocalExecutorBuilder, Placement};
+use bytes::Bytes;
+use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 use http::{header, Method, Request, Response};
 use http_body_util::BodyExt;
@@ -24,8 +24,12 @@ use hyper::body::Incoming;
 use thiserror::Error;
 
 use crate::{
+    exporter::{
+        client::{connect_tcp, ChunkBody},
+        otlp_grpc::{self, H2Sender},
+    },
     grpc::{self, Code},
-    net::{body::ResponseBody, hyper_io::HyperStream, hyper_io::ShardExecutor, timer::GlommioTimer},
+    net::{body::ResponseBody, hyper_io::HyperStream},
     signal::Signal,
 };
 
@@ -218,19 +222,16 @@ async fn executor_main(
     }
 }
 
-/// The gRPC body of a request: 5-byte prefix + message, built once.
-fn grpc_body(body: &Bytes) -> Bytes {
-    let mut b = BytesMut::with_capacity(body.len() + grpc::PREFIX_LEN);
-    b.extend_from_slice(&grpc::prefix(false, body.len()));
-    b.extend_from_slice(body);
-    b.freeze()
-}
-
 async fn connection(conn: usize, shared: Rc<Shared>) {
     let plan = &shared.plan;
     match plan.protocol {
         Protocol::Grpc => {
-            let bodies: Rc<Vec<Bytes>> = Rc::new(plan.bodies.iter().map(grpc_body).collect());
+            let bodies: Rc<Vec<(Bytes, Bytes)>> = Rc::new(
+                plan.bodies
+                    .iter()
+                    .map(|b| (Bytes::copy_from_slice(&grpc::prefix(false, b.len())), b.clone()))
+                    .collect(),
+            );
             let Some(send) = connect_h2(&shared).await else { return };
             let mut streams = Vec::new();
             for s in 0..plan.streams {
@@ -241,13 +242,13 @@ async fn connection(conn: usize, shared: Rc<Shared>) {
                         let uri = format!("http://{}{}", shared.plan.addr, shared.plan.signal.grpc_path());
                         while shared.take() {
                             i = i.wrapping_add(1);
-                            let body = bodies[i % bodies.len()].clone();
+                            let (prefix, body) = bodies[i % bodies.len()].clone();
                             let req = Request::builder()
                                 .method(Method::POST)
                                 .uri(&uri)
                                 .header(header::CONTENT_TYPE, "application/grpc")
                                 .header(header::TE, "trailers")
-                                .body(ResponseBody::data(body))
+                                .body(ChunkBody::new(Some(prefix), vec![body]))
                                 .expect("valid request");
                             let t0 = Instant::now();
                             let result = match send.send_request(req).await {
@@ -313,8 +314,8 @@ async fn connection(conn: usize, shared: Rc<Shared>) {
 }
 
 async fn tcp(shared: &Shared) -> Option<HyperStream> {
-    match TcpStream::connect(shared.plan.addr).await {
-        Ok(s) => Some(HyperStream::new(s)),
+    match connect_tcp(&shared.plan.addr.to_string()).await {
+        Ok(s) => Some(s),
         Err(e) => {
             shared.connect_errors.borrow_mut().push(e.to_string());
             *shared.failures.borrow_mut().entry("connect".into()).or_default() += 1;
@@ -323,25 +324,12 @@ async fn tcp(shared: &Shared) -> Option<HyperStream> {
     }
 }
 
-async fn connect_h2(shared: &Shared) -> Option<hyper::client::conn::http2::SendRequest<ResponseBody>> {
-    let io = tcp(shared).await?;
-    let handshake = hyper::client::conn::http2::Builder::new(ShardExecutor)
-        .timer(GlommioTimer)
-        .initial_stream_window_size(4 << 20)
-        .initial_connection_window_size(16 << 20)
-        .max_frame_size(1 << 20)
-        .handshake(io)
-        .await;
-    match handshake {
-        Ok((send, conn)) => {
-            glommio::spawn_local(async move {
-                let _ = conn.await;
-            })
-            .detach();
-            Some(send)
-        }
+async fn connect_h2(shared: &Shared) -> Option<H2Sender> {
+    match otlp_grpc::connect_h2(&shared.plan.addr.to_string()).await {
+        Ok(send) => Some(send),
         Err(e) => {
             shared.connect_errors.borrow_mut().push(e.to_string());
+            *shared.failures.borrow_mut().entry("connect".into()).or_default() += 1;
             None
         }
     }
@@ -369,25 +357,13 @@ fn transport_kind(_e: &hyper::Error) -> String {
 }
 
 /// A gRPC response is OK only with `grpc-status: 0` (in trailers, or in the
-/// headers of a trailers-only response) and HTTP 200.
+/// headers of a trailers-only response; the exporter's reader).
 async fn check_grpc(resp: Response<Incoming>) -> Result<(), String> {
-    if resp.status() != http::StatusCode::OK {
-        return Err(format!("http_{}", resp.status().as_u16()));
+    match otlp_grpc::read_grpc_response(resp).await {
+        Ok(reply) if reply.code == Code::Ok => Ok(()),
+        Ok(reply) => Err(code_name(reply.code)),
+        Err(_) => Err("transport".into()),
     }
-    if let Some(code) = grpc_status(resp.headers()) {
-        return if code == Code::Ok { Ok(()) } else { Err(code_name(code)) };
-    }
-    let collected = resp.into_body().collect().await.map_err(|_| "transport".to_string())?;
-    match collected.trailers().and_then(grpc_status) {
-        Some(Code::Ok) => Ok(()),
-        Some(code) => Err(code_name(code)),
-        None => Err("missing_grpc_status".into()),
-    }
-}
-
-fn grpc_status(h: &http::HeaderMap) -> Option<Code> {
-    let v = h.get("grpc-status")?.to_str().ok()?.parse::<u32>().ok()?;
-    Some(Code::from_u32(v))
 }
 
 fn code_name(code: Code) -> String {
