@@ -226,10 +226,16 @@ async fn connection(conn: usize, shared: Rc<Shared>) {
     let plan = &shared.plan;
     match plan.protocol {
         Protocol::Grpc => {
-            let bodies: Rc<Vec<(Bytes, Bytes)>> = Rc::new(
+            // Prefix and message in one buffer, built once: one DATA frame per
+            // request, as a client that encodes into one buffer sends it.
+            let bodies: Rc<Vec<Bytes>> = Rc::new(
                 plan.bodies
                     .iter()
-                    .map(|b| (Bytes::copy_from_slice(&grpc::prefix(false, b.len())), b.clone()))
+                    .map(|b| {
+                        let mut framed = grpc::prefix(false, b.len()).to_vec();
+                        framed.extend_from_slice(b);
+                        Bytes::from(framed)
+                    })
                     .collect(),
             );
             let Some(send) = connect_h2(&shared).await else { return };
@@ -242,13 +248,13 @@ async fn connection(conn: usize, shared: Rc<Shared>) {
                         let uri = format!("http://{}{}", shared.plan.addr, shared.plan.signal.grpc_path());
                         while shared.take() {
                             i = i.wrapping_add(1);
-                            let (prefix, body) = bodies[i % bodies.len()].clone();
+                            let body = bodies[i % bodies.len()].clone();
                             let req = Request::builder()
                                 .method(Method::POST)
                                 .uri(&uri)
                                 .header(header::CONTENT_TYPE, "application/grpc")
                                 .header(header::TE, "trailers")
-                                .body(ChunkBody::new(Some(prefix), vec![body]))
+                                .body(ChunkBody::new(None, vec![body]))
                                 .expect("valid request");
                             let t0 = Instant::now();
                             let result = match send.send_request(req).await {
