@@ -64,12 +64,6 @@ fn rss_of(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn health(addr: SocketAddr) -> (u16, String) {
-    let mut c = HttpConn::connect(addr);
-    let r = c.request("GET", "/", &[], &[]);
-    (r.status, r.text())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_limit_episode() {
     let backend = Backend::start_new().await;

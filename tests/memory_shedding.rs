@@ -63,10 +63,6 @@ tuning: {{shards: 1}}
     )
 }
 
-fn health(addr: SocketAddr) -> u16 {
-    HttpConn::connect(addr).request("GET", "/", &[], &[]).status
-}
-
 /// (accepted, sent, failed, dropped for memory_limit, all dropped, queued) spans.
 fn accounting(p: &Ports) -> (f64, f64, f64, f64, f64, f64) {
     let s = scrape_samples(p.metrics_addr());
@@ -89,7 +85,7 @@ async fn hard_limit_sheds_queued_batches_and_recovers() {
     let hport = free_port();
     let haddr = SocketAddr::from(([127, 0, 0, 1], hport));
     let mut sluice = Sluice::start(&config(&p, backend.port, hport, LIMIT_MIB, SPIKE_MIB));
-    assert_eq!(health(haddr), 200);
+    assert_eq!(health(haddr).0, 200);
 
     // Large requests, encoded once, from several connections at once.
     const SPANS: u64 = 9000;
@@ -124,7 +120,7 @@ async fn hard_limit_sheds_queued_batches_and_recovers() {
     let mut shed = 0.0;
     while started.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if health(haddr) == 503 {
+        if health(haddr).0 == 503 {
             saw_503 = true;
         }
         let s = scrape_samples(p.metrics_addr());
@@ -173,7 +169,7 @@ async fn hard_limit_sheds_queued_batches_and_recovers() {
         .await;
     assert!(drained, "queue did not drain: {:?}", accounting(&p));
     let back = backend
-        .wait_for(Duration::from_secs(20), |_| health(haddr) == 200)
+        .wait_for(Duration::from_secs(20), |_| health(haddr).0 == 200)
         .await;
     assert!(back, "health did not return to 200");
     let (acc, sent, failed, shed, dropped, queued) = accounting(&p);

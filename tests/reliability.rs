@@ -33,10 +33,6 @@ async fn send_traces(p: &Ports, seeds: std::ops::Range<u64>) -> BTreeSet<String>
     ids
 }
 
-fn received_ids(b: &Backend) -> BTreeSet<String> {
-    b.spans().iter().map(|s| hex_id(&s.1)).collect()
-}
-
 fn gaps_ms(times: &[std::time::Instant]) -> Vec<u128> {
     times.windows(2).map(|w| (w[1] - w[0]).as_millis()).collect()
 }

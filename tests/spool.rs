@@ -44,10 +44,6 @@ tuning: {{shards: 1, shutdown_timeout: 1s}}
     )
 }
 
-fn received_ids(b: &Backend) -> BTreeSet<String> {
-    b.spans().iter().map(|s| hex_id(&s.1)).collect()
-}
-
 /// Sends requests (seeds from `first`) until `n` were acknowledged or a call
 /// fails (the process died); acknowledged span ids go to `acked`.
 async fn load(p: Ports, first: u64, n: u64, acked: Arc<Mutex<BTreeSet<String>>>) -> u64 {

@@ -1764,6 +1764,18 @@ pub fn hex_id(id: &[u8]) -> String {
     hex::encode(id)
 }
 
+/// The hex span ids of every span `b` received (duplicates collapse).
+pub fn received_ids(b: &Backend) -> std::collections::BTreeSet<String> {
+    b.spans().iter().map(|s| hex_id(&s.1)).collect()
+}
+
+/// `GET /` on a health_check endpoint: (status, body).
+pub fn health(addr: SocketAddr) -> (u16, String) {
+    let mut c = HttpConn::connect(addr);
+    let r = c.request("GET", "/", &[], &[]);
+    (r.status, r.text())
+}
+
 /// Tonic clients to sluice's gRPC receiver (one channel).
 pub struct OtlpClients {
     pub traces: opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient<
