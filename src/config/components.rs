@@ -383,9 +383,8 @@ fn receiver(_id: &ComponentId, node: &Node, (path, line): (&str, usize)) -> Resu
         o.http = Some(c);
     }
     if o.grpc.is_none() && o.http.is_none() {
-        return Err(ConfigError::new(
-            s.child("protocols"),
-            s.key("protocols").map_or(line, |k| k.line),
+        return Err(s.error(
+            "protocols",
             "at least one protocol (`grpc:` or `http:`) must be configured",
         ));
     }
@@ -533,11 +532,7 @@ fn exporter(
             )?;
             let dir = s.string("path")?.unwrap_or_default();
             if dir.is_empty() {
-                return Err(ConfigError::new(
-                    s.child("path"),
-                    s.key("path").map_or(line, |k| k.line),
-                    "required: the directory to write segment files to",
-                ));
+                return Err(s.error("path", "required: the directory to write segment files to"));
             }
             let f = FileExporterConfig {
                 path: dir.into(),
@@ -1010,11 +1005,7 @@ fn extension(id: &ComponentId, node: &Node, (path, line): (&str, usize)) -> Resu
             )?;
             let dir = s.string("directory")?.unwrap_or_default();
             if dir.is_empty() {
-                return Err(ConfigError::new(
-                    s.child("directory"),
-                    s.key("directory").map_or(line, |k| k.line),
-                    "required: the directory to keep queue files in",
-                ));
+                return Err(s.error("directory", "required: the directory to keep queue files in"));
             }
             Ok(ExtensionConfig::FileStorage {
                 directory: dir.into(),
