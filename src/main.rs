@@ -137,7 +137,14 @@ fn run(config_path: Option<PathBuf>, tuning: Option<PathBuf>) -> ExitCode {
     }
 
     let stop = Arc::new(AtomicBool::new(false));
-    let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]);
+    // SIGHUP (what `systemctl reload` sends) must never kill a node holding
+    // acknowledged data: until configuration reload exists it is logged and
+    // ignored.
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ]);
     let mut signals = match signals {
         Ok(s) => s,
         Err(e) => {
@@ -153,6 +160,14 @@ fn run(config_path: Option<PathBuf>, tuning: Option<PathBuf>) -> ExitCode {
             .spawn(move || {
                 let mut seen = 0;
                 for sig in signals.forever() {
+                    if sig == signal_hook::consts::SIGHUP {
+                        tracing::warn!(
+                            signal = sig,
+                            "SIGHUP received: configuration reload is not supported yet; ignoring it (restart to \
+                             change the configuration)"
+                        );
+                        continue;
+                    }
                     seen += 1;
                     if seen == 1 {
                         stop.store(true, Ordering::SeqCst);

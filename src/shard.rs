@@ -286,6 +286,11 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(RunReport, Stats), 
 /// Turns glommio's startup failures into advice: the usual one on a stock
 /// machine is the locked-memory limit io_uring needs.
 fn explain_failure(raw: &str) -> String {
+    if raw.contains("thread panicked") {
+        // Not a start-up failure: the shard ran and panicked (its message and
+        // backtrace were printed above). io_uring advice would mislead.
+        return format!("{raw} (see the panic message above)");
+    }
     let Some(at) = raw.find("MemLockLimit(") else {
         return format!(
             "{raw}. sluice needs io_uring: Linux 5.8 or later, sysctl kernel.io_uring_disabled=0, and a container seccomp profile that allows the io_uring syscalls"
