@@ -4,8 +4,11 @@
 //! serving and deliver data afterwards.
 //!
 //! Regression for a glommio abort ("Waker invariant broken … refcount:
-//! -32768") after ~34,000 connections: the accept loop left one waker clone
-//! per accepted connection in the shard lifecycle's waiter list.
+//! -32768") after ~34,000 connections: every request that ended woke the
+//! accept loop, and each such wake left one more waker clone in glommio's
+//! pending accept until the task's 16-bit reference count overflowed. One
+//! shard and two client threads keep the accept loop mostly waiting, as a
+//! steady trickle of short-lived clients does.
 //!
 //! The client closes with SO_LINGER 0 (an RST), so no TIME_WAIT state piles up
 //! on loopback and the ephemeral port range is never exhausted.
