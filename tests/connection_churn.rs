@@ -30,7 +30,10 @@ const THREADS: usize = 2;
 
 /// Closes `s` with an RST instead of a FIN.
 fn abort(s: TcpStream) {
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: setsockopt on a socket we own, with a correctly sized linger value.
     unsafe {
         use std::os::fd::AsRawFd;
@@ -148,9 +151,18 @@ tuning: {{shards: 1}}
     .unwrap();
 
     assert!(sluice.is_running(), "sluice died; stderr:\n{}", sluice.stderr_text());
-    assert_eq!(tokio::task::spawn_blocking(move || health(health_addr).0).await.unwrap(), 200);
+    assert_eq!(
+        tokio::task::spawn_blocking(move || health(health_addr).0)
+            .await
+            .unwrap(),
+        200
+    );
     let rss_end = vm_rss(sluice.pid());
-    eprintln!("RSS {} KiB at start, {} KiB after churn", rss_start >> 10, rss_end >> 10);
+    eprintln!(
+        "RSS {} KiB at start, {} KiB after churn",
+        rss_start >> 10,
+        rss_end >> 10
+    );
     assert!(
         rss_end < rss_start + (64 << 20),
         "RSS grew from {rss_start} to {rss_end} bytes over the churn"
@@ -162,7 +174,9 @@ tuning: {{shards: 1}}
     let reply = c.call(TRACES_PATH, &prost::Message::encode_to_vec(&req), false).await;
     assert_eq!(reply.code, 0, "code {} {}", reply.code, reply.message);
     assert!(
-        backend.wait_for(Duration::from_secs(30), |b| b.spans().len() == 10).await,
+        backend
+            .wait_for(Duration::from_secs(30), |b| b.spans().len() == 10)
+            .await,
         "the request was not delivered"
     );
     tokio::task::spawn_blocking(move || sluice.stop(Duration::from_secs(30)))
@@ -200,7 +214,11 @@ async fn sighup_is_ignored_and_loses_nothing() {
     assert_eq!(unsafe { libc::kill(sluice.pid() as libc::pid_t, libc::SIGHUP) }, 0);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !sluice.stderr_text().contains("SIGHUP received") {
-        assert!(sluice.is_running(), "SIGHUP killed sluice; stderr:\n{}", sluice.stderr_text());
+        assert!(
+            sluice.is_running(),
+            "SIGHUP killed sluice; stderr:\n{}",
+            sluice.stderr_text()
+        );
         assert!(Instant::now() < deadline, "SIGHUP was not logged");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -208,7 +226,11 @@ async fn sighup_is_ignored_and_loses_nothing() {
     assert!(backend.spans().is_empty(), "the batch should still be held");
     // Still serving after the signal.
     let reply = c
-        .call(TRACES_PATH, &prost::Message::encode_to_vec(&traces_request(1, 10, 12)), false)
+        .call(
+            TRACES_PATH,
+            &prost::Message::encode_to_vec(&traces_request(1, 10, 12)),
+            false,
+        )
         .await;
     assert_eq!(reply.code, 0, "code {} {}", reply.code, reply.message);
     tokio::task::spawn_blocking(move || sluice.stop(Duration::from_secs(30)))
