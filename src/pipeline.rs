@@ -16,6 +16,7 @@ use crate::{
     payload::Payload,
     processor::{
         batch::{BatchSettings, Batcher},
+        filter::Filter,
         memory_limiter::{self, ShardGate},
     },
     signal::Signal,
@@ -36,10 +37,16 @@ pub enum SubmitError {
     SpoolFull(String),
     #[error("persistent queue of exporter {0} cannot store the request: {1}")]
     Spool(String, String),
+    /// A processor refused the request (a filter with `error_mode: propagate`).
+    #[error("{0}")]
+    Processor(String),
 }
 
 struct Pipeline {
     signal: Signal,
+    /// The processors that change data, in the pipeline's order, each with
+    /// its index in `ShardStats::filters`.
+    filters: Vec<(Filter, usize)>,
     batcher: Option<RefCell<Batcher>>,
     /// Index of the batch processor in `ShardStats::batches`.
     batch_stats: Option<usize>,
@@ -89,6 +96,19 @@ impl ShardPipelines {
                 }
                 _ => None,
             });
+            let filters: Vec<(Filter, usize)> = p
+                .processors
+                .iter()
+                .filter_map(|id| match config.processors.get(id) {
+                    Some(ProcessorConfig::Filter(f)) => {
+                        let id = id.to_string();
+                        let at = stats.shards[shard].filters.iter().position(|s| s.processor == id)?;
+                        let filter = Filter::new(&id, f);
+                        filter.touches(p.signal).then_some((filter, at))
+                    }
+                    _ => None,
+                })
+                .collect();
             let idx = pipelines.len();
             let all: Vec<usize> = p
                 .exporters
@@ -102,6 +122,7 @@ impl ShardPipelines {
             let batch = batch.filter(|_| !in_memory.is_empty());
             pipelines.push(Pipeline {
                 signal: p.signal,
+                filters,
                 batcher: batch.map(|b| RefCell::new(Batcher::new(p.signal, b))),
                 batch_stats: batch_stats.filter(|_| batch.is_some()),
                 exporters: in_memory,
@@ -251,6 +272,15 @@ impl ShardPipelines {
         if targets.is_empty() {
             return Err(SubmitError::NoPipeline(signal));
         }
+        self.admit(targets, signal, &payload)?;
+        let processed = self.process(targets, payload)?;
+        self.hand_over(targets, processed);
+        Ok(())
+    }
+
+    /// The checks before anything of a request is taken: the memory limiter,
+    /// and room in every `overflow: signal` queue for what it may produce.
+    fn admit(&self, targets: &[usize], signal: Signal, payload: &Payload) -> Result<(), SubmitError> {
         if let Some(g) = &self.memory {
             if targets.iter().any(|&pi| self.pipelines[pi].limited) && g.refusing(self.held_bytes()) {
                 return Err(SubmitError::MemoryLimited);
@@ -258,20 +288,57 @@ impl ShardPipelines {
         }
         // Refuse before accepting anything when a queue could not take what this
         // request may produce, so acknowledged data always has a place to go.
-        if let Some(e) = self.full_queue(targets, &payload) {
+        if let Some(e) = self.full_queue(targets, payload) {
             let st = &self.stats.shards[self.shard].exporters[e.index];
             st.enqueue_failed.add(signal, payload.items);
             return Err(SubmitError::QueueFull(e.id.clone()));
         }
-        let last = targets.len() - 1;
+        Ok(())
+    }
+
+    /// Runs each target pipeline's processors over `payload`: one payload per
+    /// target, in order. Nothing is handed over yet, so a processor that
+    /// refuses the request leaves no part of it accepted.
+    fn process(&self, targets: &[usize], payload: Payload) -> Result<Vec<Payload>, SubmitError> {
+        let mut out = Vec::with_capacity(targets.len());
+        let last = targets.len().saturating_sub(1);
         let mut payload = Some(payload);
         for (i, &pi) in targets.iter().enumerate() {
             let p = &self.pipelines[pi];
-            let data = if i == last {
+            let mut data = if i == last {
                 payload.take().unwrap_or_default()
             } else {
                 payload.clone().unwrap_or_default()
             };
+            for (filter, at) in &p.filters {
+                let f = filter
+                    .apply(p.signal, &data.chunks)
+                    .map_err(|e| SubmitError::Processor(e.to_string()))?;
+                if f.dropped > 0 || f.chunks.len() != data.chunks.len() {
+                    self.stats.shards[self.shard].filters[*at]
+                        .filtered
+                        .add(p.signal, f.dropped);
+                    let mut next = Payload::new();
+                    let left = data.items.saturating_sub(f.dropped);
+                    for c in f.chunks {
+                        next.push(c, 0);
+                    }
+                    next.items = left;
+                    data = next;
+                }
+            }
+            out.push(data);
+        }
+        Ok(out)
+    }
+
+    /// Hands each target pipeline its processed payload (batcher or queues).
+    fn hand_over(&self, targets: &[usize], processed: Vec<Payload>) {
+        for (&pi, data) in targets.iter().zip(processed) {
+            let p = &self.pipelines[pi];
+            if !p.filters.is_empty() && data.is_empty() {
+                continue; // everything was filtered out
+            }
             match &p.batcher {
                 Some(b) => {
                     p.batched.set(p.batched.get() + data.len as u64);
@@ -281,7 +348,6 @@ impl ShardPipelines {
                 None => self.enqueue(p, data),
             }
         }
-        Ok(())
     }
 
     /// Whether a request from `receiver` for `signal` goes to a persistent
@@ -301,6 +367,9 @@ impl ShardPipelines {
         let Some(targets) = self.routes.get(receiver).map(|r| &r[signal.index()]) else {
             return Err(SubmitError::NoPipeline(signal));
         };
+        if targets.is_empty() {
+            return Err(SubmitError::NoPipeline(signal));
+        }
         let spools: Vec<&ExporterHandle> = targets
             .iter()
             .flat_map(|&pi| self.pipelines[pi].spooled.iter())
@@ -315,24 +384,33 @@ impl ShardPipelines {
                 }
             }
         }
-        self.submit(receiver, signal, payload.clone())?;
-        let mut seen: Vec<usize> = Vec::new();
-        for e in spools {
-            if seen.contains(&e.index) {
-                continue;
-            }
-            seen.push(e.index);
-            let Some(sp) = &e.spool else { continue };
-            let st = &self.stats.shards[self.shard].exporters[e.index];
-            match sp.append(signal, &payload).await {
-                Ok(()) => {}
-                Err(crate::spool::SpoolError::Full(_)) => {
-                    st.enqueue_failed.add(signal, payload.items);
-                    return Err(SubmitError::SpoolFull(e.id.clone()));
+        self.admit(targets, signal, &payload)?;
+        let processed = self.process(targets, payload)?;
+        self.hand_over(targets, processed.clone());
+        // One append per spooled exporter and distinct data: pipelines without
+        // processors share the request as received.
+        let mut seen: Vec<(usize, Option<usize>)> = Vec::new();
+        for (&pi, data) in targets.iter().zip(&processed) {
+            let p = &self.pipelines[pi];
+            for &ei in &p.spooled {
+                let e = &self.exporters[ei];
+                let key = (e.index, (!p.filters.is_empty()).then_some(pi));
+                if seen.contains(&key) || data.is_empty() {
+                    continue;
                 }
-                Err(err) => {
-                    st.enqueue_failed.add(signal, payload.items);
-                    return Err(SubmitError::Spool(e.id.clone(), err.to_string()));
+                seen.push(key);
+                let Some(sp) = &e.spool else { continue };
+                let st = &self.stats.shards[self.shard].exporters[e.index];
+                match sp.append(signal, data).await {
+                    Ok(()) => {}
+                    Err(crate::spool::SpoolError::Full(_)) => {
+                        st.enqueue_failed.add(signal, data.items);
+                        return Err(SubmitError::SpoolFull(e.id.clone()));
+                    }
+                    Err(err) => {
+                        st.enqueue_failed.add(signal, data.items);
+                        return Err(SubmitError::Spool(e.id.clone(), err.to_string()));
+                    }
                 }
             }
         }

@@ -125,15 +125,12 @@ pub struct RunReport {
     pub undelivered: [u64; 3],
 }
 
-/// Batch processor ids used by any pipeline, in stats order.
-pub fn batch_processors(config: &Config) -> Vec<String> {
+/// Ids of the processors used in any pipeline whose config `is`, each once.
+fn processor_ids(config: &Config, is: fn(&crate::config::ProcessorConfig) -> bool) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for p in &config.service.pipelines {
         for id in &p.processors {
-            if matches!(
-                config.processors.get(id),
-                Some(crate::config::ProcessorConfig::Batch(_))
-            ) {
+            if config.processors.get(id).is_some_and(is) {
                 let id = id.to_string();
                 if !out.contains(&id) {
                     out.push(id);
@@ -142,6 +139,16 @@ pub fn batch_processors(config: &Config) -> Vec<String> {
         }
     }
     out
+}
+
+/// Ids of the filter processors used in any pipeline, each once.
+pub fn filter_processors(config: &Config) -> Vec<String> {
+    processor_ids(config, |p| matches!(p, crate::config::ProcessorConfig::Filter(_)))
+}
+
+/// Ids of the batch processors used in any pipeline, each once.
+pub fn batch_processors(config: &Config) -> Vec<String> {
+    processor_ids(config, |p| matches!(p, crate::config::ProcessorConfig::Batch(_)))
 }
 
 /// Receiver (id, transport) pairs and exporter ids, in stats order.
@@ -175,7 +182,8 @@ fn components(config: &Config) -> (Vec<(String, &'static str)>, Vec<String>) {
 pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(RunReport, Stats), ShardError> {
     let lay = layout(&config)?;
     let (receivers, exporter_ids) = components(&config);
-    let stats = Stats::build(lay.cpus.len(), &receivers, &exporter_ids, &batch_processors(&config));
+    let stats = Stats::build(lay.cpus.len(), &receivers, &exporter_ids, &batch_processors(&config))
+        .with_filters(&filter_processors(&config));
     let memory_monitor = match memory_limiter::config_of(&config) {
         Some(c) => {
             let limits = Limits::from_config(&c, memory_limiter::total_memory())?;

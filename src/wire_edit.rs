@@ -1,9 +1,14 @@
 //! Edits of a received OTLP request that drop items, without decoding it:
-//! the result is a list of pieces whose concatenation is the edited request.
+//! the result is a list of pieces, each one or more whole top-level entries
+//! (`Resource{Spans,Metrics,Logs}`), whose concatenation is the edited
+//! request.
 //!
-//! Every untouched resource entry, scope entry and item is a refcounted slice
-//! of the received body (no byte of it is copied); only the length headers of
-//! the entries that lost something are written anew. Dropping the last item
+//! Every untouched resource entry is a refcounted slice of the received body
+//! (no byte of it is copied); a resource entry that lost items is rebuilt from
+//! its kept slices and new length headers, in one buffer of its own, because
+//! the walkers downstream (batch split, spool, store) read each chunk of a
+//! payload as whole entries. Once they work across chunk boundaries, the
+//! rebuilt entry can stay a list of slices. Dropping the last item
 //! of a scope removes the scope entry, dropping the last scope entry of a
 //! resource removes the resource entry, as the Collector's filter processor
 //! does; entries that were empty to begin with are kept as they came. A
@@ -71,11 +76,23 @@ fn range(v: Value) -> Option<(usize, usize)> {
     }
 }
 
+/// One buffer holding `pieces` in order.
+fn concat(pieces: &[Bytes]) -> Bytes {
+    let mut out = BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum());
+    for p in pieces {
+        out.put_slice(p);
+    }
+    out.freeze()
+}
+
 fn header(field: u32, len: usize) -> Bytes {
     let mut out = BytesMut::with_capacity(11);
     put_len_header(&mut out, field, len);
     out.freeze()
 }
+
+/// Decides one child entry, given the body and the child's value range.
+type ChildEdit<'x> = dyn FnMut(&Bytes, usize, usize) -> Result<Outcome, WireError> + 'x;
 
 /// Walks the children (field `child`) of the entry at `body[s..e]`, applying
 /// `edit_child` to each; rebuilds the entry (tagged `tag`) when a child
@@ -87,7 +104,7 @@ fn edit_entry(
     s: usize,
     e: usize,
     child: u32,
-    edit_child: &mut dyn FnMut(&Bytes, usize, usize, usize, usize) -> Result<Outcome, WireError>,
+    edit_child: &mut ChildEdit<'_>,
 ) -> Result<Outcome, WireError> {
     let mut pieces: Vec<Bytes> = Vec::new();
     let mut dropped = 0u64;
@@ -101,7 +118,7 @@ fn edit_entry(
             continue;
         };
         children += 1;
-        match edit_child(body, f.start, f.end, cs, ce)? {
+        match edit_child(body, cs, ce)? {
             Outcome::Keep => {
                 kept_children += 1;
                 pieces.push(body.slice(f.start..f.end));
@@ -132,7 +149,7 @@ fn edit_entry(
 }
 
 /// The message in field `number` of `body[s..e]` (the last one), or empty.
-fn sub<'b>(body: &'b [u8], s: usize, e: usize, number: u32) -> &'b [u8] {
+fn sub(body: &[u8], s: usize, e: usize, number: u32) -> &[u8] {
     let mut out: &[u8] = &[];
     for f in Fields::new(body, s, e).flatten() {
         if f.number == number {
@@ -176,9 +193,9 @@ pub fn retain(body: &Bytes, kind: Kind, keep: &mut dyn FnMut(&Item<'_>) -> bool)
             continue;
         };
         let resource = sub(body, rs, re, 1);
-        let outcome = edit_entry(body, 1, rs, re, 2, &mut |body, _ss0, _se0, ss, se| {
+        let outcome = edit_entry(body, 1, rs, re, 2, &mut |body, ss, se| {
             let scope = sub(body, ss, se, 1);
-            edit_entry(body, 2, ss, se, 2, &mut |body, _ls0, _le0, ls, le| {
+            edit_entry(body, 2, ss, se, 2, &mut |body, ls, le| {
                 leaf(body, kind, resource, scope, ls, le, keep)
             })
         })?;
@@ -191,7 +208,7 @@ pub fn retain(body: &Bytes, kind: Kind, keep: &mut dyn FnMut(&Item<'_>) -> bool)
             Outcome::Replace(p, n) => {
                 out.dropped += n;
                 changed = true;
-                pieces.extend(p);
+                pieces.push(concat(&p));
             }
         }
     }
@@ -249,7 +266,7 @@ fn leaf(
                     pieces.push(body.slice(f.start..f.end));
                     continue;
                 };
-                let data_outcome = edit_entry(body, f.number, ds, de, 1, &mut |body, _, _, ps, pe| {
+                let data_outcome = edit_entry(body, f.number, ds, de, 1, &mut |body, ps, pe| {
                     had_points = true;
                     let item = Item {
                         kind,
@@ -293,7 +310,7 @@ fn leaf(
         }
         Kind::SpanEvent => {
             let span = bytes;
-            let outcome = edit_entry(body, 2, ls, le, 11, &mut |body, _, _, es, ee| {
+            let outcome = edit_entry(body, 2, ls, le, 11, &mut |body, es, ee| {
                 let item = Item {
                     kind,
                     resource,
@@ -405,12 +422,28 @@ mod tests {
         let got = ExportTraceServiceRequest::decode(e.to_bytes()).unwrap();
         let want = ExportTraceServiceRequest::decode(traces(vec![vec![span("a", 0), span("b", 0)]])).unwrap();
         assert_eq!(got, want);
-        // Kept spans are slices of the body.
-        let inside = |p: &Bytes| {
-            let b = body.as_ptr() as usize;
-            (p.as_ptr() as usize) >= b && (p.as_ptr() as usize) < b + body.len()
+        // Untouched resource entries stay slices of the body.
+        let two = ExportTraceServiceRequest {
+            resource_spans: [
+                ExportTraceServiceRequest::decode(traces(vec![vec![span("a", 0)]]))
+                    .unwrap()
+                    .resource_spans,
+                ExportTraceServiceRequest::decode(traces(vec![vec![span("drop", 0), span("b", 0)]]))
+                    .unwrap()
+                    .resource_spans,
+            ]
+            .concat(),
         };
-        assert!(e.pieces.iter().filter(|p| p.len() > 11).all(inside));
+        let body2 = Bytes::from(two.encode_to_vec());
+        let e2 = retain(&body2, Kind::Span, &mut |i| named(i) != "drop").unwrap();
+        assert_eq!(e2.pieces.len(), 2);
+        assert_eq!(
+            e2.pieces[0].as_ptr(),
+            body2.as_ptr(),
+            "the untouched resource is a slice"
+        );
+        let got = ExportTraceServiceRequest::decode(e2.to_bytes()).unwrap();
+        assert_eq!(got.resource_spans[1].scope_spans[0].spans.len(), 1);
         // Everything dropped: an empty request.
         let e = retain(&body, Kind::Span, &mut |_| false).unwrap();
         assert_eq!((e.dropped, e.len()), (4, 0));

@@ -28,7 +28,7 @@ const TOP_KEYS: &[&str] = &[
 ];
 
 const RECEIVERS: &[&str] = &["otlp"];
-const PROCESSORS: &[&str] = &["batch", "memory_limiter"];
+const PROCESSORS: &[&str] = &["batch", "memory_limiter", "filter"];
 const EXPORTERS: &[&str] = &["otlp", "otlphttp", "otlp_http", "file", "debug", "nop"];
 const EXTENSIONS: &[&str] = &["health_check", "file_storage"];
 
@@ -93,7 +93,6 @@ const RECEIVERS_NOT_BUILT: &[&str] = &[
     "vcenter",
 ];
 const PROCESSORS_NOT_BUILT: &[&str] = &[
-    "filter",
     "attributes",
     "resource",
     "probabilistic_sampler",
@@ -420,6 +419,7 @@ fn processor(id: &ComponentId, node: &Node, (path, line): (&str, usize)) -> Resu
             }
             Ok(ProcessorConfig::Batch(b))
         }
+        "filter" => crate::processor::filter::config(node, path, line).map(ProcessorConfig::Filter),
         _ => memory_limiter(node, path, line).map(ProcessorConfig::MemoryLimiter),
     }
 }

@@ -9,8 +9,8 @@
 
 mod components;
 mod env;
-mod node;
-mod section;
+pub(crate) mod node;
+pub(crate) mod section;
 mod service;
 mod tuning;
 mod units;
@@ -280,6 +280,7 @@ impl Default for HttpServerConfig {
 pub enum ProcessorConfig {
     Batch(BatchConfig),
     MemoryLimiter(MemoryLimiterConfig),
+    Filter(crate::processor::filter::FilterConfig),
 }
 
 #[derive(Clone, Debug, PartialEq)]

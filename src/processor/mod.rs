@@ -1,6 +1,7 @@
 //! Processors that sit between receivers and exporters in a pipeline.
 
 pub mod batch;
+pub mod filter;
 pub mod memory_limiter;
 pub mod ottl;
 pub mod sampling;

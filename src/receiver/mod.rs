@@ -104,6 +104,7 @@ impl ReceiverCtx {
                 self.stats().refused.add(signal, items);
                 Err(match e {
                     SubmitError::NoPipeline(s) => Rejection::NoPipeline(s),
+                    SubmitError::Processor(m) => Rejection::Malformed(m),
                     SubmitError::ShuttingDown => Rejection::ShuttingDown,
                     SubmitError::QueueFull(_)
                     | SubmitError::MemoryLimited

@@ -158,6 +158,15 @@ pub struct BatchStats {
     pub send_size: BatchSizeHistogram,
 }
 
+/// One filter processor's counters on one shard.
+#[derive(Debug, Default)]
+pub struct FilterStats {
+    /// Processor id, e.g. `filter/ingest`.
+    pub processor: String,
+    /// Spans, data points and log records dropped.
+    pub filtered: PerSignal,
+}
+
 /// Counters of one exporter on one shard.
 #[derive(Debug, Default)]
 pub struct ExporterStats {
@@ -204,6 +213,8 @@ pub struct ShardStats {
     pub shutdown_dropped: PerSignal,
     /// Batch processors, in `Stats::build` order.
     pub batches: Vec<BatchStats>,
+    /// Filter processors, in `Stats::with_filters` order.
+    pub filters: Vec<FilterStats>,
     /// Bytes this shard holds in batches and sending queues, published at the
     /// memory limiter's check_interval.
     pub held_bytes: Gauge,
@@ -311,6 +322,22 @@ impl Stats {
             shards: Arc::new(v),
             process: Arc::default(),
         }
+    }
+
+    /// Adds counters for the filter processors `ids` (before the stats are
+    /// shared with any shard or the scrape endpoint).
+    pub fn with_filters(mut self, ids: &[String]) -> Stats {
+        let shards = Arc::get_mut(&mut self.shards).expect("stats not shared yet");
+        for sh in shards.iter_mut() {
+            sh.filters = ids
+                .iter()
+                .map(|id| FilterStats {
+                    processor: id.clone(),
+                    ..Default::default()
+                })
+                .collect();
+        }
+        self
     }
 }
 

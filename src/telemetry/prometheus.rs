@@ -198,6 +198,23 @@ impl Collector for StatsCollector {
             }
         }
 
+        for (s, item) in [
+            (Signal::Traces, "spans"),
+            (Signal::Metrics, "datapoints"),
+            (Signal::Logs, "logs"),
+        ] {
+            let rows = (0..first.filters.len()).map(|i| {
+                let v = shards.iter().map(|sh| sh.filters[i].filtered.get(s)).sum();
+                (vec![("filter", first.filters[i].processor.clone())], v)
+            });
+            counter(
+                &mut enc,
+                &format!("otelcol_processor_filter_{item}_filtered"),
+                &format!("Number of {item} dropped by the filter processor"),
+                rows,
+            )?;
+        }
+
         if let Some(rss) = process_rss() {
             let m = enc.encode_descriptor(
                 "otelcol_process_memory_rss",
