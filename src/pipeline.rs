@@ -18,6 +18,7 @@ use crate::{
         batch::{BatchSettings, Batcher},
         filter::Filter,
         memory_limiter::{self, ShardGate},
+        probabilistic_sampler::ProbabilisticSampler,
     },
     signal::Signal,
     telemetry::{counters::BATCH_SIZE_BOUNDS, DropReason, Stats},
@@ -42,11 +43,17 @@ pub enum SubmitError {
     Processor(String),
 }
 
+/// A processor that changes data, with the index of its counters in
+/// `ShardStats::filters` / `ShardStats::samplers`.
+enum Step {
+    Filter(Filter, usize),
+    Sample(ProbabilisticSampler, usize),
+}
+
 struct Pipeline {
     signal: Signal,
-    /// The processors that change data, in the pipeline's order, each with
-    /// its index in `ShardStats::filters`.
-    filters: Vec<(Filter, usize)>,
+    /// The processors that change data, in the pipeline's order.
+    steps: Vec<Step>,
     batcher: Option<RefCell<Batcher>>,
     /// Index of the batch processor in `ShardStats::batches`.
     batch_stats: Option<usize>,
@@ -96,17 +103,25 @@ impl ShardPipelines {
                 }
                 _ => None,
             });
-            let filters: Vec<(Filter, usize)> = p
+            let sh = &stats.shards[shard];
+            let steps: Vec<Step> = p
                 .processors
                 .iter()
-                .filter_map(|id| match config.processors.get(id) {
-                    Some(ProcessorConfig::Filter(f)) => {
-                        let id = id.to_string();
-                        let at = stats.shards[shard].filters.iter().position(|s| s.processor == id)?;
-                        let filter = Filter::new(&id, f);
-                        filter.touches(p.signal).then_some((filter, at))
+                .filter_map(|cid| {
+                    let id = cid.to_string();
+                    match config.processors.get(cid) {
+                        Some(ProcessorConfig::Filter(f)) => {
+                            let at = sh.filters.iter().position(|s| s.processor == id)?;
+                            let filter = Filter::new(&id, f);
+                            filter.touches(p.signal).then_some(Step::Filter(filter, at))
+                        }
+                        Some(ProcessorConfig::ProbabilisticSampler(c)) => {
+                            let at = sh.samplers.iter().position(|s| s.processor == id)?;
+                            let sampler = ProbabilisticSampler::new(&id, c, shard);
+                            sampler.touches(p.signal).then_some(Step::Sample(sampler, at))
+                        }
+                        _ => None,
                     }
-                    _ => None,
                 })
                 .collect();
             let idx = pipelines.len();
@@ -122,7 +137,7 @@ impl ShardPipelines {
             let batch = batch.filter(|_| !in_memory.is_empty());
             pipelines.push(Pipeline {
                 signal: p.signal,
-                filters,
+                steps,
                 batcher: batch.map(|b| RefCell::new(Batcher::new(p.signal, b))),
                 batch_stats: batch_stats.filter(|_| batch.is_some()),
                 exporters: in_memory,
@@ -310,20 +325,30 @@ impl ShardPipelines {
             } else {
                 payload.clone().unwrap_or_default()
             };
-            for (filter, at) in &p.filters {
-                let f = filter
-                    .apply(p.signal, &data.chunks)
-                    .map_err(|e| SubmitError::Processor(e.to_string()))?;
-                if f.dropped > 0 || f.chunks.len() != data.chunks.len() {
-                    self.stats.shards[self.shard].filters[*at]
-                        .filtered
-                        .add(p.signal, f.dropped);
+            let st = &self.stats.shards[self.shard];
+            for step in &p.steps {
+                let (chunks, dropped) = match step {
+                    Step::Filter(filter, at) => {
+                        let f = filter
+                            .apply(p.signal, &data.chunks)
+                            .map_err(|e| SubmitError::Processor(e.to_string()))?;
+                        st.filters[*at].filtered.add(p.signal, f.dropped);
+                        (f.chunks, f.dropped)
+                    }
+                    Step::Sample(sampler, at) => {
+                        let r = sampler
+                            .apply(p.signal, &data.chunks)
+                            .map_err(|e| SubmitError::Processor(format!("{}: {e}", sampler.id)))?;
+                        st.samplers[*at].record(p.signal, &r.decisions);
+                        (r.chunks, r.dropped)
+                    }
+                };
+                if dropped > 0 {
                     let mut next = Payload::new();
-                    let left = data.items.saturating_sub(f.dropped);
-                    for c in f.chunks {
+                    for c in chunks {
                         next.push(c, 0);
                     }
-                    next.items = left;
+                    next.items = data.items.saturating_sub(dropped);
                     data = next;
                 }
             }
@@ -336,7 +361,7 @@ impl ShardPipelines {
     fn hand_over(&self, targets: &[usize], processed: Vec<Payload>) {
         for (&pi, data) in targets.iter().zip(processed) {
             let p = &self.pipelines[pi];
-            if !p.filters.is_empty() && data.is_empty() {
+            if !p.steps.is_empty() && data.is_empty() {
                 continue; // everything was filtered out
             }
             match &p.batcher {
@@ -394,7 +419,7 @@ impl ShardPipelines {
             let p = &self.pipelines[pi];
             for &ei in &p.spooled {
                 let e = &self.exporters[ei];
-                let key = (e.index, (!p.filters.is_empty()).then_some(pi));
+                let key = (e.index, (!p.steps.is_empty()).then_some(pi));
                 if seen.contains(&key) || data.is_empty() {
                     continue;
                 }

@@ -146,6 +146,13 @@ pub fn filter_processors(config: &Config) -> Vec<String> {
     processor_ids(config, |p| matches!(p, crate::config::ProcessorConfig::Filter(_)))
 }
 
+/// Ids of the probabilistic samplers used in any pipeline, each once.
+pub fn sampler_processors(config: &Config) -> Vec<String> {
+    processor_ids(config, |p| {
+        matches!(p, crate::config::ProcessorConfig::ProbabilisticSampler(_))
+    })
+}
+
 /// Ids of the batch processors used in any pipeline, each once.
 pub fn batch_processors(config: &Config) -> Vec<String> {
     processor_ids(config, |p| matches!(p, crate::config::ProcessorConfig::Batch(_)))
@@ -183,7 +190,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(RunReport, Stats), 
     let lay = layout(&config)?;
     let (receivers, exporter_ids) = components(&config);
     let stats = Stats::build(lay.cpus.len(), &receivers, &exporter_ids, &batch_processors(&config))
-        .with_filters(&filter_processors(&config));
+        .with_processors(&filter_processors(&config), &sampler_processors(&config));
     let memory_monitor = match memory_limiter::config_of(&config) {
         Some(c) => {
             let limits = Limits::from_config(&c, memory_limiter::total_memory())?;

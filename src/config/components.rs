@@ -28,7 +28,7 @@ const TOP_KEYS: &[&str] = &[
 ];
 
 const RECEIVERS: &[&str] = &["otlp"];
-const PROCESSORS: &[&str] = &["batch", "memory_limiter", "filter"];
+const PROCESSORS: &[&str] = &["batch", "memory_limiter", "filter", "probabilistic_sampler"];
 const EXPORTERS: &[&str] = &["otlp", "otlphttp", "otlp_http", "file", "debug", "nop"];
 const EXTENSIONS: &[&str] = &["health_check", "file_storage"];
 
@@ -95,7 +95,6 @@ const RECEIVERS_NOT_BUILT: &[&str] = &[
 const PROCESSORS_NOT_BUILT: &[&str] = &[
     "attributes",
     "resource",
-    "probabilistic_sampler",
     "tail_sampling",
     "transform",
     "k8sattributes",
@@ -420,6 +419,9 @@ fn processor(id: &ComponentId, node: &Node, (path, line): (&str, usize)) -> Resu
             Ok(ProcessorConfig::Batch(b))
         }
         "filter" => crate::processor::filter::config(node, path, line).map(ProcessorConfig::Filter),
+        "probabilistic_sampler" => {
+            crate::processor::probabilistic_sampler::config(node, path, line).map(ProcessorConfig::ProbabilisticSampler)
+        }
         _ => memory_limiter(node, path, line).map(ProcessorConfig::MemoryLimiter),
     }
 }

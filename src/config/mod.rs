@@ -281,6 +281,7 @@ pub enum ProcessorConfig {
     Batch(BatchConfig),
     MemoryLimiter(MemoryLimiterConfig),
     Filter(crate::processor::filter::FilterConfig),
+    ProbabilisticSampler(crate::processor::probabilistic_sampler::ProbabilisticSamplerConfig),
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -4,4 +4,5 @@ pub mod batch;
 pub mod filter;
 pub mod memory_limiter;
 pub mod ottl;
+pub mod probabilistic_sampler;
 pub mod sampling;

@@ -167,6 +167,29 @@ pub struct FilterStats {
     pub filtered: PerSignal,
 }
 
+/// One probabilistic_sampler's decisions on one shard: per signal (traces,
+/// logs), per `Policy` (index), not sampled / sampled.
+#[derive(Debug, Default)]
+pub struct SamplerStats {
+    pub processor: String,
+    pub traces: [[Counter; 2]; 5],
+    pub logs: [[Counter; 2]; 5],
+}
+
+impl SamplerStats {
+    pub fn record(&self, signal: Signal, d: &crate::processor::probabilistic_sampler::Decisions) {
+        let rows = match signal {
+            Signal::Traces => &self.traces,
+            Signal::Logs => &self.logs,
+            Signal::Metrics => return,
+        };
+        for (row, counts) in rows.iter().zip(&d.counts) {
+            row[0].add(counts[0]);
+            row[1].add(counts[1]);
+        }
+    }
+}
+
 /// Counters of one exporter on one shard.
 #[derive(Debug, Default)]
 pub struct ExporterStats {
@@ -213,8 +236,10 @@ pub struct ShardStats {
     pub shutdown_dropped: PerSignal,
     /// Batch processors, in `Stats::build` order.
     pub batches: Vec<BatchStats>,
-    /// Filter processors, in `Stats::with_filters` order.
+    /// Filter processors, in `Stats::with_processors` order.
     pub filters: Vec<FilterStats>,
+    /// Probabilistic samplers, in `Stats::with_processors` order.
+    pub samplers: Vec<SamplerStats>,
     /// Bytes this shard holds in batches and sending queues, published at the
     /// memory limiter's check_interval.
     pub held_bytes: Gauge,
@@ -324,14 +349,22 @@ impl Stats {
         }
     }
 
-    /// Adds counters for the filter processors `ids` (before the stats are
-    /// shared with any shard or the scrape endpoint).
-    pub fn with_filters(mut self, ids: &[String]) -> Stats {
+    /// Adds counters for the filter processors `filters` and the samplers
+    /// `samplers` (before the stats are shared with any shard or the scrape
+    /// endpoint).
+    pub fn with_processors(mut self, filters: &[String], samplers: &[String]) -> Stats {
         let shards = Arc::get_mut(&mut self.shards).expect("stats not shared yet");
         for sh in shards.iter_mut() {
-            sh.filters = ids
+            sh.filters = filters
                 .iter()
                 .map(|id| FilterStats {
+                    processor: id.clone(),
+                    ..Default::default()
+                })
+                .collect();
+            sh.samplers = samplers
+                .iter()
+                .map(|id| SamplerStats {
                     processor: id.clone(),
                     ..Default::default()
                 })

@@ -14,6 +14,7 @@ use prometheus_client::{
 };
 
 use crate::{
+    processor::probabilistic_sampler::Policy,
     signal::Signal,
     telemetry::counters::{
         DropReason, ExporterStats, Histogram, ShardStats, Stats, BATCH_SIZE_BOUNDS, LATENCY_BOUNDS_US,
@@ -211,6 +212,42 @@ impl Collector for StatsCollector {
                 &mut enc,
                 &format!("otelcol_processor_filter_{item}_filtered"),
                 &format!("Number of {item} dropped by the filter processor"),
+                rows,
+            )?;
+        }
+
+        for (signal, what) in [(Signal::Traces, "traces"), (Signal::Logs, "logs")] {
+            let mut rows: Vec<(Labels, u64)> = Vec::new();
+            for (i, sm) in first.samplers.iter().enumerate() {
+                for (pi, policy) in Policy::ALL.iter().enumerate() {
+                    for (sampled, label) in [(1usize, "true"), (0usize, "false")] {
+                        let v: u64 = shards
+                            .iter()
+                            .map(|sh| {
+                                let row = match signal {
+                                    Signal::Traces => &sh.samplers[i].traces,
+                                    _ => &sh.samplers[i].logs,
+                                };
+                                row[pi][sampled].get()
+                            })
+                            .sum();
+                        if v > 0 {
+                            rows.push((
+                                vec![
+                                    ("processor", sm.processor.clone()),
+                                    ("policy", policy.name().to_string()),
+                                    ("sampled", label.to_string()),
+                                ],
+                                v,
+                            ));
+                        }
+                    }
+                }
+            }
+            counter(
+                &mut enc,
+                &format!("otelcol_processor_probabilistic_sampler_count_{what}_sampled"),
+                &format!("Count of {what} that were sampled or not"),
                 rows,
             )?;
         }
