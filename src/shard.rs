@@ -346,11 +346,20 @@ async fn shard_main(
             index,
             lifecycle: lifecycle.clone(),
         };
-        // A persistent queue: recover the spool before accepting anything.
+        // A persistent queue: opened now, recovered in the background. Until
+        // the recovery is done it refuses appends with the retryable "full"
+        // answer, so the listeners can start at once.
         let mut spool = None;
         if let Some(settings) = crate::spool::settings_for(&config, id, stats.shards.len()) {
-            match crate::spool::recovery::open(settings, id, shard, stats.clone(), index).await {
-                Ok((s, _)) => spool = Some(s),
+            match crate::spool::recovery::start(settings, id, shard, stats.clone(), index).await {
+                Ok(s) => {
+                    let recovering = s.clone();
+                    glommio::spawn_local(async move {
+                        crate::spool::recovery::recover(&recovering).await;
+                    })
+                    .detach();
+                    spool = Some(s)
+                }
                 Err(e) => {
                     tracing::error!(exporter = %id, error = %e, "cannot open the persistent queue");
                     spool_error.get_or_insert(ShardError::Spool {
