@@ -132,6 +132,7 @@ pub async fn start(
 /// hand out records. Each segment is read and checked on the executor's
 /// blocking pool.
 pub async fn recover(spool: &Spool) -> Recovered {
+    let started = std::time::Instant::now();
     let (todo, cur) = {
         let mut st = spool.state.borrow_mut();
         (std::mem::take(&mut st.to_recover), st.acked)
@@ -171,7 +172,7 @@ pub async fn recover(spool: &Spool) -> Recovered {
     if found.records > 0 || found.corrupt > 0 {
         tracing::info!(exporter = %spool.exporter, shard = spool.shard, dir = %spool.dir.display(), segments = found.segments, records = found.records, corrupt = found.corrupt, torn = found.torn, "spool recovered; replaying records not yet exported");
     }
-    tracing::debug!(exporter = %spool.exporter, shard = spool.shard, "spool recovery finished");
+    tracing::info!(exporter = %spool.exporter, shard = spool.shard, elapsed = ?started.elapsed(), "spool recovery finished; accepting data");
     spool.publish();
     spool.wake_reader();
     found

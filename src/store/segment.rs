@@ -404,6 +404,24 @@ impl<B: AsRef<[u8]>> SegmentScanner<B> {
         None
     }
 
+    /// The length of the frame at `pos` if its length word is in range and
+    /// its crc matches (hashing counted against the resync budget).
+    fn intact_len(&mut self, pos: usize) -> Option<usize> {
+        let buf = &self.buf.as_ref()[pos..];
+        if buf.len() < PREFIX_LEN {
+            return None;
+        }
+        let len = le32(&buf[0..4]) as usize;
+        if !(HEADER_LEN..=MAX_RECORD_LEN).contains(&len) || PREFIX_LEN + len > buf.len() || len > self.hash_budget {
+            return None;
+        }
+        if crc_check(&buf[..PREFIX_LEN + len]).is_ok() {
+            return Some(PREFIX_LEN + len);
+        }
+        self.hash_budget -= len;
+        None
+    }
+
     /// The next event, checking records (header and crc) without
     /// decompressing them.
     pub fn next_checked(&mut self) -> Option<CheckedEvent> {
@@ -412,20 +430,35 @@ impl<B: AsRef<[u8]>> SegmentScanner<B> {
         if pos >= len {
             return None;
         }
-        let err = match check_record(&self.buf.as_ref()[pos..]) {
-            Ok((n, _, items)) => {
-                self.pos += n;
-                return Some(CheckedEvent::Record {
-                    offset: pos as u64,
-                    len: n as u64,
-                    items,
-                });
-            }
-            Err(e) => e,
+        let rest = &self.buf.as_ref()[pos..];
+        let (err, crc_failed) = match header_fault(rest) {
+            Ok(total) => match crc_check(&rest[..total]) {
+                Ok(()) => {
+                    self.pos += total;
+                    return Some(CheckedEvent::Record {
+                        offset: pos as u64,
+                        len: total as u64,
+                        items: le32(&rest[10..14]) as u64,
+                    });
+                }
+                Err(e) => (e, true),
+            },
+            Err(f) => (f.into_error(), false),
         };
         if pos >= self.data_end {
             self.pos = len;
             return None;
+        }
+        if !crc_failed && !matches!(err, RecordError::Truncated { .. }) {
+            // A frame whose crc holds is intact; only its contents are
+            // refused (a declared size over the cap, say): skip exactly it.
+            if let Some(total) = self.intact_len(pos) {
+                self.pos = pos + total;
+                return Some(CheckedEvent::Corrupt {
+                    offset: pos as u64,
+                    reason: err.to_string(),
+                });
+            }
         }
         let next = self.resync(pos + 1);
         self.pos = next.unwrap_or(len);
@@ -609,6 +642,46 @@ mod tests {
 
         assert_eq!(SegmentScanner::new(&[]).count(), 0);
         assert_eq!(SegmentScanner::new(&[0u8; 3]).count(), 0);
+    }
+
+    #[test]
+    fn declared_size_over_the_cap_is_corrupt_and_skipped_whole() {
+        let mut rec = vec![0u8; PREFIX_LEN + HEADER_LEN];
+        rec[8] = VERSION;
+        rec[9] = Signal::Traces.code();
+        rec[14..18].copy_from_slice(&((MAX_UNCOMPRESSED_LEN + 1) as u32).to_le_bytes());
+        rec.extend_from_slice(&[0x1f, 0, 1, 0]);
+        rec.extend(std::iter::repeat_n(255u8, (MAX_UNCOMPRESSED_LEN >> 8) + 16));
+        rec.extend_from_slice(&[0, 0x50, 0, 0, 0, 0, 0]);
+        let len = (rec.len() - PREFIX_LEN) as u32;
+        rec[0..4].copy_from_slice(&len.to_le_bytes());
+        let crc = crc32fast::hash(&rec[8..]);
+        rec[4..8].copy_from_slice(&crc.to_le_bytes());
+        assert!(
+            matches!(decode_record(&rec), Err(RecordError::Corrupt(m)) if m.contains("declared uncompressed length"))
+        );
+        let (good, _) = three_records();
+        let buf = [rec.clone(), rec.clone(), good].concat();
+        let ev: Vec<_> = SegmentScanner::new(&buf).collect();
+        assert_eq!(ev.len(), 5, "{ev:?}");
+        assert!(matches!(&ev[1], SegmentEvent::Corrupt { offset, .. } if *offset == rec.len() as u64));
+        assert!(ev[2..].iter().all(|e| matches!(e, SegmentEvent::Record { .. })));
+    }
+
+    #[test]
+    fn resync_over_plausible_headers_is_linear() {
+        // Every offset of 0x01 bytes reads as a version-1 record of 16 MiB.
+        let (good, _) = three_records();
+        let mut buf = vec![0x01u8; 20 << 20];
+        buf.extend_from_slice(&good);
+        let ev: Vec<_> = SegmentScanner::new(&buf).collect();
+        assert_eq!(ev.len(), 4, "{:?}", &ev[..1]);
+        assert!(matches!(&ev[0], SegmentEvent::Corrupt { offset: 0, .. }));
+        assert!(ev[1..].iter().all(|e| matches!(e, SegmentEvent::Record { .. })));
+        // Headers that pass every cheap check cost at most the hash budget.
+        let mut s = SegmentScanner::new(&buf);
+        s.hash_budget = 0;
+        assert_eq!(s.resync(1), None);
     }
 
     #[test]
