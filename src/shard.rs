@@ -171,6 +171,10 @@ fn components(config: &Config) -> (Vec<(String, &'static str)>, Vec<String>) {
     (receivers, exporters)
 }
 
+/// How long a shard waits for its spools' recovery before it reports ready
+/// anyway (its listeners answer from the start).
+const RECOVERY_GRACE: Duration = Duration::from_millis(500);
+
 /// Runs all shards until `stop` is set, then drains them. Blocks.
 pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(RunReport, Stats), ShardError> {
     let lay = layout(&config)?;
@@ -328,6 +332,7 @@ async fn shard_main(
     let mut handles = Vec::new();
     let mut exporter_tasks = Vec::new();
     let mut spool_error = None;
+    let mut spools = Vec::new();
     for (index, id) in exporter_ids.iter().enumerate() {
         let Some(cfg) = config
             .exporters
@@ -358,6 +363,7 @@ async fn shard_main(
                         crate::spool::recovery::recover(&recovering).await;
                     })
                     .detach();
+                    spools.push(s.clone());
                     spool = Some(s)
                 }
                 Err(e) => {
@@ -509,6 +515,17 @@ async fn shard_main(
         pipelines.close();
         return RunReport::default();
     }
+    // Listeners are up. A spool that recovers quickly does so before the
+    // shard reports ready; a large one goes on in the background while the
+    // listeners refuse retryably.
+    let grace_until = Instant::now() + RECOVERY_GRACE;
+    while spools.iter().any(|s| s.recovering()) && Instant::now() < grace_until {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    for s in spools.iter().filter(|s| s.recovering()) {
+        tracing::info!(shard, exporter = %s.exporter, "persistent queue still being recovered; requests are refused retryably until it is done");
+    }
+    drop(spools);
     let _ = ready.send(Ok(shard));
 
     // Batch timer: flush batches whose timeout passed.
