@@ -52,7 +52,7 @@ async fn listens_and_refuses_retryably_while_a_large_spool_is_recovered() {
     let tmp = tempfile::tempdir().unwrap();
     let shard = tmp.path().join("otlp").join("shard-0");
     let mut expected = BTreeSet::new();
-    // Segment 0: five records. Segments 1-2: 20 MiB of 0x01 each (slow to
+    // Segment 0: five records. Segments 1-2: 24 MiB of 0x01 each (slow to
     // scan: every offset looks like a header), the last one followed by two
     // more records that the scan must find. Recovery takes seconds in a
     // debug build; the test takes about ten.
@@ -64,7 +64,7 @@ async fn listens_and_refuses_retryably_while_a_large_spool_is_recovered() {
     }
     write_segment(&shard, 0, &seg);
     for seq in 1..=2u64 {
-        let mut seg = vec![0x01u8; 20 << 20];
+        let mut seg = vec![0x01u8; 24 << 20];
         if seq == 2 {
             for seed in 10..12 {
                 let r = traces_request(1, 4, seed);
