@@ -1,6 +1,6 @@
 //! A node whose persistent queue holds a large spool starts listening at
 //! once: while the spool is recovered it answers the retryable "full" answer
-//! (gRPC RESOURCE_EXHAUSTED), then takes data, and every recovered record is
+//! (gRPC RESOURCE_EXHAUSTED, HTTP 429 + Retry-After), then takes data, and every recovered record is
 //! delivered.
 
 mod common;
@@ -21,6 +21,7 @@ fn spool_config(p: &Ports, port: u16, dir: &Path) -> String {
   otlp:
     protocols:
       grpc: {{endpoint: 127.0.0.1:{grpc}}}
+      http: {{endpoint: 127.0.0.1:{http}}}
 processors:
   batch: {{send_batch_size: 200, timeout: 100ms}}
 extensions:
@@ -40,6 +41,7 @@ service:
 tuning: {{shards: 1, shutdown_timeout: 1s}}
 ",
         grpc = p.grpc,
+        http = p.http,
         metrics = p.metrics,
         dir = dir.display(),
     )
@@ -79,6 +81,22 @@ async fn listens_and_refuses_retryably_while_a_large_spool_is_recovered() {
     let p = Ports::new();
     // `start` returns once the port accepts and "sluice is ready" is logged.
     let sluice = Sluice::start(&spool_config(&p, backend.port, tmp.path()));
+    // OTLP/HTTP: 429 with Retry-After while the spool is being recovered.
+    let http_req = traces_request(1, 2, 200);
+    let http_body = prost::Message::encode_to_vec(&http_req);
+    let addr = p.http_addr();
+    let r = tokio::task::spawn_blocking(move || {
+        HttpConn::connect(addr).post("/v1/traces", "application/x-protobuf", None, &http_body)
+    })
+    .await
+    .unwrap();
+    if r.status == 200 {
+        // Recovery already finished (a loaded machine delayed this request).
+        expected.extend(request_span_ids(&http_req));
+    } else {
+        assert_eq!(r.status, 429, "{}", r.text());
+        assert!(r.header("retry-after").is_some(), "no Retry-After");
+    }
     let mut g = GrpcConn::connect(p.grpc_addr()).await;
     let req = traces_request(1, 3, 100);
     let body = prost::Message::encode_to_vec(&req);
