@@ -46,13 +46,6 @@ impl ReadEvent {
     }
 }
 
-/// Events of one segment image.
-pub fn read_segment(segment: &Path, image: &[u8]) -> Vec<ReadEvent> {
-    SegmentScanner::new(image)
-        .map(|ev| ReadEvent::from_segment(segment, ev))
-        .collect()
-}
-
 /// Lazily reads the segments of a store directory: one segment image in
 /// memory at a time, and one decoded record of it at a time.
 pub struct DirReader {

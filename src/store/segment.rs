@@ -290,26 +290,30 @@ pub fn check_record(buf: &[u8]) -> Result<(usize, Signal, u64), RecordError> {
 
 /// Decode the record at the start of `buf`; returns it and the bytes it occupies.
 pub fn decode_record(buf: &[u8]) -> Result<(Record, usize), RecordError> {
-    let (total, signal, items) = check_record(buf)?;
-    let rest = &buf[PREFIX_LEN..total];
-    // At most MAX_UNCOMPRESSED_LEN (checked by `check_header`).
-    let ulen = le32(&rest[6..10]) as usize;
+    let (total, _, _) = check_record(buf)?;
+    Ok((decompress(&buf[..total])?, total))
+}
+
+/// Decompresses the record that is exactly `rec`, already checked by
+/// [`check_record`] (so its declared size is at most the cap).
+fn decompress(rec: &[u8]) -> Result<Record, RecordError> {
+    let signal =
+        Signal::from_code(rec[9]).ok_or_else(|| RecordError::Corrupt(format!("unknown signal code {}", rec[9])))?;
+    let items = le32(&rec[10..14]) as u64;
+    let ulen = le32(&rec[14..18]) as usize;
     let mut body = vec![0u8; ulen];
-    let n = lz4_flex::block::decompress_into(&rest[HEADER_LEN..], &mut body)
+    let n = lz4_flex::block::decompress_into(&rec[PREFIX_LEN + HEADER_LEN..], &mut body)
         .map_err(|e| RecordError::Corrupt(format!("lz4 decompression failed: {e}")))?;
     if n != ulen {
         return Err(RecordError::Corrupt(format!(
             "body decompressed to {n} bytes, header says {ulen}"
         )));
     }
-    Ok((
-        Record {
-            signal,
-            items,
-            body: Bytes::from(body),
-        },
-        total,
-    ))
+    Ok(Record {
+        signal,
+        items,
+        body: Bytes::from(body),
+    })
 }
 
 /// What a scan of one segment image finds, in file order.
@@ -486,8 +490,8 @@ impl<B: AsRef<[u8]>> Iterator for SegmentScanner<B> {
         Some(match self.next_checked()? {
             CheckedEvent::Record { offset, len, .. } => {
                 let at = offset as usize;
-                match decode_record(&self.buf.as_ref()[at..at + len as usize]) {
-                    Ok((record, _)) => SegmentEvent::Record { offset, record },
+                match decompress(&self.buf.as_ref()[at..at + len as usize]) {
+                    Ok(record) => SegmentEvent::Record { offset, record },
                     Err(e) => SegmentEvent::Corrupt {
                         offset,
                         reason: e.to_string(),
