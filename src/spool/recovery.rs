@@ -21,8 +21,8 @@ use glommio::sync::Semaphore;
 use super::{cursor, io_err, spool_dir, sync_directory, SegInfo, Spool, SpoolError, SpoolSettings, State};
 use crate::{
     store::{
-        layout::{read_regular, MAX_SEGMENT_FILE},
-        segment::{CheckedEvent, SegmentScanner},
+        layout::read_regular,
+        segment::{CheckedEvent, SegmentScanner, HEADER_LEN, MAX_RECORD_LEN, PREFIX_LEN},
     },
     telemetry::Stats,
 };
@@ -35,6 +35,11 @@ pub struct Recovered {
     pub corrupt: u64,
     pub torn: u64,
 }
+
+/// Largest spool segment the writer produces: records are added while the
+/// segment is under `SEGMENT_SIZE`, and a single record may be larger.
+/// Anything larger is not one of ours and is skipped, not read into memory.
+const MAX_SPOOL_SEGMENT: u64 = super::SEGMENT_SIZE + (PREFIX_LEN + HEADER_LEN + MAX_RECORD_LEN) as u64;
 
 /// Corrupt records logged one by one per segment; the rest are summed up.
 const LOGGED_CORRUPT: u64 = 10;
@@ -190,7 +195,7 @@ struct Scanned {
 /// Reads and checks one segment from `start`, cutting off a torn tail.
 /// `None` if it cannot be read (logged).
 fn scan_segment(exporter: &str, path: &Path, start: u64) -> Option<Scanned> {
-    let image = match read_regular(path, MAX_SEGMENT_FILE) {
+    let image = match read_regular(path, MAX_SPOOL_SEGMENT) {
         Ok(image) => image,
         Err(e) => {
             tracing::warn!(exporter, segment = %path.display(), error = %e, "spool segment skipped");
