@@ -185,6 +185,10 @@ fn components(config: &Config) -> (Vec<(String, &'static str)>, Vec<String>) {
     (receivers, exporters)
 }
 
+/// How long a shard waits for its spools' recovery before it reports ready
+/// anyway (its listeners answer from the start).
+const RECOVERY_GRACE: Duration = Duration::from_millis(500);
+
 /// Runs all shards until `stop` is set, then drains them. Blocks.
 pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(RunReport, Stats), ShardError> {
     let lay = layout(&config)?;
@@ -348,6 +352,7 @@ async fn shard_main(
     let mut handles = Vec::new();
     let mut exporter_tasks = Vec::new();
     let mut spool_error = None;
+    let mut spools = Vec::new();
     for (index, id) in exporter_ids.iter().enumerate() {
         let Some(cfg) = config
             .exporters
@@ -366,11 +371,21 @@ async fn shard_main(
             index,
             lifecycle: lifecycle.clone(),
         };
-        // A persistent queue: recover the spool before accepting anything.
+        // A persistent queue: opened now, recovered in the background. Until
+        // the recovery is done it refuses appends with the retryable "full"
+        // answer, so the listeners can start at once.
         let mut spool = None;
         if let Some(settings) = crate::spool::settings_for(&config, id, stats.shards.len()) {
-            match crate::spool::recovery::open(settings, id, shard, stats.clone(), index).await {
-                Ok((s, _)) => spool = Some(s),
+            match crate::spool::recovery::start(settings, id, shard, stats.clone(), index).await {
+                Ok(s) => {
+                    let recovering = s.clone();
+                    glommio::spawn_local(async move {
+                        crate::spool::recovery::recover(&recovering).await;
+                    })
+                    .detach();
+                    spools.push(s.clone());
+                    spool = Some(s)
+                }
                 Err(e) => {
                     tracing::error!(exporter = %id, error = %e, "cannot open the persistent queue");
                     spool_error.get_or_insert(ShardError::Spool {
@@ -520,6 +535,17 @@ async fn shard_main(
         pipelines.close();
         return RunReport::default();
     }
+    // Listeners are up. A spool that recovers quickly does so before the
+    // shard reports ready; a large one goes on in the background while the
+    // listeners refuse retryably.
+    let grace_until = Instant::now() + RECOVERY_GRACE;
+    while spools.iter().any(|s| s.recovering()) && Instant::now() < grace_until {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    for s in spools.iter().filter(|s| s.recovering()) {
+        tracing::info!(shard, exporter = %s.exporter, "persistent queue still being recovered; requests are refused retryably until it is done");
+    }
+    drop(spools);
     let _ = ready.send(Ok(shard));
 
     // Batch timer: flush batches whose timeout passed.

@@ -312,3 +312,131 @@ fn readme_configs_are_valid() {
         );
     }
 }
+
+// ------------------------------------------------- bounded parsing and limits
+
+/// Runs `sluice validate` on `yaml` under a deadline; (success, output, peak RSS KiB).
+fn validate_bounded(yaml: &str) -> (bool, String, u64) {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("c.yaml");
+    std::fs::write(&f, yaml).unwrap();
+    let out = common::files::run_bounded(
+        &["validate", "--config", f.to_str().unwrap()],
+        std::time::Duration::from_secs(60),
+    );
+    (out.success, format!("{}{}", out.stdout, out.stderr), out.max_rss_kib)
+}
+
+#[test]
+fn aliases_as_keys_cannot_expand_a_small_document_without_bound() {
+    // A 10 KB anchor used as a mapping key 60 levels deep, in ~1 MiB of YAML:
+    // 2.4 GB once expanded (it took 1.9 GB of memory before the bound).
+    let mut yaml = format!("a: &a {}\nl:\n", "x".repeat(10_000));
+    let block = format!("  - {}1{}\n", "{*a : ".repeat(60), "}".repeat(60));
+    for _ in 0..(1 << 20) / block.len() {
+        yaml.push_str(&block);
+    }
+    yaml.push_str(FULL);
+    let (ok, text, rss_kib) = validate_bounded(&yaml);
+    assert!(!ok, "{text}");
+    assert!(text.contains("the document expands to more than 32 MiB"), "{text}");
+    assert!(text.contains("(line ") && text.contains(", column "), "{text}");
+    assert!(rss_kib < 200 * 1024, "peak RSS {rss_kib} KiB");
+
+    // Nested sequences of aliases (each level doubling) are refused too.
+    let mut yaml = "a0: &a0 [x]\n".to_string();
+    for l in 1..60 {
+        yaml.push_str(&format!("a{l}: &a{l} [*a{}, *a{}]\n", l - 1, l - 1));
+    }
+    yaml.push_str("k: {*a59 : 1}\n");
+    let (ok, text, rss_kib) = validate_bounded(&yaml);
+    assert!(!ok, "{text}");
+    assert!(text.contains("invalid YAML") && text.contains(", column "), "{text}");
+    assert!(rss_kib < 200 * 1024, "peak RSS {rss_kib} KiB");
+}
+
+#[test]
+fn sizes_that_would_overflow_are_refused() {
+    let limiter = |body: &str| {
+        format!(
+            "receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: 127.0.0.1:14317}}
+processors:
+  memory_limiter: {{{body}}}
+exporters:
+  debug: {{}}
+service:
+  pipelines:
+    traces: {{receivers: [otlp], processors: [memory_limiter], exporters: [debug]}}
+"
+        )
+    };
+    // 2^44 MiB is 2^64 bytes: it wrapped to 0 and every request was refused.
+    assert_invalid(
+        &limiter("check_interval: 1s, limit_mib: 17592186044416"),
+        &[
+            "processors.memory_limiter.limit_mib",
+            "must be at most 16777216",
+            "line 6",
+        ],
+    );
+    assert_invalid(
+        &limiter("check_interval: 1s, limit_mib: 100, spike_limit_mib: 17592186044416"),
+        &["processors.memory_limiter.spike_limit_mib", "must be at most", "line 6"],
+    );
+    assert_invalid(
+        &limiter("check_interval: 1s, limit_percentage: 50, spike_limit_percentage: 400"),
+        &["spike_limit_percentage", "between 0 and 100"],
+    );
+    assert_invalid(
+        &limiter("check_interval: 1s, limit_percentage: 101"),
+        &["limit_percentage", "between 1 and 100"],
+    );
+    assert_invalid(
+        &limiter("check_interval: 300000000h, limit_mib: 100"),
+        &["check_interval", "too large", "line 6"],
+    );
+    let (ok, text) = validate(&limiter("check_interval: 1s, limit_mib: 16777216"));
+    assert!(ok, "the largest limit is accepted: {text}");
+    // `sluice run` refuses it the same way instead of starting.
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("c.yaml");
+    std::fs::write(&f, limiter("check_interval: 1s, limit_mib: 17592186044416")).unwrap();
+    let run = common::files::run_bounded(
+        &["run", "--config", f.to_str().unwrap()],
+        std::time::Duration::from_secs(30),
+    );
+    assert!(!run.success, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("processors.memory_limiter.limit_mib"),
+        "{}",
+        run.stderr
+    );
+
+    let storage = |mib: &str| {
+        format!(
+            "receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: 127.0.0.1:14317}}
+extensions:
+  file_storage: {{directory: /tmp/sluice-validate-q, max_size_mib: {mib}}}
+exporters:
+  otlp: {{endpoint: 127.0.0.1:24317, tls: {{insecure: true}}, sending_queue: {{storage: file_storage}}}}
+  file: {{path: /tmp/sluice-validate-store, segment_size_mib: {mib}}}
+service:
+  extensions: [file_storage]
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [otlp, file]}}
+"
+        )
+    };
+    assert_invalid(
+        &storage("17592186044416"),
+        &["extensions.file_storage.max_size_mib", "must be at most", "line 6"],
+    );
+    let yaml = storage("4097").replace("max_size_mib: 4097", "max_size_mib: 100");
+    assert_invalid(&yaml, &["exporters.file.segment_size_mib", "at most 4096", "line 9"]);
+}

@@ -308,6 +308,12 @@ fn components<T>(
     Ok(out)
 }
 
+/// Largest size in MiB a memory limit or spool budget may be set to (16 TiB):
+/// larger values are typos, and their byte counts would overflow.
+pub const MAX_MIB: u64 = 16 << 20;
+/// Largest `file` exporter segment size in MiB (4 GiB).
+pub const MAX_SEGMENT_MIB: u64 = 4096;
+
 // ---------------------------------------------------------------- receivers
 
 fn receiver(_id: &ComponentId, node: &Node, (path, line): (&str, usize)) -> Result<ReceiverConfig, ConfigError> {
@@ -451,6 +457,14 @@ fn memory_limiter(node: &Node, path: &str, line: usize) -> Result<MemoryLimiterC
     if m.check_interval.is_zero() {
         return Err(s.error("check_interval", "must be greater than zero"));
     }
+    for (key, v) in [("limit_mib", m.limit_mib), ("spike_limit_mib", m.spike_limit_mib)] {
+        if v > MAX_MIB {
+            return Err(s.error(key, format!("must be at most {MAX_MIB} (16 TiB), found {v}")));
+        }
+    }
+    if m.spike_limit_percentage > 100 {
+        return Err(s.error("spike_limit_percentage", "must be between 0 and 100"));
+    }
     match (m.limit_mib, m.limit_percentage) {
         (0, 0) => {
             return Err(ConfigError::new(
@@ -543,6 +557,15 @@ fn exporter(
             };
             if f.segment_size_mib == 0 {
                 return Err(s.error("segment_size_mib", "must be at least 1"));
+            }
+            if f.segment_size_mib > MAX_SEGMENT_MIB {
+                return Err(s.error(
+                    "segment_size_mib",
+                    format!(
+                        "must be at most {MAX_SEGMENT_MIB} (4 GiB), found {}",
+                        f.segment_size_mib
+                    ),
+                ));
             }
             Ok(ExporterConfig::File(f))
         }
@@ -1009,10 +1032,17 @@ fn extension(id: &ComponentId, node: &Node, (path, line): (&str, usize)) -> Resu
             if dir.is_empty() {
                 return Err(s.error("directory", "required: the directory to keep queue files in"));
             }
+            let max_size_mib = s.uint("max_size_mib")?.unwrap_or(0);
+            if max_size_mib > MAX_MIB {
+                return Err(s.error(
+                    "max_size_mib",
+                    format!("must be at most {MAX_MIB} (16 TiB; 0 = no limit), found {max_size_mib}"),
+                ));
+            }
             Ok(ExtensionConfig::FileStorage {
                 directory: dir.into(),
                 fsync: s.bool("fsync")?.unwrap_or(false),
-                max_size_mib: s.uint("max_size_mib")?.unwrap_or(0),
+                max_size_mib,
             })
         }
     }

@@ -77,6 +77,7 @@ fn read(path: &Path) -> Result<String, ConfigError> {
         path: String::new(),
         message: format!("cannot read the file: {e}"),
         line: None,
+        column: None,
     })
 }
 
@@ -95,6 +96,8 @@ pub struct ConfigError {
     pub message: String,
     /// 1-based line in the YAML text.
     pub line: Option<usize>,
+    /// 1-based column, for errors in the YAML itself.
+    pub column: Option<usize>,
 }
 
 impl ConfigError {
@@ -104,21 +107,34 @@ impl ConfigError {
             path: path.into(),
             message: message.into(),
             line: (line > 0).then_some(line),
+            column: None,
         }
     }
 
     fn from_yaml(e: serde_saphyr::Error) -> Self {
         let line = e.location().map(|l| l.line() as usize).filter(|&l| l > 0);
+        let column = e.location().map(|l| l.column() as usize).filter(|&c| c > 0);
         let message = match &e {
             serde_saphyr::Error::DuplicateMappingKey { key: Some(k), .. } => format!("duplicate key `{k}`"),
             serde_saphyr::Error::DuplicateMappingKey { key: None, .. } => "duplicate key".to_string(),
             _ => {
                 let text = e.to_string();
-                // saphyr appends "at line L, column C"; the line is reported separately.
-                match text.rfind(" at line ") {
-                    Some(i) if line.is_some() => text[..i].to_string(),
-                    _ => text,
-                }
+                // An error inside an alias reads "<message> (defined at line L,
+                // column C) (used at line L, column C)"; the place it was used
+                // is the error's location.
+                let (head, anchor) = match text.find(" (defined at line ") {
+                    Some(i) => {
+                        let defined = text[i + 2..].split(')').next().unwrap_or_default();
+                        (&text[..i], format!(" (anchor {defined})"))
+                    }
+                    None => (text.as_str(), String::new()),
+                };
+                // saphyr appends "at line L, column C"; the location is reported separately.
+                let head = match head.rfind(" at line ") {
+                    Some(i) if line.is_some() => &head[..i],
+                    _ => head,
+                };
+                format!("{head}{anchor}")
             }
         };
         ConfigError {
@@ -126,6 +142,7 @@ impl ConfigError {
             path: String::new(),
             message: format!("invalid YAML: {message}"),
             line,
+            column: column.filter(|_| line.is_some()),
         }
     }
 
@@ -145,8 +162,10 @@ impl ConfigError {
             s.push_str(": ");
         }
         s.push_str(&self.message);
-        if let Some(l) = self.line {
-            s.push_str(&format!(" (line {l})"));
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => s.push_str(&format!(" (line {l}, column {c})")),
+            (Some(l), None) => s.push_str(&format!(" (line {l})")),
+            _ => {}
         }
         s
     }

@@ -1,7 +1,12 @@
 //! A YAML document as a tree of nodes that remember their line, so that every
 //! config error can name the line it came from.
+//!
+//! The tree's size is bounded: every node and every byte of scalar text is
+//! counted as it is built, aliases included (an alias builds its anchor's
+//! nodes again), and the parse fails once [`MAX_EXPANDED_BYTES`] is reached,
+//! so a small document of nested aliases cannot expand to gigabytes.
 
-use std::fmt;
+use std::{cell::Cell, fmt};
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
@@ -65,6 +70,36 @@ impl Value {
     }
 }
 
+/// Largest size a parsed document may reach, counting [`NODE_COST`] per node
+/// plus its scalar text, with every alias expanded.
+pub const MAX_EXPANDED_BYTES: usize = 32 << 20;
+/// What one node counts for towards [`MAX_EXPANDED_BYTES`] (about its size in memory).
+pub const NODE_COST: usize = 64;
+/// Most alias expansions (events replayed) in one document.
+const MAX_REPLAYED_EVENTS: usize = 200_000;
+
+thread_local! {
+    /// Bytes the document being parsed on this thread may still expand to.
+    static EXPANSION_LEFT: Cell<usize> = const { Cell::new(MAX_EXPANDED_BYTES) };
+}
+
+/// Counts `bytes` against the document's expansion budget.
+fn charge<E: de::Error>(bytes: usize) -> Result<(), E> {
+    EXPANSION_LEFT.with(|left| match left.get().checked_sub(bytes) {
+        Some(rest) => {
+            left.set(rest);
+            Ok(())
+        }
+        None => {
+            left.set(0);
+            Err(E::custom(format!(
+                "the document expands to more than {} MiB (aliases count as copies of their anchors)",
+                MAX_EXPANDED_BYTES >> 20
+            )))
+        }
+    })
+}
+
 /// Parses a YAML document into a node tree. An empty document is `Null`.
 pub fn parse(yaml: &str) -> Result<Node, serde_saphyr::Error> {
     if yaml.trim().is_empty() {
@@ -75,7 +110,11 @@ pub fn parse(yaml: &str) -> Result<Node, serde_saphyr::Error> {
     }
     let mut options = serde_saphyr::Options::default();
     options.with_snippet = false;
-    serde_saphyr::from_str_with_options::<Node>(yaml, options)
+    options.alias_limits.max_total_replayed_events = MAX_REPLAYED_EVENTS;
+    EXPANSION_LEFT.with(|left| left.set(MAX_EXPANDED_BYTES));
+    let parsed = serde_saphyr::from_str_with_options::<Node>(yaml, options);
+    EXPANSION_LEFT.with(|left| left.set(MAX_EXPANDED_BYTES));
+    parsed
 }
 
 fn line_of<T>(s: &Spanned<T>) -> usize {
@@ -84,6 +123,7 @@ fn line_of<T>(s: &Spanned<T>) -> usize {
 
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        charge::<D::Error>(NODE_COST)?;
         let s = Spanned::<Value>::deserialize(deserializer)?;
         let line = line_of(&s);
         Ok(Node { value: s.value, line })
@@ -144,10 +184,12 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        charge::<E>(v.len())?;
         Ok(Value::Str(v.to_string()))
     }
 
     fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        charge::<E>(v.len())?;
         Ok(Value::Str(v))
     }
 
@@ -164,9 +206,8 @@ impl<'de> Visitor<'de> for ValueVisitor {
         while let Some(k) = map.next_key::<Node>()? {
             let Some(name) = k.value.scalar_text() else {
                 return Err(de::Error::custom(format!(
-                    "mapping keys must be plain names, found {} (line {})",
-                    k.value.kind(),
-                    k.line
+                    "mapping keys must be plain names, found {}",
+                    k.value.kind()
                 )));
             };
             let v = map.next_value::<Node>()?;

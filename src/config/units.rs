@@ -82,6 +82,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .checked_add(nanos)
             .ok_or_else(|| format!("duration `{text}` is too large"))?;
     }
+    // Go's limit (about 292 years): anything longer is a typo, and adding it
+    // to a clock reading could overflow.
+    if total_nanos > i64::MAX as u128 {
+        return Err(format!(
+            "duration `{text}` is too large (at most 2562047h47m16.854775807s)"
+        ));
+    }
     let secs = u64::try_from(total_nanos / 1_000_000_000).map_err(|_| format!("duration `{text}` is too large"))?;
     Ok(Duration::new(secs, (total_nanos % 1_000_000_000) as u32))
 }

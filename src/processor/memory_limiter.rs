@@ -76,7 +76,8 @@ impl Limits {
     /// for `limit_percentage`.
     pub fn from_config(c: &MemoryLimiterConfig, total: Option<u64>) -> Result<Limits, MemoryLimiterError> {
         let (hard, spike) = if c.limit_mib > 0 {
-            (c.limit_mib * MIB, c.spike_limit_mib * MIB)
+            // The config bounds both (16 TiB); saturate regardless.
+            (c.limit_mib.saturating_mul(MIB), c.spike_limit_mib.saturating_mul(MIB))
         } else {
             let total = total.ok_or(MemoryLimiterError::NoTotalMemory)?;
             (

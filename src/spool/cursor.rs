@@ -9,6 +9,7 @@ use std::path::Path;
 use glommio::io::OpenOptions;
 
 use super::{io_err, sync_directory, SpoolError};
+use crate::store::layout::{read_regular, ReadFileError};
 
 pub const CURSOR_FILE: &str = "cursor";
 const CURSOR_TMP: &str = "cursor.tmp";
@@ -50,12 +51,14 @@ pub fn decode(b: &[u8]) -> Option<Pos> {
 /// spool is replayed from its oldest segment).
 pub fn load(dir: &Path) -> Pos {
     let path = dir.join(CURSOR_FILE);
-    match std::fs::read(&path) {
+    // A regular file of the cursor's size at most: never follows a symlink or
+    // waits on a FIFO.
+    match read_regular(&path, CURSOR_LEN as u64) {
         Ok(b) => decode(&b).unwrap_or_else(|| {
             tracing::warn!(cursor = %path.display(), "spool cursor is damaged; replaying from the oldest segment");
             Pos::default()
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Pos::default(),
+        Err(ReadFileError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Pos::default(),
         Err(e) => {
             tracing::warn!(cursor = %path.display(), error = %e, "cannot read the spool cursor; replaying from the oldest segment");
             Pos::default()

@@ -47,6 +47,8 @@ pub enum SpoolError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("spool of exporter {0} is full (max_size_mib reached)")]
     Full(String),
+    #[error("spool of exporter {0} is still being recovered; retry shortly")]
+    Recovering(String),
     #[error("cannot encode record: {0}")]
     Record(#[from] crate::store::RecordError),
     #[error("spool write failed: {0}")]
@@ -94,7 +96,7 @@ impl SpoolSettings {
                 root: directory.clone(),
                 fsync: *fsync,
                 // The directory's budget is shared evenly by the shards.
-                max_bytes: (max_size_mib * 1024 * 1024) / shards.max(1) as u64,
+                max_bytes: max_size_mib.saturating_mul(1024 * 1024) / shards.max(1) as u64,
                 batch_items: 8192,
                 batch_timeout: Duration::ZERO,
             }),
@@ -215,6 +217,11 @@ struct State {
     records: u64,
     disk_bytes: u64,
     closed: bool,
+    /// Until `recovery::recover` has run: appends are refused (retryably)
+    /// and nothing is read.
+    recovering: bool,
+    /// Segments (sequence number, path) `recovery::recover` still has to scan.
+    to_recover: Vec<(u64, PathBuf)>,
 }
 
 /// One exporter's spool on one shard.
@@ -254,8 +261,12 @@ impl Spool {
 
     /// Whether `bytes` more (uncompressed; compression only shrinks them,
     /// up to the record header) fit in the budget.
+    /// While the spool is being recovered there is none.
     pub fn has_room(&self, bytes: usize) -> bool {
         let st = self.state.borrow();
+        if st.recovering {
+            return false;
+        }
         self.settings.max_bytes == 0
             || st.disk_bytes + st.pending.len() as u64 + bytes as u64 + 64 <= self.settings.max_bytes
     }
@@ -269,6 +280,11 @@ impl Spool {
     /// Records appended and not yet acknowledged.
     pub fn records(&self) -> u64 {
         self.state.borrow().records
+    }
+
+    /// Whether recovery at start is still scanning the segments.
+    pub fn recovering(&self) -> bool {
+        self.state.borrow().recovering
     }
 
     pub fn settings(&self) -> &SpoolSettings {

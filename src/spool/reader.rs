@@ -56,6 +56,9 @@ impl Spool {
     }
 
     fn take(&self) -> Take {
+        if self.state.borrow().recovering {
+            return Take::Empty;
+        }
         self.normalize();
         let mut st = self.state.borrow_mut();
         if let Some((end, signal, payload)) = st.stash.take() {

@@ -29,6 +29,9 @@ impl Spool {
             if st.closed {
                 return Err(SpoolError::WriteFailed("spool is closed".into()));
             }
+            if st.recovering {
+                return Err(SpoolError::Recovering(self.exporter.clone()));
+            }
             let before = st.pending.len();
             let n = crate::store::encode_record(signal, payload, &mut st.pending)?;
             let max = self.settings.max_bytes;

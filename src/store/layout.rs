@@ -1,5 +1,7 @@
-//! Where the store keeps its files: `DIR/shard-N/<seq:020>.seg`, and listing
-//! shards and segments in order.
+//! Where the store keeps its files: `DIR/shard-N/<seq:020>.seg`, listing
+//! shards and segments in order, and reading a segment: only regular files
+//! are read (a symlink, FIFO, device or directory named like a segment is
+//! refused, never followed or waited on).
 
 use std::path::{Path, PathBuf};
 
@@ -7,6 +9,68 @@ use super::StoreError;
 
 /// File name suffix of a segment.
 pub const SEGMENT_SUFFIX: &str = ".seg";
+/// Largest segment file read: the largest configurable segment size (4 GiB)
+/// plus one record that started before it was reached.
+pub const MAX_SEGMENT_FILE: u64 = (4096 << 20) + super::segment::MAX_RECORD_LEN as u64;
+
+/// Why a file was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadFileError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a regular file ({0})")]
+    NotRegular(&'static str),
+    #[error("{size} bytes is larger than any file sluice writes ({max})")]
+    TooLarge { size: u64, max: u64 },
+}
+
+fn kind_of(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else {
+        "not a plain file"
+    }
+}
+
+/// Reads the whole of `path` if it is a regular file of at most `max` bytes.
+/// Symlinks are not followed and opening never blocks (O_NOFOLLOW,
+/// O_NONBLOCK); the type is checked on the opened file, so a file swapped in
+/// between the check and the open is caught too.
+pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, ReadFileError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let t = std::fs::symlink_metadata(path)?.file_type();
+    if !t.is_file() {
+        return Err(ReadFileError::NotRegular(kind_of(t)));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => ReadFileError::NotRegular("a symbolic link"),
+            _ => ReadFileError::Io(e),
+        })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(ReadFileError::NotRegular(kind_of(meta.file_type())));
+    }
+    if meta.len() > max {
+        return Err(ReadFileError::TooLarge { size: meta.len(), max });
+    }
+    let mut buf = Vec::with_capacity(meta.len() as usize);
+    file.take(max).read_to_end(&mut buf)?;
+    Ok(buf)
+}
 
 /// `DIR/shard-N`.
 pub fn shard_dir(dir: &Path, shard: usize) -> PathBuf {
@@ -43,11 +107,12 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
-/// Entries of `dir` whose names `parse` accepts, sorted by the parsed key.
+/// Entries of `dir` whose names `parse` accepts (and, with `dirs_only`, that
+/// are directories), sorted by the parsed key.
 fn list<K: Ord>(
     dir: &Path,
     parse: impl Fn(&str) -> Option<K>,
-    want_dir: bool,
+    dirs_only: bool,
 ) -> Result<Vec<(K, PathBuf)>, StoreError> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
@@ -57,7 +122,7 @@ fn list<K: Ord>(
         };
         let path = entry.path();
         let is_dir = entry.file_type().map_err(io_err(&path))?.is_dir();
-        if is_dir == want_dir {
+        if is_dir || !dirs_only {
             out.push((key, path));
         }
     }
@@ -70,7 +135,10 @@ pub fn list_shards(dir: &Path) -> Result<Vec<(usize, PathBuf)>, StoreError> {
     list(dir, parse_shard_name, true)
 }
 
-/// Segment files of a shard directory, in sequence order.
+/// Entries of a shard directory named like segments, in sequence order. They
+/// are listed whatever their type, so that writers start after every taken
+/// name; read them with [`read_regular`], which refuses anything but a
+/// regular file.
 pub fn list_segments(shard_dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     list(shard_dir, parse_segment_name, false)
 }

@@ -1,10 +1,11 @@
 //! Reading a store directory back: every shard in shard order, every segment in
 //! sequence order, each record, corrupt stretch and torn tail as a `ReadEvent`.
-//! Plain `std::fs`: segments are read whole and parsed by `segment::SegmentScanner`.
+//! Plain `std::fs`: segments (regular files only) are read whole and parsed
+//! by `segment::SegmentScanner` one record at a time.
 
 use std::path::{Path, PathBuf};
 
-use super::layout::{list_segments, list_shards};
+use super::layout::{list_segments, list_shards, read_regular, MAX_SEGMENT_FILE};
 use super::segment::{Record, SegmentEvent, SegmentScanner};
 use super::StoreError;
 
@@ -45,17 +46,11 @@ impl ReadEvent {
     }
 }
 
-/// Events of one segment image.
-pub fn read_segment(segment: &Path, image: &[u8]) -> Vec<ReadEvent> {
-    SegmentScanner::new(image)
-        .map(|ev| ReadEvent::from_segment(segment, ev))
-        .collect()
-}
-
-/// Lazily reads the segments of a store directory, one file in memory at a time.
+/// Lazily reads the segments of a store directory: one segment image in
+/// memory at a time, and one decoded record of it at a time.
 pub struct DirReader {
     segments: std::vec::IntoIter<PathBuf>,
-    pending: std::vec::IntoIter<ReadEvent>,
+    current: Option<(PathBuf, SegmentScanner<Vec<u8>>)>,
 }
 
 impl Iterator for DirReader {
@@ -63,19 +58,23 @@ impl Iterator for DirReader {
 
     fn next(&mut self) -> Option<ReadEvent> {
         loop {
-            if let Some(ev) = self.pending.next() {
-                return Some(ev);
+            if let Some((segment, scanner)) = &mut self.current {
+                if let Some(ev) = scanner.next() {
+                    return Some(ReadEvent::from_segment(segment, ev));
+                }
+                self.current = None;
             }
             let segment = self.segments.next()?;
-            let events = match std::fs::read(&segment) {
-                Ok(image) => read_segment(&segment, &image),
-                Err(e) => vec![ReadEvent::Corrupt {
-                    segment: segment.clone(),
-                    offset: 0,
-                    reason: format!("cannot read segment: {e}"),
-                }],
-            };
-            self.pending = events.into_iter();
+            match read_regular(&segment, MAX_SEGMENT_FILE) {
+                Ok(image) => self.current = Some((segment, SegmentScanner::new(image))),
+                Err(e) => {
+                    return Some(ReadEvent::Corrupt {
+                        segment,
+                        offset: 0,
+                        reason: format!("cannot read segment: {e}"),
+                    });
+                }
+            }
         }
     }
 }
@@ -100,7 +99,7 @@ pub fn read_dir(dir: &Path) -> Result<DirReader, StoreError> {
     }
     Ok(DirReader {
         segments: segments.into_iter(),
-        pending: Vec::new().into_iter(),
+        current: None,
     })
 }
 
