@@ -414,20 +414,20 @@ async fn error_modes() {
 #[test]
 fn config_errors_name_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
-    for (condition, want) in [
-        (
-            r#"'name = "x"'"#,
-            "column 6 of the condition: `=` is not an operator here",
-        ),
-        (
-            r#"'IsMatch(name, "(unclosed")'"#,
-            "column 15 of the condition: invalid regular expression",
-        ),
+    // The condition starts at column 12 of line 10 (`        - '`).
+    for (condition, want, column) in [
+        (r#"'name = "x"'"#, "`=` is not an operator here", 17),
+        (r#"'IsMatch(name, "(unclosed")'"#, "invalid regular expression", 26),
         (
             r#"'severity_number > 3'"#,
             "unknown path `severity_number` in the span context",
+            12,
         ),
-        (r#"'Substring(name, 0, 2) == "ab"'"#, "unsupported function `Substring`"),
+        (
+            r#"'Substring(name, 0, 2) == "ab"'"#,
+            "unsupported function `Substring`",
+            12,
+        ),
     ] {
         let yaml = format!(
             "receivers:
@@ -453,7 +453,7 @@ service:
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{condition} validated");
         assert!(err.contains("processors.filter.traces.span[1]"), "{err}");
-        assert!(err.contains("line 10"), "{err}");
+        assert!(err.contains(&format!("(line 10, column {column})")), "{err}");
         assert!(err.contains(want), "{condition}: {err}");
     }
 }

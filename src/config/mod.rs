@@ -62,7 +62,7 @@ pub(crate) type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 pub(crate) fn load_str_with(yaml: &str, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     let mut root = node::parse(yaml).map_err(ConfigError::from_yaml)?;
     env::substitute(&mut root, env)?;
-    components::config(&root)
+    components::config(&root).map_err(|e| e.locate(yaml))
 }
 
 pub(crate) fn load_tuning_str_with(yaml: &str, env: EnvLookup<'_>) -> Result<TuningConfig, ConfigError> {
@@ -78,6 +78,7 @@ fn read(path: &Path) -> Result<String, ConfigError> {
         message: format!("cannot read the file: {e}"),
         line: None,
         column: None,
+        within: None,
     })
 }
 
@@ -96,8 +97,14 @@ pub struct ConfigError {
     pub message: String,
     /// 1-based line in the YAML text.
     pub line: Option<usize>,
-    /// 1-based column, for errors in the YAML itself.
+    /// 1-based column, for errors in the YAML itself and in expressions
+    /// written in it (an OTTL condition).
     pub column: Option<usize>,
+    /// For an error inside a string value: the value's text and the
+    /// (1-based, in characters) column within it; `load_str` finds the text
+    /// on its line to report the column in the file.
+    #[doc(hidden)]
+    pub within: Option<(String, usize)>,
 }
 
 impl ConfigError {
@@ -108,7 +115,34 @@ impl ConfigError {
             message: message.into(),
             line: (line > 0).then_some(line),
             column: None,
+            within: None,
         }
+    }
+
+    /// An error at column `column` of the string value `text` (on `line`).
+    pub(crate) fn within(
+        path: impl Into<String>,
+        line: usize,
+        text: &str,
+        column: usize,
+        message: impl Into<String>,
+    ) -> Self {
+        let mut e = ConfigError::new(path, line, message);
+        e.within = Some((text.to_string(), column));
+        e
+    }
+
+    /// Turns a column within a string value into a column of the YAML text,
+    /// where the value is written there as it is (no escapes, no `${env}`).
+    fn locate(mut self, yaml: &str) -> Self {
+        if let (Some((text, col)), Some(line)) = (self.within.take(), self.line) {
+            let src = yaml.lines().nth(line - 1).unwrap_or_default();
+            match src.find(text.as_str()) {
+                Some(at) => self.column = Some(src[..at].chars().count() + col),
+                None => self.message = format!("{} (column {col} of the value)", self.message),
+            }
+        }
+        self
     }
 
     fn from_yaml(e: serde_saphyr::Error) -> Self {
@@ -143,6 +177,7 @@ impl ConfigError {
             message: format!("invalid YAML: {message}"),
             line,
             column: column.filter(|_| line.is_some()),
+            within: None,
         }
     }
 

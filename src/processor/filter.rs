@@ -114,13 +114,12 @@ fn conditions(s: &Section<'_>, key: &str, ctx: Context) -> Result<Vec<ConditionT
     let mut out = Vec::with_capacity(items.len());
     for (i, (text, line)) in items.into_iter().enumerate() {
         if let Err(e) = ottl::parse(&text, ctx) {
-            return Err(ConfigError::new(
+            return Err(ConfigError::within(
                 format!("{}[{i}]", s.child(key)),
                 line,
-                format!(
-                    "invalid condition {text:?}: column {} of the condition: {}",
-                    e.column, e.message
-                ),
+                &text,
+                e.column,
+                format!("invalid condition {text:?}: {}", e.message),
             ));
         }
         out.push(ConditionText { text, line });
