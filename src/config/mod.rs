@@ -104,7 +104,7 @@ pub struct ConfigError {
     /// (1-based, in characters) column within it; `load_str` finds the text
     /// on its line to report the column in the file.
     #[doc(hidden)]
-    pub within: Option<(String, usize)>,
+    pub within: Option<Box<(String, usize)>>,
 }
 
 impl ConfigError {
@@ -128,14 +128,15 @@ impl ConfigError {
         message: impl Into<String>,
     ) -> Self {
         let mut e = ConfigError::new(path, line, message);
-        e.within = Some((text.to_string(), column));
+        e.within = Some(Box::new((text.to_string(), column)));
         e
     }
 
     /// Turns a column within a string value into a column of the YAML text,
     /// where the value is written there as it is (no escapes, no `${env}`).
     fn locate(mut self, yaml: &str) -> Self {
-        if let (Some((text, col)), Some(line)) = (self.within.take(), self.line) {
+        if let (Some(w), Some(line)) = (self.within.take(), self.line) {
+            let (text, col) = *w;
             let src = yaml.lines().nth(line - 1).unwrap_or_default();
             match src.find(text.as_str()) {
                 Some(at) => self.column = Some(src[..at].chars().count() + col),

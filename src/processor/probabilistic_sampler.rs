@@ -226,17 +226,15 @@ impl ProbabilisticSampler {
     }
 
     fn decide_span(&self, item: &Item<'_>) -> (Policy, bool) {
-        match item.get(&Path::Attribute("sampling.priority".into())) {
-            Value::Int(0) => return (Policy::SamplingPriority, false),
-            Value::Int(i) if i > 0 => return (Policy::SamplingPriority, true),
-            Value::Double(d) if d == 0.0 => return (Policy::SamplingPriority, false),
-            Value::Double(d) if d > 0.0 => return (Policy::SamplingPriority, true),
-            Value::Str(s) => match s.trim().parse::<f64>() {
-                Ok(d) if d == 0.0 => return (Policy::SamplingPriority, false),
-                Ok(d) if d > 0.0 => return (Policy::SamplingPriority, true),
-                _ => {}
-            },
-            _ => {}
+        let priority = match item.get(&Path::Attribute("sampling.priority".into())) {
+            Value::Int(i) => Some(i as f64),
+            Value::Double(d) => Some(d),
+            Value::Str(s) => s.trim().parse::<f64>().ok(),
+            _ => None,
+        };
+        // 0 drops, a positive value keeps, anything else defers to the hash.
+        if let Some(p) = priority.filter(|p| *p >= 0.0) {
+            return (Policy::SamplingPriority, p > 0.0);
         }
         match wire_view::bytes_of(item.item, 1).filter(|id| id.iter().any(|&b| b != 0)) {
             Some(id) => (Policy::TraceIdHash, self.by_hash(id)),
