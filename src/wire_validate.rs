@@ -1374,14 +1374,14 @@ mod tests {
                         nested_any(depth, inner)
                     };
                     let kv = [ld(1, b"k"), ld(2, &any)].concat();
-                    let exemplar = ld(5, &ld(7, &kv));
-                    let histogram = ld(9, &ld(1, &exemplar));
                     for (signal, body) in [
                         (Signal::Traces, with_span(&ld(9, &kv))),
                         (Signal::Logs, with_record(&ld(5, &any))),
                         (Signal::Metrics, ld(1, &ld(1, &ld(1, &kv)))),
-                        (Signal::Metrics, ld(1, &ld(2, &ld(2, &ld(9, &ld(1, &ld(8, &ld(7, &kv)))))))),
-                        (Signal::Metrics, ld(1, &ld(2, &ld(2, &histogram)))),
+                        (
+                            Signal::Metrics,
+                            ld(1, &ld(2, &ld(2, &ld(9, &ld(1, &ld(8, &ld(7, &kv))))))),
+                        ),
                     ] {
                         let r = validate(signal, &body);
                         if depth <= limit {
@@ -1409,7 +1409,10 @@ mod tests {
             let body = with_span(&ld(field, &vec![7u8; len]));
             assert!(prost_ok(Signal::Traces, &body));
             let e = validate(Signal::Traces, &body).unwrap_err();
-            assert!(matches!(e, WireError::IdLength { field: f, len: l, .. } if f == field && l == len), "{e:?}");
+            assert!(
+                matches!(e, WireError::IdLength { field: f, len: l, .. } if f == field && l == len),
+                "{e:?}"
+            );
         }
         for (field, len) in [(9u32, 15usize), (10, 4)] {
             let e = validate(Signal::Logs, &with_record(&ld(field, &vec![7u8; len]))).unwrap_err();
@@ -1417,12 +1420,22 @@ mod tests {
         }
         // span link and exemplar ids
         let link = ld(13, &ld(1, &[1u8; 3]));
-        assert!(matches!(validate(Signal::Traces, &with_span(&link)), Err(WireError::IdLength { .. })));
+        assert!(matches!(
+            validate(Signal::Traces, &with_span(&link)),
+            Err(WireError::IdLength { .. })
+        ));
         let exemplar = ld(5, &ld(4, &[1u8; 3]));
         let body = ld(1, &ld(2, &ld(2, &ld(5, &ld(1, &exemplar)))));
-        assert!(matches!(validate(Signal::Metrics, &body), Err(WireError::IdLength { .. })));
+        assert!(matches!(
+            validate(Signal::Metrics, &body),
+            Err(WireError::IdLength { .. })
+        ));
         // empty ids are unset, as everywhere else
-        validate(Signal::Traces, &with_span(&[ld(1, b""), ld(2, b""), ld(4, b"")].concat())).unwrap();
+        validate(
+            Signal::Traces,
+            &with_span(&[ld(1, b""), ld(2, b""), ld(4, b"")].concat()),
+        )
+        .unwrap();
     }
 
     #[test]

@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::otlp_gen::{self, js_style, J};
 use common::*;
-use prost::Message;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
+use prost::Message;
 use sluice::{
     otlp_json,
     proto::{ExportLogsServiceRequest, ExportMetricsServiceRequest, ExportTraceServiceRequest},
@@ -83,7 +83,11 @@ fn path(signal: Signal) -> &'static str {
 }
 
 fn post(conn: &mut HttpConn, signal: Signal, json: bool, body: &[u8]) -> HttpResponse {
-    let ct = if json { "application/json" } else { "application/x-protobuf" };
+    let ct = if json {
+        "application/json"
+    } else {
+        "application/x-protobuf"
+    };
     conn.post(path(signal), ct, None, body)
 }
 
@@ -119,7 +123,10 @@ fn same_multiset<T: Ord + std::fmt::Debug>(got: Vec<T>, want: Vec<T>, what: &str
     if got != want {
         let missing: Vec<&T> = want.iter().filter(|w| !got.contains(w)).collect();
         let extra: Vec<&T> = got.iter().filter(|g| !want.contains(g)).collect();
-        let clip = |v: &Vec<&T>| v.first().map(|x| format!("{x:?}").chars().take(3000).collect::<String>());
+        let clip = |v: &Vec<&T>| {
+            v.first()
+                .map(|x| format!("{x:?}").chars().take(3000).collect::<String>())
+        };
         panic!(
             "{what}: got {} want {}; {} missing, {} unexpected\nfirst missing: {:?}\nfirst unexpected: {:?}",
             got.len(),
@@ -184,14 +191,16 @@ fn transcode_properties(signal: Signal, canonical: Vec<u8>, wire: Vec<u8>, rng_s
     // body and from the one with unknown fields alike.
     for body in [&canonical, &wire] {
         let line = otlp_json::encode_request(signal, body).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let back = otlp_json::decode_request(signal, line.as_bytes()).map_err(|e| TestCaseError::fail(format!("{e}: {line}")))?;
+        let back = otlp_json::decode_request(signal, line.as_bytes())
+            .map_err(|e| TestCaseError::fail(format!("{e}: {line}")))?;
         prop_assert_eq!(&back[..], &canonical[..], "{}", line);
         prop_assert!(back.len() <= 4 * line.len() + 16);
     }
     // JS-style JSON → protobuf: the same values.
-    let mut runner = TestRunner::new_with_rng(Config::default(), proptest::test_runner::TestRng::deterministic_rng(
-        proptest::test_runner::RngAlgorithm::ChaCha,
-    ));
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        proptest::test_runner::TestRng::deterministic_rng(proptest::test_runner::RngAlgorithm::ChaCha),
+    );
     for _ in 0..(rng_seed % 3) {
         let _ = runner.rng().next_u64();
     }
@@ -292,7 +301,569 @@ fn random_requests_arrive_as_sent_on_every_path() {
     let got = stored(back_dir.path());
     same_multiset(
         got.iter().map(|(s, b)| (s.index(), b.to_vec())).collect(),
-        cases.iter().map(|c| (c.signal.index(), canonical(c.signal, &c.wire))).collect(),
+        cases
+            .iter()
+            .map(|c| (c.signal.index(), canonical(c.signal, &c.wire)))
+            .collect(),
         "sluice read → JSON receiver did not reproduce the stored requests",
     );
+}
+
+// ---------------------------------------------------------------------------
+// regression tests, one per defect
+
+/// A span with the given attributes, in a traces request, as protobuf.
+fn span_request(span: sluice::proto::trace::v1::Span) -> ExportTraceServiceRequest {
+    use sluice::proto::trace::v1::{ResourceSpans, ScopeSpans};
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn kv(key: &str, v: sluice::proto::common::v1::any_value::Value) -> sluice::proto::common::v1::KeyValue {
+    sluice::proto::common::v1::KeyValue {
+        key: key.into(),
+        value: Some(sluice::proto::common::v1::AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+fn stored_traces(dir: &Path) -> Vec<ExportTraceServiceRequest> {
+    stored(dir)
+        .into_iter()
+        .map(|(s, b)| {
+            assert_eq!(s, Signal::Traces);
+            ExportTraceServiceRequest::decode(b).unwrap()
+        })
+        .collect()
+}
+
+fn double_attr(req: &ExportTraceServiceRequest, key: &str) -> f64 {
+    use sluice::proto::common::v1::any_value::Value;
+    let span = &req.resource_spans[0].scope_spans[0].spans[0];
+    let a = span.attributes.iter().find(|a| a.key == key).unwrap();
+    match a.value.as_ref().unwrap().value {
+        Some(Value::DoubleValue(d)) => d,
+        ref other => panic!("{key}: {other:?}"),
+    }
+}
+
+const ULP_DOUBLES: [(&str, f64); 4] = [
+    ("11.100000000000001", 11.100000000000001),
+    ("3.0000000000000004e-09", 3.0000000000000004e-09),
+    ("2.2007250832970862e+129", 2.2007250832970862e+129),
+    ("2.2250738585072011e-308", 2.2250738585072011e-308),
+];
+
+/// Issue 9 item 1: JSON doubles arrive with the bits they denote.
+#[test]
+fn json_doubles_are_parsed_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sl, p) = store_sluice(dir.path());
+    let attrs: Vec<String> = ULP_DOUBLES
+        .iter()
+        .enumerate()
+        .map(|(i, (text, _))| format!(r#"{{"key":"d{i}","value":{{"doubleValue":{text}}}}}"#))
+        .collect();
+    let json = format!(
+        r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"name":"s","attributes":[{}]}}]}}]}}]}}"#,
+        attrs.join(",")
+    );
+    let r = post(
+        &mut HttpConn::connect(p.http_addr()),
+        Signal::Traces,
+        true,
+        json.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    sl.stop(Duration::from_secs(20));
+    let got = stored_traces(dir.path());
+    for (i, (text, want)) in ULP_DOUBLES.iter().enumerate() {
+        let d = double_attr(&got[0], &format!("d{i}"));
+        assert_eq!(d.to_bits(), want.to_bits(), "{text} arrived as {d:?}");
+    }
+}
+
+/// Issue 9 item 2: `sluice read` writes NaN and ±Infinity as the proto3 JSON
+/// strings, and reading its output back gives the same bits.
+#[test]
+fn sluice_read_keeps_non_finite_doubles() {
+    use sluice::proto::common::v1::any_value::Value;
+    use sluice::proto::metrics::v1::{
+        metric, number_data_point, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
+        ScopeMetrics,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sl, p) = store_sluice(dir.path());
+    let span = sluice::proto::trace::v1::Span {
+        name: "nf".into(),
+        attributes: vec![
+            kv("nan", Value::DoubleValue(f64::NAN)),
+            kv("inf", Value::DoubleValue(f64::INFINITY)),
+            kv("-inf", Value::DoubleValue(f64::NEG_INFINITY)),
+            kv("-0", Value::DoubleValue(-0.0)),
+        ],
+        ..Default::default()
+    };
+    let traces = span_request(span).encode_to_vec();
+    let metrics = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![
+                    Metric {
+                        name: "g".into(),
+                        data: Some(metric::Data::Gauge(Gauge {
+                            data_points: vec![NumberDataPoint {
+                                value: Some(number_data_point::Value::AsDouble(f64::NAN)),
+                                ..Default::default()
+                            }],
+                        })),
+                        ..Default::default()
+                    },
+                    Metric {
+                        name: "h".into(),
+                        data: Some(metric::Data::Histogram(Histogram {
+                            data_points: vec![HistogramDataPoint {
+                                count: 1,
+                                sum: Some(f64::INFINITY),
+                                min: Some(f64::NEG_INFINITY),
+                                max: Some(f64::NAN),
+                                explicit_bounds: vec![f64::NEG_INFINITY, 0.0, f64::INFINITY],
+                                bucket_counts: vec![0, 1, 0, 0],
+                                ..Default::default()
+                            }],
+                            aggregation_temporality: 2,
+                        })),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec();
+    let mut conn = HttpConn::connect(p.http_addr());
+    assert_eq!(post(&mut conn, Signal::Traces, false, &traces).status, 200);
+    assert_eq!(post(&mut conn, Signal::Metrics, false, &metrics).status, 200);
+    sl.stop(Duration::from_secs(20));
+
+    let out = sluice_cmd(&["read", dir.path().to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains("null"), "{text}");
+    for needle in [
+        r#"{"key":"nan","value":{"doubleValue":"NaN"}}"#,
+        r#"{"key":"inf","value":{"doubleValue":"Infinity"}}"#,
+        r#"{"key":"-inf","value":{"doubleValue":"-Infinity"}}"#,
+        r#"{"key":"-0","value":{"doubleValue":-0.0}}"#,
+        r#""asDouble":"NaN""#,
+        r#""sum":"Infinity""#,
+        r#""min":"-Infinity""#,
+        r#""max":"NaN""#,
+        r#""explicitBounds":["-Infinity",0.0,"Infinity"]"#,
+    ] {
+        assert!(text.contains(needle), "{needle} not in {text}");
+    }
+    // Read back through the JSON receiver: the same bytes.
+    let back = tempfile::tempdir().unwrap();
+    let (mut sl2, p2) = store_sluice(back.path());
+    let mut conn = HttpConn::connect(p2.http_addr());
+    for line in text.lines() {
+        let signal = if line.contains("resourceSpans") {
+            Signal::Traces
+        } else {
+            Signal::Metrics
+        };
+        let r = post(&mut conn, signal, true, line.as_bytes());
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    sl2.stop(Duration::from_secs(20));
+    same_multiset(
+        stored(back.path()).into_iter().map(|(_, b)| b.to_vec()).collect(),
+        vec![traces, metrics],
+        "non-finite doubles after sluice read → JSON receiver",
+    );
+}
+
+/// Issue 9 item 3: enum values the vendored proto does not name pass both
+/// ways: `sluice read` prints them as numbers (and skips nothing), and the
+/// JSON receiver accepts them (and names too).
+#[test]
+fn open_enums_pass_both_ways() {
+    use sluice::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use sluice::proto::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sl, p) = store_sluice(dir.path());
+    let traces = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![
+                    Span {
+                        name: "odd".into(),
+                        kind: 42,
+                        status: Some(Status {
+                            code: 7,
+                            message: "seven".into(),
+                        }),
+                        ..Default::default()
+                    },
+                    Span {
+                        name: "plain".into(),
+                        kind: 2,
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec();
+    let logs = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord {
+                    severity_number: 25,
+                    severity_text: "beyond fatal".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec();
+    let mut conn = HttpConn::connect(p.http_addr());
+    assert_eq!(post(&mut conn, Signal::Traces, false, &traces).status, 200);
+    assert_eq!(post(&mut conn, Signal::Logs, false, &logs).status, 200);
+    let json = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[
+        {"name":"j42","kind":42,"status":{"code":7}},
+        {"name":"named","kind":"SPAN_KIND_CONSUMER","status":{"code":"STATUS_CODE_ERROR"}}]}]}]}"#;
+    let r = post(&mut conn, Signal::Traces, true, json);
+    assert_eq!(r.status, 200, "{}", r.text());
+    sl.stop(Duration::from_secs(20));
+
+    let out = sluice_cmd(&["read", dir.path().to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    for needle in [
+        r#"{"name":"odd","kind":42,"status":{"message":"seven","code":7}}"#,
+        r#"{"name":"plain","kind":2}"#,
+        r#""severityNumber":25"#,
+        r#"{"name":"j42","kind":42,"status":{"code":7}}"#,
+        r#"{"name":"named","kind":5,"status":{"code":2}}"#,
+    ] {
+        assert!(text.contains(needle), "{needle} not in {text}");
+    }
+    let count = read_count(dir.path());
+    assert_eq!((count.spans, count.logs, count.corrupt), (4, 1, 0), "{count:?}");
+}
+
+/// Issue 9 item 4: one id rule on both paths: a trace id is 16 bytes and a
+/// span id 8, or empty; any other length is refused (400 / INVALID_ARGUMENT).
+#[tokio::test]
+async fn id_lengths_follow_one_rule_on_both_paths() {
+    use sluice::proto::trace::v1::Span;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sl, p) = store_sluice(dir.path());
+    let mut conn = HttpConn::connect(p.http_addr());
+    let mut grpc = GrpcConn::connect(p.grpc_addr()).await;
+    let bad_spans = [
+        Span {
+            trace_id: Bytes::from_static(&[1, 2, 3]),
+            span_id: Bytes::from_static(&[1; 8]),
+            ..Default::default()
+        },
+        Span {
+            trace_id: Bytes::from_static(&[1; 16]),
+            span_id: Bytes::from_static(&[1; 9]),
+            ..Default::default()
+        },
+        Span {
+            trace_id: Bytes::from_static(&[1; 16]),
+            parent_span_id: Bytes::from_static(&[1; 16]),
+            ..Default::default()
+        },
+    ];
+    for span in bad_spans {
+        let body = span_request(span.clone()).encode_to_vec();
+        let r = post(&mut conn, Signal::Traces, false, &body);
+        assert_eq!(r.status, 400, "{span:?}: {}", r.text());
+        let g = grpc.call(TRACES_PATH, &body, false).await;
+        assert_eq!(g.code, 3, "{span:?}: {}", g.message);
+        assert!(g.message.contains("bytes"), "{}", g.message);
+    }
+    for json in [
+        r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"010203","spanId":"0102030405060708"}]}]}]}"#,
+        r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"010203040506070809"}]}]}]}"#,
+        r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"traceId":"0102"}]}]}]}"#,
+    ] {
+        let signal = if json.contains("resourceLogs") {
+            Signal::Logs
+        } else {
+            Signal::Traces
+        };
+        let r = post(&mut conn, signal, true, json.as_bytes());
+        assert_eq!(r.status, 400, "{json}: {}", r.text());
+        assert!(r.text().contains("hex digits"), "{}", r.text());
+    }
+    // Empty ids are unset ids, on both paths; right lengths pass.
+    let ok = span_request(Span {
+        name: "empty-ids".into(),
+        ..Default::default()
+    })
+    .encode_to_vec();
+    assert_eq!(post(&mut conn, Signal::Traces, false, &ok).status, 200);
+    let json = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"j","traceId":"","spanId":"","parentSpanId":""},
+        {"name":"k","traceId":"0102030405060708090A0B0C0D0E0F10","spanId":"0102030405060708"}]}]}]}"#;
+    let r = post(&mut conn, Signal::Traces, true, json);
+    assert_eq!(r.status, 200, "{}", r.text());
+    sl.stop(Duration::from_secs(20));
+    assert_eq!(read_count(dir.path()).spans, 3);
+}
+
+/// Issue 9 item 5: null reads as the default for any field; integral numbers
+/// written with a fraction or exponent are integers; error texts are clean.
+#[test]
+fn json_reads_null_as_default_and_integral_numbers_as_integers() {
+    use sluice::proto::common::v1::any_value::Value;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sl, p) = store_sluice(dir.path());
+    let mut conn = HttpConn::connect(p.http_addr());
+    let json = br#"{"resourceSpans":[{"resource":null,"schemaUrl":null,"scopeSpans":[{"scope":null,"spans":[
+        {"name":null,"traceState":null,"attributes":null,"events":null,"startTimeUnixNano":null,"kind":null,
+         "status":null,"traceId":null,"droppedAttributesCount":null},
+        {"name":"ints","startTimeUnixNano":1.5e9,"endTimeUnixNano":"2e9","attributes":[
+          {"key":"a","value":{"intValue":1000.0}},
+          {"key":"b","value":{"intValue":1e3}},
+          {"key":"c","value":{"intValue":"-12.5e1"}},
+          {"key":"d","value":{"intValue":"9223372036854775807"}},
+          {"key":"e","value":{"stringValue":null,"intValue":7}}]}]}]}]}"#;
+    let r = post(&mut conn, Signal::Traces, true, json);
+    assert_eq!(r.status, 200, "{}", r.text());
+    for (bad, expect) in [
+        (r#"{"key":"x","value":{"intValue":1.5}}"#, "expected an integer"),
+        (r#"{"key":"x","value":{"intValue":"1e400"}}"#, "expected an integer"),
+        (
+            r#"{"key":"x","value":{"intValue":9223372036854775808}}"#,
+            "out of range for int64",
+        ),
+        (r#"{"key":"x","value":{"doubleValue":1e400}}"#, "range of a double"),
+        (r#"{"key":"x","value":{"boolValue":"yes"}}"#, "expected true or false"),
+    ] {
+        let json = format!(r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"attributes":[{bad}]}}]}}]}}]}}"#);
+        let r = post(&mut conn, Signal::Traces, true, json.as_bytes());
+        assert_eq!(r.status, 400, "{bad}");
+        let text = r.text();
+        assert!(text.contains(expect), "{bad}: {text}");
+        assert!(!text.contains("expected expected"), "{text}");
+    }
+    let r = post(&mut conn, Signal::Traces, true, b"{\"resourceSpans\": [}");
+    assert_eq!(r.status, 400);
+    assert!(!r.text().contains("expected expected"), "{}", r.text());
+    sl.stop(Duration::from_secs(20));
+
+    let got = stored_traces(dir.path());
+    assert_eq!(got.len(), 1);
+    let spans = &got[0].resource_spans[0].scope_spans[0].spans;
+    assert_eq!(spans[0], sluice::proto::trace::v1::Span::default());
+    assert_eq!(spans[1].start_time_unix_nano, 1_500_000_000);
+    assert_eq!(spans[1].end_time_unix_nano, 2_000_000_000);
+    let ints: Vec<_> = spans[1]
+        .attributes
+        .iter()
+        .map(|a| a.value.clone().unwrap().value)
+        .collect();
+    assert_eq!(
+        ints,
+        [1000, 1000, -125, i64::MAX, 7]
+            .map(|i| Some(Value::IntValue(i)))
+            .to_vec()
+    );
+}
+
+/// Issue 8 item 6: a key given twice in one object (also once camelCase and
+/// once snake_case) is refused, never acknowledged and half dropped.
+#[test]
+fn duplicate_json_keys_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sl, p) = store_sluice(dir.path());
+    let mut conn = HttpConn::connect(p.http_addr());
+    let span = r#"{"scopeSpans":[{"spans":[{"name":"x"}]}]}"#;
+    for json in [
+        format!(r#"{{"resourceSpans":[{span}],"resourceSpans":[{span}]}}"#),
+        format!(r#"{{"resourceSpans":[{span}],"resource_spans":[{span}]}}"#),
+        r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"a","name":"b"}]}]}]}"#.to_string(),
+        r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"key":"k","value":{"stringValue":"a","intValue":1}}]}]}]}]}"#.to_string(),
+    ] {
+        let r = post(&mut conn, Signal::Traces, true, json.as_bytes());
+        assert_eq!(r.status, 400, "{json}: {}", r.text());
+        let text = r.text();
+        assert!(text.contains("duplicate key") || text.contains("oneof"), "{text}");
+    }
+    sl.stop(Duration::from_secs(20));
+    assert_eq!(read_count(dir.path()).spans, 0);
+}
+
+/// `depth` arrays/kvlists nested in an attribute value, as JSON and protobuf.
+fn nested_value(depth: u32) -> (String, Vec<u8>) {
+    use sluice::proto::common::v1::{any_value::Value, AnyValue, ArrayValue, KeyValue, KeyValueList};
+    let mut json = r#"{"intValue":"1"}"#.to_string();
+    let mut v = AnyValue {
+        value: Some(Value::IntValue(1)),
+    };
+    for i in 0..depth {
+        if i % 2 == 0 {
+            json = format!(r#"{{"arrayValue":{{"values":[{json}]}}}}"#);
+            v = AnyValue {
+                value: Some(Value::ArrayValue(ArrayValue { values: vec![v] })),
+            };
+        } else {
+            json = format!(r#"{{"kvlistValue":{{"values":[{{"key":"k","value":{json}}}]}}}}"#);
+            v = AnyValue {
+                value: Some(Value::KvlistValue(KeyValueList {
+                    values: vec![KeyValue {
+                        key: "k".into(),
+                        value: Some(v),
+                        ..Default::default()
+                    }],
+                })),
+            };
+        }
+    }
+    let json = format!(
+        r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"attributes":[{{"key":"deep","value":{json}}}]}}]}}]}}]}}"#
+    );
+    let span = sluice::proto::trace::v1::Span {
+        attributes: vec![KeyValue {
+            key: "deep".into(),
+            value: Some(v),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    (json, span_request(span).encode_to_vec())
+}
+
+/// Issue 8 item 9: one AnyValue nesting limit on both paths.
+#[tokio::test]
+async fn one_nesting_limit_on_both_paths() {
+    let limit = sluice::wire_validate::MAX_ANY_VALUE_NESTING;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sl, p) = store_sluice(dir.path());
+    let mut conn = HttpConn::connect(p.http_addr());
+    let mut grpc = GrpcConn::connect(p.grpc_addr()).await;
+    for depth in [limit - 1, limit, limit + 1, limit + 10] {
+        let (json, pb) = nested_value(depth);
+        let want = if depth <= limit { 200 } else { 400 };
+        let r = post(&mut conn, Signal::Traces, true, json.as_bytes());
+        assert_eq!(r.status, want, "JSON depth {depth}: {}", r.text());
+        let r = post(&mut conn, Signal::Traces, false, &pb);
+        assert_eq!(r.status, want, "protobuf depth {depth}: {}", r.text());
+        let g = grpc.call(TRACES_PATH, &pb, false).await;
+        assert_eq!(
+            g.code,
+            if want == 200 { 0 } else { 3 },
+            "gRPC depth {depth}: {}",
+            g.message
+        );
+        if want == 400 {
+            assert!(r.text().contains("nested deeper than 30"), "{}", r.text());
+        }
+    }
+    sl.stop(Duration::from_secs(20));
+    assert_eq!(read_count(dir.path()).spans, 6);
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Issue 8 item 4: 19 MiB of `{"a":0}` objects in an unknown field, and 3 M
+/// empty `resourceSpans` (the issue used 7 M, which peaked at 2.4 GB; 3 M
+/// keeps a loaded debug build well within the harness's 15 s read timeout),
+/// are decoded without a tree: peak memory grows by a small multiple of the
+/// body, not by gigabytes, and (the body being large) the parse runs off the
+/// shard, so gRPC calls on the same process are answered meanwhile. Times
+/// are generous: the tests run a debug build.
+#[tokio::test]
+async fn huge_json_bodies_cost_linear_time_and_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sl, p) = store_sluice(dir.path());
+    let base = peak_rss_kib(sl.pid());
+
+    let mut unknown = String::with_capacity(20 << 20);
+    unknown.push_str(r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"after"}]}]}],"junk":["#);
+    while unknown.len() < 19 << 20 {
+        unknown.push_str(r#"{"a":0},"#);
+    }
+    unknown.push_str(r#"{"a":0}]}"#);
+    let mut empties = String::with_capacity(22 << 20);
+    empties.push_str(r#"{"resourceSpans":["#);
+    for _ in 0..3_000_000 {
+        empties.push_str("{},");
+    }
+    empties.push_str(r#"{"scopeSpans":[{"spans":[{"name":"last"}]}]}]}"#);
+
+    let small = span_request(sluice::proto::trace::v1::Span {
+        name: "meanwhile".into(),
+        ..Default::default()
+    })
+    .encode_to_vec();
+    for (body, check_stall) in [(unknown, true), (empties, false)] {
+        let addr = p.http_addr();
+        let mib = body.len() >> 20;
+        let post_it = std::thread::spawn(move || {
+            let t = Instant::now();
+            let mut conn = HttpConn::connect(addr);
+            let r = conn.request(
+                "POST",
+                "/v1/traces",
+                &[("Content-Type", "application/json")],
+                body.as_bytes(),
+            );
+            (r.status, r.text(), t.elapsed())
+        });
+        // Meanwhile, gRPC calls (on both shards, over two connections).
+        let mut grpcs = [
+            GrpcConn::connect(p.grpc_addr()).await,
+            GrpcConn::connect(p.grpc_addr()).await,
+        ];
+        let mut slowest = Duration::ZERO;
+        let mut calls = 0;
+        while !post_it.is_finished() {
+            for g in &mut grpcs {
+                let t = Instant::now();
+                assert_eq!(g.call(TRACES_PATH, &small, false).await.code, 0);
+                slowest = slowest.max(t.elapsed());
+                calls += 1;
+            }
+        }
+        let (status, text, took) = post_it.join().unwrap();
+        assert_eq!(status, 200, "{text}");
+        eprintln!("{mib} MiB JSON took {took:?}; {calls} gRPC calls meanwhile, slowest {slowest:?}");
+        assert!(took < Duration::from_secs(30), "{took:?}");
+        if check_stall {
+            // The decode ran off the shard; what is left on it (validating
+            // and queueing one small span) is quick.
+            assert!(slowest < Duration::from_secs(1), "a gRPC call waited {slowest:?}");
+        }
+    }
+    let peak = peak_rss_kib(sl.pid());
+    eprintln!("peak RSS {base} KiB → {peak} KiB");
+    assert!(peak - base < 400 << 10, "peak RSS grew by {} MiB", (peak - base) >> 10);
+    sl.stop(Duration::from_secs(20));
+    let count = read_count(dir.path());
+    assert!(count.spans >= 2, "{count:?}");
 }

@@ -78,10 +78,7 @@ impl<'a> Decoder<'a> {
     }
 
     fn syntax<T>(&self, expected: &'static str) -> Res<T> {
-        Err(JsonError::Syntax {
-            at: self.pos,
-            expected,
-        })
+        Err(JsonError::Syntax { at: self.pos, expected })
     }
 
     /// Consumes `b` (after whitespace) or fails naming what was expected.
@@ -338,7 +335,10 @@ impl<'a> Decoder<'a> {
                     Scalar::Bool(_) => None,
                 };
                 let v = v.ok_or_else(|| {
-                    bad("expected a number (or \"NaN\", \"Infinity\", \"-Infinity\") within the range of a double".into())
+                    bad(
+                        "expected a number (or \"NaN\", \"Infinity\", \"-Infinity\") within the range of a double"
+                            .into(),
+                    )
                 })?;
                 self.out.extend_from_slice(&v.to_bits().to_le_bytes());
                 Ok(v.to_bits() == 0)
@@ -352,7 +352,9 @@ impl<'a> Decoder<'a> {
                             None => return Err(bad(format!("unknown enum value {s:?}"))),
                         },
                     },
-                    Scalar::Number(s) => parse_integer(s.as_bytes()).ok_or_else(|| bad("expected an integer".into()))?,
+                    Scalar::Number(s) => {
+                        parse_integer(s.as_bytes()).ok_or_else(|| bad("expected an integer".into()))?
+                    }
                     Scalar::Bool(_) => return Err(bad("expected an enum number or name".into())),
                 };
                 let v = i32::try_from(v).map_err(|_| bad(format!("{v} is out of range for an enum")))?;
@@ -426,10 +428,14 @@ impl<'a> Decoder<'a> {
                     let mut s = Vec::new();
                     unescape(raw, start, &mut s)?;
                     // `unescape` writes UTF-8 only.
-                    Ok(Scalar::Str(String::from_utf8(s).map_err(|_| JsonError::Syntax {
-                        at: start,
-                        expected: "UTF-8 text",
-                    })?.into()))
+                    Ok(Scalar::Str(
+                        String::from_utf8(s)
+                            .map_err(|_| JsonError::Syntax {
+                                at: start,
+                                expected: "UTF-8 text",
+                            })?
+                            .into(),
+                    ))
                 } else {
                     // The body was checked to be UTF-8 and a string token ends
                     // at an ASCII quote, so this cannot fail.
@@ -817,7 +823,9 @@ fn check_escapes(raw: &[u8], at: usize) -> Res {
 fn hex4(raw: &[u8], i: usize) -> Option<u32> {
     let s = raw.get(i..i + 4)?;
     let s = std::str::from_utf8(s).ok()?;
-    u32::from_str_radix(s, 16).ok().filter(|_| s.bytes().all(|c| c.is_ascii_hexdigit()))
+    u32::from_str_radix(s, 16)
+        .ok()
+        .filter(|_| s.bytes().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// A hex trace or span id: empty, or exactly `len` bytes.

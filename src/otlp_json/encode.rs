@@ -228,7 +228,9 @@ fn field(out: &mut String, f: &'static Field, buf: &[u8], depth: u32) -> Res<boo
     })?;
     let Some(w) = last else { return Ok(false) };
     if let Some(bytes) = merged {
-        let Ty::Msg(sub) = f.ty else { unreachable!("only messages merge") };
+        let Ty::Msg(sub) = f.ty else {
+            unreachable!("only messages merge")
+        };
         message(out, sub, &bytes, depth + 1)?;
         return Ok(true);
     }

@@ -20,10 +20,14 @@
 //!
 //! Work and memory: decoding is one linear pass and its output is at most 4×
 //! the body (see [`decode`]), so a request costs time and memory proportional
-//! to its size, which `max_request_body_size` bounds; measured at a few tens
-//! of milliseconds for a 20 MiB body of unknown fields in a release build, so
-//! the receiver decodes inline on its shard rather than chunking the parse
-//! with cooperative yields.
+//! to its size, which `max_request_body_size` bounds. Small bodies (the
+//! common case) are decoded inline on the shard. A body of
+//! [`OFF_SHARD_BYTES`] or more could still hold the shard for a noticeable
+//! time (a 20 MiB body is tens of milliseconds optimised, seconds in a debug
+//! build), so [`decode_request_off_shard`] hands it to glommio's blocking
+//! thread pool and the shard keeps serving its other connections meanwhile;
+//! the recursive transcoder cannot yield mid-parse, and moving the whole
+//! parse off the reactor is simpler than making it resumable.
 
 pub mod decode;
 pub mod encode;
@@ -58,7 +62,10 @@ pub enum JsonError {
         field: &'static str,
         other: &'static str,
     },
-    #[error("attribute value nested deeper than {} arrays and kvlists at byte {at}", schema::MAX_ANY_VALUE_NESTING)]
+    #[error(
+        "attribute value nested deeper than {} arrays and kvlists at byte {at}",
+        schema::MAX_ANY_VALUE_NESTING
+    )]
     TooDeep { at: usize },
     #[error("invalid protobuf at byte {at}: {reason}")]
     Protobuf { at: usize, reason: &'static str },
@@ -77,6 +84,21 @@ pub fn request_schema(signal: Signal) -> &'static schema::Msg {
 /// `Export*ServiceRequest`. Unknown fields are ignored.
 pub fn decode_request(signal: Signal, json: &[u8]) -> Result<Bytes, JsonError> {
     decode::transcode(request_schema(signal), json).map(Bytes::from)
+}
+
+/// JSON bodies at least this large are decoded off the shard's reactor.
+pub const OFF_SHARD_BYTES: usize = 1 << 20;
+
+/// [`decode_request`] for the receiver: inline for small bodies, on glommio's
+/// blocking thread pool for bodies of [`OFF_SHARD_BYTES`] or more, so that a
+/// large body never holds the shard. Must run inside a glommio executor.
+pub async fn decode_request_off_shard(signal: Signal, json: Bytes) -> Result<Bytes, JsonError> {
+    if json.len() < OFF_SHARD_BYTES {
+        return decode_request(signal, &json);
+    }
+    glommio::executor()
+        .spawn_blocking(move || decode_request(signal, &json))
+        .await
 }
 
 /// Renders an encoded protobuf `Export*ServiceRequest` as one line of OTLP/JSON
@@ -116,10 +138,10 @@ pub fn encode_response(signal: Signal, rejected: i64, message: &str) -> String {
 mod tests {
     use super::*;
     use crate::proto::common::v1::{any_value, AnyValue};
+    use crate::proto::metrics::v1::{metric, number_data_point, Exemplar};
     use crate::proto::{ExportLogsServiceRequest, ExportMetricsServiceRequest, ExportTraceServiceRequest};
     use prost::Message;
     use serde_json::Value;
-    use crate::proto::metrics::v1::{metric, number_data_point, Exemplar};
 
     const TRACE_JSON: &str = r#"{
       "resourceSpans": [{
@@ -343,7 +365,10 @@ mod tests {
             decode_request(Signal::Traces, b"{"),
             Err(JsonError::Syntax { .. })
         ));
-        assert!(matches!(decode_request(Signal::Traces, b"[]"), Err(JsonError::NotObject)));
+        assert!(matches!(
+            decode_request(Signal::Traces, b"[]"),
+            Err(JsonError::NotObject)
+        ));
         assert!(matches!(
             decode_request(Signal::Traces, br#"{"resourceSpans": 5}"#),
             Err(JsonError::Syntax { .. })
@@ -362,8 +387,19 @@ mod tests {
         // Unknown top-level fields are ignored.
         let pb = decode_request(Signal::Logs, br#"{"whatever": {"a": [1, {"b": null}, "\u00e9"]}}"#).unwrap();
         assert!(pb.is_empty());
-        for bad in [&b"{} x"[..], b"{\"a\":01}", b"{\"a\":[1,]}", b"{\"a\" 1}", b"{\"a\":\"\\q\"}", b"\xff"] {
-            assert!(decode_request(Signal::Logs, bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"{} x"[..],
+            b"{\"a\":01}",
+            b"{\"a\":[1,]}",
+            b"{\"a\" 1}",
+            b"{\"a\":\"\\q\"}",
+            b"\xff",
+        ] {
+            assert!(
+                decode_request(Signal::Logs, bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

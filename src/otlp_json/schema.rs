@@ -174,7 +174,13 @@ pub static SCOPE: Msg = msg(
         f(1, "name", "name", Ty::Str, Single),
         f(2, "version", "version", Ty::Str, Single),
         f(3, "attributes", "attributes", ATTRIBUTES, Repeated),
-        f(4, "droppedAttributesCount", "dropped_attributes_count", Ty::Uint32, Single),
+        f(
+            4,
+            "droppedAttributesCount",
+            "dropped_attributes_count",
+            Ty::Uint32,
+            Single,
+        ),
     ],
 );
 pub static ENTITY_REF: Msg = msg(
@@ -190,7 +196,13 @@ pub static RESOURCE: Msg = msg(
     "Resource",
     &[
         f(1, "attributes", "attributes", ATTRIBUTES, Repeated),
-        f(2, "droppedAttributesCount", "dropped_attributes_count", Ty::Uint32, Single),
+        f(
+            2,
+            "droppedAttributesCount",
+            "dropped_attributes_count",
+            Ty::Uint32,
+            Single,
+        ),
         f(3, "entityRefs", "entity_refs", Ty::Msg(&ENTITY_REF), Repeated),
     ],
 );
@@ -220,7 +232,13 @@ pub static SPAN_EVENT: Msg = msg(
         f(1, "timeUnixNano", "time_unix_nano", Ty::Fixed64, Single),
         f(2, "name", "name", Ty::Str, Single),
         f(3, "attributes", "attributes", ATTRIBUTES, Repeated),
-        f(4, "droppedAttributesCount", "dropped_attributes_count", Ty::Uint32, Single),
+        f(
+            4,
+            "droppedAttributesCount",
+            "dropped_attributes_count",
+            Ty::Uint32,
+            Single,
+        ),
     ],
 );
 pub static SPAN_LINK: Msg = msg(
@@ -230,7 +248,13 @@ pub static SPAN_LINK: Msg = msg(
         f(2, "spanId", "span_id", SPAN_ID, Single),
         f(3, "traceState", "trace_state", Ty::Str, Single),
         f(4, "attributes", "attributes", ATTRIBUTES, Repeated),
-        f(5, "droppedAttributesCount", "dropped_attributes_count", Ty::Uint32, Single),
+        f(
+            5,
+            "droppedAttributesCount",
+            "dropped_attributes_count",
+            Ty::Uint32,
+            Single,
+        ),
         f(6, "flags", "flags", Ty::Fixed32, Single),
     ],
 );
@@ -246,7 +270,13 @@ pub static SPAN: Msg = msg(
         f(7, "startTimeUnixNano", "start_time_unix_nano", Ty::Fixed64, Single),
         f(8, "endTimeUnixNano", "end_time_unix_nano", Ty::Fixed64, Single),
         f(9, "attributes", "attributes", ATTRIBUTES, Repeated),
-        f(10, "droppedAttributesCount", "dropped_attributes_count", Ty::Uint32, Single),
+        f(
+            10,
+            "droppedAttributesCount",
+            "dropped_attributes_count",
+            Ty::Uint32,
+            Single,
+        ),
         f(11, "events", "events", Ty::Msg(&SPAN_EVENT), Repeated),
         f(12, "droppedEventsCount", "dropped_events_count", Ty::Uint32, Single),
         f(13, "links", "links", Ty::Msg(&SPAN_LINK), Repeated),
@@ -273,7 +303,13 @@ pub static RESOURCE_SPANS: Msg = msg(
 );
 pub static TRACES_REQUEST: Msg = msg(
     "ExportTraceServiceRequest",
-    &[f(1, "resourceSpans", "resource_spans", Ty::Msg(&RESOURCE_SPANS), Repeated)],
+    &[f(
+        1,
+        "resourceSpans",
+        "resource_spans",
+        Ty::Msg(&RESOURCE_SPANS),
+        Repeated,
+    )],
 );
 
 // --- logs.proto ----------------------------------------------------------------------------
@@ -314,11 +350,23 @@ pub static LOG_RECORD: Msg = msg(
         f(3, "severityText", "severity_text", Ty::Str, Single),
         f(5, "body", "body", Ty::Msg(&ANY_VALUE), Present),
         f(6, "attributes", "attributes", ATTRIBUTES, Repeated),
-        f(7, "droppedAttributesCount", "dropped_attributes_count", Ty::Uint32, Single),
+        f(
+            7,
+            "droppedAttributesCount",
+            "dropped_attributes_count",
+            Ty::Uint32,
+            Single,
+        ),
         f(8, "flags", "flags", Ty::Fixed32, Single),
         f(9, "traceId", "trace_id", TRACE_ID, Single),
         f(10, "spanId", "span_id", SPAN_ID, Single),
-        f(11, "observedTimeUnixNano", "observed_time_unix_nano", Ty::Fixed64, Single),
+        f(
+            11,
+            "observedTimeUnixNano",
+            "observed_time_unix_nano",
+            Ty::Fixed64,
+            Single,
+        ),
         f(12, "eventName", "event_name", Ty::Str, Single),
     ],
 );
@@ -443,7 +491,13 @@ pub static SUM: Msg = msg(
     "Sum",
     &[
         f(1, "dataPoints", "data_points", Ty::Msg(&NUMBER_POINT), Repeated),
-        f(2, "aggregationTemporality", "aggregation_temporality", TEMPORALITY, Single),
+        f(
+            2,
+            "aggregationTemporality",
+            "aggregation_temporality",
+            TEMPORALITY,
+            Single,
+        ),
         f(3, "isMonotonic", "is_monotonic", Ty::Bool, Single),
     ],
 );
@@ -451,14 +505,26 @@ pub static HISTOGRAM: Msg = msg(
     "Histogram",
     &[
         f(1, "dataPoints", "data_points", Ty::Msg(&HISTOGRAM_POINT), Repeated),
-        f(2, "aggregationTemporality", "aggregation_temporality", TEMPORALITY, Single),
+        f(
+            2,
+            "aggregationTemporality",
+            "aggregation_temporality",
+            TEMPORALITY,
+            Single,
+        ),
     ],
 );
 pub static EXP_HISTOGRAM: Msg = msg(
     "ExponentialHistogram",
     &[
         f(1, "dataPoints", "data_points", Ty::Msg(&EXP_HISTOGRAM_POINT), Repeated),
-        f(2, "aggregationTemporality", "aggregation_temporality", TEMPORALITY, Single),
+        f(
+            2,
+            "aggregationTemporality",
+            "aggregation_temporality",
+            TEMPORALITY,
+            Single,
+        ),
     ],
 );
 pub static SUMMARY: Msg = msg(
@@ -474,7 +540,13 @@ pub static METRIC: Msg = msg(
         f(5, "gauge", "gauge", Ty::Msg(&GAUGE), Oneof(0)),
         f(7, "sum", "sum", Ty::Msg(&SUM), Oneof(0)),
         f(9, "histogram", "histogram", Ty::Msg(&HISTOGRAM), Oneof(0)),
-        f(10, "exponentialHistogram", "exponential_histogram", Ty::Msg(&EXP_HISTOGRAM), Oneof(0)),
+        f(
+            10,
+            "exponentialHistogram",
+            "exponential_histogram",
+            Ty::Msg(&EXP_HISTOGRAM),
+            Oneof(0),
+        ),
         f(11, "summary", "summary", Ty::Msg(&SUMMARY), Oneof(0)),
         f(12, "metadata", "metadata", ATTRIBUTES, Repeated),
     ],
@@ -497,5 +569,11 @@ pub static RESOURCE_METRICS: Msg = msg(
 );
 pub static METRICS_REQUEST: Msg = msg(
     "ExportMetricsServiceRequest",
-    &[f(1, "resourceMetrics", "resource_metrics", Ty::Msg(&RESOURCE_METRICS), Repeated)],
+    &[f(
+        1,
+        "resourceMetrics",
+        "resource_metrics",
+        Ty::Msg(&RESOURCE_METRICS),
+        Repeated,
+    )],
 );

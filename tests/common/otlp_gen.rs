@@ -38,13 +38,23 @@ pub fn double() -> impl Strategy<Value = f64> {
         Just(2.2007250832970862e+129),
         Just(1e21),
         Just(123456789.0),
-        any::<u64>().prop_map(f64::from_bits).prop_filter("no NaN payloads", |v| !v.is_nan()),
+        any::<u64>()
+            .prop_map(f64::from_bits)
+            .prop_filter("no NaN payloads", |v| !v.is_nan()),
         (-1e6f64..1e6f64),
     ]
 }
 
 pub fn int() -> impl Strategy<Value = i64> {
-    prop_oneof![Just(i64::MIN), Just(i64::MAX), Just(0), Just(-1), Just(1 << 53), any::<i64>(), -1000i64..1000]
+    prop_oneof![
+        Just(i64::MIN),
+        Just(i64::MAX),
+        Just(0),
+        Just(-1),
+        Just(1 << 53),
+        any::<i64>(),
+        -1000i64..1000
+    ]
 }
 
 pub fn uint() -> impl Strategy<Value = u64> {
@@ -62,7 +72,14 @@ pub fn text() -> impl Strategy<Value = String> {
 }
 
 pub fn open_enum(named: i32) -> impl Strategy<Value = i32> {
-    prop_oneof![0..named, Just(42), Just(-1), Just(i32::MAX), Just(i32::MIN), any::<i32>()]
+    prop_oneof![
+        0..named,
+        Just(42),
+        Just(-1),
+        Just(i32::MAX),
+        Just(i32::MIN),
+        any::<i32>()
+    ]
 }
 
 fn bytes(lens: &'static [usize]) -> impl Strategy<Value = Bytes> {
@@ -112,26 +129,33 @@ pub fn any_value() -> impl Strategy<Value = AnyValue> {
 
 pub fn attributes() -> impl Strategy<Value = Vec<KeyValue>> {
     prop::collection::vec(
-        (text(), prop::option::of(any_value()), prop_oneof![3 => Just(0), 1 => any::<i32>()]).prop_map(
-            |(key, value, key_strindex)| KeyValue {
+        (
+            text(),
+            prop::option::of(any_value()),
+            prop_oneof![3 => Just(0), 1 => any::<i32>()],
+        )
+            .prop_map(|(key, value, key_strindex)| KeyValue {
                 key,
                 value,
                 key_strindex,
-            },
-        ),
+            }),
         0..4,
     )
 }
 
 fn resource() -> impl Strategy<Value = Option<Resource>> {
-    let entity = (text(), text(), prop::collection::vec(text(), 0..3), prop::collection::vec(text(), 0..2)).prop_map(
-        |(schema_url, r#type, id_keys, description_keys)| EntityRef {
+    let entity = (
+        text(),
+        text(),
+        prop::collection::vec(text(), 0..3),
+        prop::collection::vec(text(), 0..2),
+    )
+        .prop_map(|(schema_url, r#type, id_keys, description_keys)| EntityRef {
             schema_url,
             r#type,
             id_keys,
             description_keys,
-        },
-    );
+        });
     prop::option::of(
         (attributes(), any::<u32>(), prop::collection::vec(entity, 0..2)).prop_map(
             |(attributes, dropped_attributes_count, entity_refs)| Resource {
@@ -173,9 +197,23 @@ fn span() -> impl Strategy<Value = Span> {
     );
     let status = prop::option::of((text(), open_enum(3)).prop_map(|(message, code)| Status { message, code }));
     (
-        (trace_id(), span_id(), text(), span_id(), any::<u32>(), text(), open_enum(6)),
+        (
+            trace_id(),
+            span_id(),
+            text(),
+            span_id(),
+            any::<u32>(),
+            text(),
+            open_enum(6),
+        ),
         (uint(), uint(), attributes(), any::<u32>()),
-        (prop::collection::vec(event, 0..3), any::<u32>(), prop::collection::vec(link, 0..3), any::<u32>(), status),
+        (
+            prop::collection::vec(event, 0..3),
+            any::<u32>(),
+            prop::collection::vec(link, 0..3),
+            any::<u32>(),
+            status,
+        ),
     )
         .prop_map(
             |(
@@ -264,11 +302,23 @@ fn histogram_points() -> impl Strategy<Value = Vec<HistogramDataPoint>> {
     prop::collection::vec(
         (
             (attributes(), uint(), uint(), uint(), prop::option::of(double())),
-            (prop::collection::vec(uint(), 0..4), prop::collection::vec(double(), 0..4)),
-            (exemplars(), any::<u32>(), prop::option::of(double()), prop::option::of(double())),
+            (
+                prop::collection::vec(uint(), 0..4),
+                prop::collection::vec(double(), 0..4),
+            ),
+            (
+                exemplars(),
+                any::<u32>(),
+                prop::option::of(double()),
+                prop::option::of(double()),
+            ),
         )
             .prop_map(
-                |((attributes, start, time, count, sum), (bucket_counts, explicit_bounds), (exemplars, flags, min, max))| {
+                |(
+                    (attributes, start, time, count, sum),
+                    (bucket_counts, explicit_bounds),
+                    (exemplars, flags, min, max),
+                )| {
                     HistogramDataPoint {
                         attributes,
                         start_time_unix_nano: start,
@@ -291,15 +341,20 @@ fn histogram_points() -> impl Strategy<Value = Vec<HistogramDataPoint>> {
 fn exp_histogram_points() -> impl Strategy<Value = Vec<ExponentialHistogramDataPoint>> {
     let buckets = || {
         prop::option::of(
-            (any::<i32>(), prop::collection::vec(uint(), 0..4)).prop_map(|(offset, bucket_counts)| Buckets {
-                offset,
-                bucket_counts,
-            }),
+            (any::<i32>(), prop::collection::vec(uint(), 0..4))
+                .prop_map(|(offset, bucket_counts)| Buckets { offset, bucket_counts }),
         )
     };
     prop::collection::vec(
         (
-            (attributes(), uint(), uint(), uint(), prop::option::of(double()), any::<i32>()),
+            (
+                attributes(),
+                uint(),
+                uint(),
+                uint(),
+                prop::option::of(double()),
+                any::<i32>(),
+            ),
             (uint(), buckets(), buckets(), any::<u32>(), exemplars()),
             (prop::option::of(double()), prop::option::of(double()), double()),
         )
@@ -332,17 +387,26 @@ fn exp_histogram_points() -> impl Strategy<Value = Vec<ExponentialHistogramDataP
 fn summary_points() -> impl Strategy<Value = Vec<SummaryDataPoint>> {
     let q = (double(), double()).prop_map(|(quantile, value)| ValueAtQuantile { quantile, value });
     prop::collection::vec(
-        (attributes(), uint(), uint(), uint(), double(), prop::collection::vec(q, 0..3), any::<u32>()).prop_map(
-            |(attributes, start, time, count, sum, quantile_values, flags)| SummaryDataPoint {
-                attributes,
-                start_time_unix_nano: start,
-                time_unix_nano: time,
-                count,
-                sum,
-                quantile_values,
-                flags,
-            },
-        ),
+        (
+            attributes(),
+            uint(),
+            uint(),
+            uint(),
+            double(),
+            prop::collection::vec(q, 0..3),
+            any::<u32>(),
+        )
+            .prop_map(
+                |(attributes, start, time, count, sum, quantile_values, flags)| SummaryDataPoint {
+                    attributes,
+                    start_time_unix_nano: start,
+                    time_unix_nano: time,
+                    count,
+                    sum,
+                    quantile_values,
+                    flags,
+                },
+            ),
         1..3,
     )
 }
@@ -420,13 +484,14 @@ fn log_record() -> impl Strategy<Value = LogRecord> {
 }
 
 pub fn logs() -> impl Strategy<Value = ExportLogsServiceRequest> {
-    let sl = (scope(), prop::collection::vec(log_record(), 1..3), text()).prop_map(
-        |(scope, log_records, schema_url)| ScopeLogs {
-            scope,
-            log_records,
-            schema_url,
-        },
-    );
+    let sl =
+        (scope(), prop::collection::vec(log_record(), 1..3), text()).prop_map(|(scope, log_records, schema_url)| {
+            ScopeLogs {
+                scope,
+                log_records,
+                schema_url,
+            }
+        });
     let rl = (resource(), prop::collection::vec(sl, 1..3), text()).prop_map(|(resource, scope_logs, schema_url)| {
         ResourceLogs {
             resource,
@@ -620,7 +685,8 @@ impl Parser<'_> {
             }
             _ => {
                 let start = self.i;
-                while self.i < self.b.len() && matches!(self.b[self.i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                while self.i < self.b.len() && matches!(self.b[self.i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
                     self.i += 1;
                 }
                 J::Num(String::from_utf8(self.b[start..self.i].to_vec()).unwrap())
@@ -664,7 +730,11 @@ fn random_json(rng: &mut TestRng, depth: u32) -> J {
         1 => J::Num(format!("{}", rng.random::<i32>())),
         2 => J::Str("unknown \u{e9}".into()),
         3 => J::Bool(true),
-        4 => J::Arr((0..rng.random_range(0..3)).map(|_| random_json(rng, depth + 1)).collect()),
+        4 => J::Arr(
+            (0..rng.random_range(0..3))
+                .map(|_| random_json(rng, depth + 1))
+                .collect(),
+        ),
         _ => J::Obj(
             (0..rng.random_range(0..3))
                 .map(|i| (format!("u{i}"), random_json(rng, depth + 1)))
