@@ -647,14 +647,16 @@ fn json_reads_null_as_default_and_integral_numbers_as_integers() {
           {"key":"b","value":{"intValue":1e3}},
           {"key":"c","value":{"intValue":"-12.5e1"}},
           {"key":"d","value":{"intValue":"9223372036854775807"}},
-          {"key":"e","value":{"stringValue":null,"intValue":7}}]}]}]}]}"#;
+          {"key":"e","value":{"stringValue":null,"intValue":7}},
+          {"key":"f","value":{"intValue":1e+21}},
+          {"key":"g","value":{"intValue":-2.2007250832970862e+129}}]}]}]}]}"#;
     let r = post(&mut conn, Signal::Traces, true, json);
     assert_eq!(r.status, 200, "{}", r.text());
     for (bad, expect) in [
         (r#"{"key":"x","value":{"intValue":1.5}}"#, "expected an integer"),
         (r#"{"key":"x","value":{"intValue":"1e400"}}"#, "expected an integer"),
         (
-            r#"{"key":"x","value":{"intValue":9223372036854775808}}"#,
+            r#"{"key":"x","value":{"intValue":"9223372036854775808"}}"#,
             "out of range for int64",
         ),
         (r#"{"key":"x","value":{"doubleValue":1e400}}"#, "range of a double"),
@@ -683,12 +685,14 @@ fn json_reads_null_as_default_and_integral_numbers_as_integers() {
         .iter()
         .map(|a| a.value.clone().unwrap().value)
         .collect();
-    assert_eq!(
-        ints,
-        [1000, 1000, -125, i64::MAX, 7]
-            .map(|i| Some(Value::IntValue(i)))
-            .to_vec()
-    );
+    let mut want: Vec<_> = [1000, 1000, -125, i64::MAX, 7]
+        .map(|i| Some(Value::IntValue(i)))
+        .to_vec();
+    // Integral numbers beyond int64 (the JS SDK's intValue for large
+    // doubles) keep their value as doubles.
+    want.push(Some(Value::DoubleValue(1e21)));
+    want.push(Some(Value::DoubleValue(-2.2007250832970862e+129)));
+    assert_eq!(ints, want);
 }
 
 /// Issue 8 item 6: a key given twice in one object (also once camelCase and
@@ -866,4 +870,198 @@ async fn huge_json_bodies_cost_linear_time_and_memory() {
     sl.stop(Duration::from_secs(20));
     let count = read_count(dir.path());
     assert!(count.spans >= 2, "{count:?}");
+}
+
+// ---------------------------------------------------------------------------
+// the JavaScript SDK's OTLP/JSON exporters
+
+/// Why the JS SDK test cannot run here, if it cannot.
+fn js_unavailable(js_dir: &Path) -> Option<String> {
+    match std::process::Command::new("node").arg("--version").output() {
+        Ok(o) if o.status.success() => {}
+        _ => return Some("node is not installed".into()),
+    }
+    if !js_dir
+        .join("node_modules/@opentelemetry/exporter-trace-otlp-http")
+        .is_dir()
+    {
+        // Install the locked packages (what .ci/run does); npm's cache makes
+        // this quick after the first time.
+        let ok = std::process::Command::new(js_dir.join("install.sh"))
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok
+            || !js_dir
+                .join("node_modules/@opentelemetry/exporter-trace-otlp-http")
+                .is_dir()
+        {
+            return Some("the npm packages are not installed (tests/js/install.sh failed)".into());
+        }
+    }
+    None
+}
+
+fn attr<'a>(
+    attrs: &'a [sluice::proto::common::v1::KeyValue],
+    key: &str,
+) -> &'a sluice::proto::common::v1::any_value::Value {
+    let a = attrs
+        .iter()
+        .find(|a| a.key == key)
+        .unwrap_or_else(|| panic!("no attribute {key}"));
+    a.value.as_ref().unwrap().value.as_ref().unwrap()
+}
+
+/// The attributes `tests/js/export.mjs` sets, checked value for value
+/// (doubles by bits).
+fn check_js_attributes(attrs: &[sluice::proto::common::v1::KeyValue]) {
+    use sluice::proto::common::v1::any_value::Value;
+    let double = |k: &str| match attr(attrs, k) {
+        Value::DoubleValue(d) => d.to_bits(),
+        other => panic!("{k}: {other:?}"),
+    };
+    for (k, v) in [
+        ("d.ulp1", 11.100000000000001f64),
+        ("d.ulp2", 3.0000000000000004e-9),
+        ("d.ulp3", 2.2007250832970862e+129),
+        ("d.tenth", 0.1),
+        ("d.big", 1e21),
+        ("d.tiny", 5e-324),
+        ("d.max", 1.7976931348623157e308),
+    ] {
+        assert_eq!(double(k), v.to_bits(), "{k}");
+    }
+    assert_eq!(attr(attrs, "i.max_safe"), &Value::IntValue(9007199254740991));
+    assert_eq!(attr(attrs, "i.neg"), &Value::IntValue(-42));
+    assert_eq!(attr(attrs, "s.empty"), &Value::StringValue(String::new()));
+    assert_eq!(
+        attr(attrs, "s.utf8"),
+        &Value::StringValue("héllo \u{1F600} \"quoted\" \\ \n".into())
+    );
+    assert_eq!(attr(attrs, "b.true"), &Value::BoolValue(true));
+    let Value::ArrayValue(a) = attr(attrs, "a.doubles") else {
+        panic!("a.doubles")
+    };
+    let bits: Vec<u64> = a
+        .values
+        .iter()
+        .map(|v| match v.value {
+            Some(Value::DoubleValue(d)) => d.to_bits(),
+            ref other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(bits, [0.30000000000000004f64.to_bits(), 2.5f64.to_bits()]);
+    let Value::ArrayValue(a) = attr(attrs, "a.strings") else {
+        panic!("a.strings")
+    };
+    let strings: Vec<_> = a.values.iter().map(|v| v.value.clone().unwrap()).collect();
+    assert_eq!(
+        strings,
+        [Value::StringValue("x".into()), Value::StringValue(String::new())]
+    );
+}
+
+/// The JS SDK's OTLP/JSON trace and log exporters (run with the machine's
+/// Node.js) deliver every field exactly through sluice.
+#[test]
+fn js_sdk_exporters_deliver_field_exact() {
+    use sluice::proto::common::v1::any_value::Value;
+    let js_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    if let Some(reason) = js_unavailable(&js_dir) {
+        eprintln!("SKIPPED js_sdk_exporters_deliver_field_exact: {reason}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sl, p) = store_sluice(dir.path());
+    let out = std::process::Command::new("node")
+        .arg(js_dir.join("export.mjs"))
+        .arg(format!("http://127.0.0.1:{}", p.http))
+        .current_dir(&js_dir)
+        .output()
+        .expect("run node");
+    assert!(
+        out.status.success(),
+        "node failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ids line");
+    sl.stop(Duration::from_secs(20));
+
+    let records = stored(dir.path());
+    let traces: Vec<_> = records
+        .iter()
+        .filter(|(s, _)| *s == Signal::Traces)
+        .map(|(_, b)| ExportTraceServiceRequest::decode(b.clone()).unwrap())
+        .collect();
+    let logs: Vec<_> = records
+        .iter()
+        .filter(|(s, _)| *s == Signal::Logs)
+        .map(|(_, b)| ExportLogsServiceRequest::decode(b.clone()).unwrap())
+        .collect();
+    assert_eq!((traces.len(), logs.len()), (1, 1), "{records:?}");
+
+    let rs = &traces[0].resource_spans[0];
+    assert_eq!(
+        attr(&rs.resource.as_ref().unwrap().attributes, "service.name"),
+        &Value::StringValue("js-fidelity".into())
+    );
+    let ss = &rs.scope_spans[0];
+    let scope = ss.scope.as_ref().unwrap();
+    assert_eq!((scope.name.as_str(), scope.version.as_str()), ("fidelity", "1.2.3"));
+    let span = &ss.spans[0];
+    assert_eq!(span.name, "js-op");
+    assert_eq!(hex::encode(&span.trace_id), ids["traceId"].as_str().unwrap());
+    assert_eq!(hex::encode(&span.span_id), ids["spanId"].as_str().unwrap());
+    assert!(span.parent_span_id.is_empty());
+    assert_eq!(span.kind, 3, "SPAN_KIND_CLIENT");
+    assert_eq!(span.start_time_unix_nano, 1_700_000_000_123_456_789);
+    assert_eq!(span.end_time_unix_nano, 1_700_000_001_987_654_321);
+    let status = span.status.as_ref().unwrap();
+    assert_eq!((status.code, status.message.as_str()), (2, "it failed"));
+    check_js_attributes(&span.attributes);
+    let ev = &span.events[0];
+    assert_eq!(
+        (ev.name.as_str(), ev.time_unix_nano),
+        ("js-event", 1_700_000_000_500_000_000)
+    );
+    assert_eq!(attr(&ev.attributes, "e.d"), &Value::DoubleValue(11.100000000000001));
+    let link = &span.links[0];
+    assert_eq!(hex::encode(&link.trace_id), "0102030405060708090a0b0c0d0e0f10");
+    assert_eq!(hex::encode(&link.span_id), "0102030405060708");
+
+    let rl = &logs[0].resource_logs[0];
+    let sl_ = &rl.scope_logs[0];
+    let scope = sl_.scope.as_ref().unwrap();
+    assert_eq!(
+        (scope.name.as_str(), scope.version.as_str()),
+        ("fidelity-logs", "4.5.6")
+    );
+    let rec = &sl_.log_records[0];
+    assert_eq!(rec.time_unix_nano, 1_700_000_002_000_000_007);
+    assert_eq!(rec.observed_time_unix_nano, 1_700_000_002_000_000_008);
+    assert_eq!((rec.severity_number, rec.severity_text.as_str()), (17, "ERROR"));
+    check_js_attributes(&rec.attributes);
+    let Some(Value::KvlistValue(body)) = rec.body.as_ref().and_then(|b| b.value.clone()) else {
+        panic!("body {:?}", rec.body)
+    };
+    assert_eq!(attr(&body.values, "msg"), &Value::StringValue("js log".into()));
+    let Value::DoubleValue(d) = attr(&body.values, "value") else {
+        panic!("value")
+    };
+    assert_eq!(d.to_bits(), 11.100000000000001f64.to_bits());
+    assert_eq!(attr(&body.values, "n"), &Value::IntValue(7));
+    let Value::ArrayValue(nested) = attr(&body.values, "nested") else {
+        panic!("nested")
+    };
+    let nested: Vec<_> = nested.values.iter().map(|v| v.value.clone().unwrap()).collect();
+    assert_eq!(
+        nested,
+        [
+            Value::DoubleValue(1.5),
+            Value::StringValue("x".into()),
+            Value::BoolValue(true)
+        ]
+    );
 }

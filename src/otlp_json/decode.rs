@@ -13,7 +13,10 @@
 
 use base64::Engine;
 
-use super::schema::{Card, Field, Msg, Ty, LEN, MAX_ANY_VALUE_NESTING};
+use super::schema::{Card, Field, Msg, Ty, ANY_VALUE, I64, LEN, MAX_ANY_VALUE_NESTING};
+
+/// `AnyValue.double_value`.
+const DOUBLE_VALUE: u32 = 4;
 use super::JsonError;
 
 /// Transcodes one JSON object of message type `root` into protobuf.
@@ -291,6 +294,7 @@ impl<'a> Decoder<'a> {
                 }
                 Ok(())
             }
+            Ty::Int64 if std::ptr::eq(m, &ANY_VALUE) => self.any_int(m, f),
             _ => {
                 let key_at = self.out.len();
                 put_varint(&mut self.out, u64::from(f.number << 3 | u32::from(f.ty.wire_type())));
@@ -300,6 +304,41 @@ impl<'a> Decoder<'a> {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// `AnyValue.intValue`. A JSON number beyond the int64 range is read as
+    /// `doubleValue` with that number's value: the JavaScript SDK writes every
+    /// integral double (`1e+21`, `2.2e+129`) as `intValue`, and refusing such
+    /// a request would lose it whole, while the double is exactly what the
+    /// application set. Strings and in-range numbers are int64 as usual.
+    fn any_int(&mut self, m: &'static Msg, f: &'static Field) -> Res {
+        self.ws();
+        if !matches!(self.peek(), Some(b'-' | b'0'..=b'9')) {
+            put_varint(&mut self.out, u64::from(f.number << 3));
+            self.scalar(m, f)?;
+            return Ok(());
+        }
+        let at = self.pos;
+        self.scan_number()?;
+        let text = &self.buf[at..self.pos];
+        if let Some(v) = parse_integer(text).and_then(|v| i64::try_from(v).ok()) {
+            put_varint(&mut self.out, u64::from(f.number << 3));
+            put_varint(&mut self.out, v as u64);
+            return Ok(());
+        }
+        match std::str::from_utf8(text).ok().and_then(parse_f64) {
+            Some(d) if d.abs() >= 9.223372036854775808e18 => {
+                put_varint(&mut self.out, u64::from(DOUBLE_VALUE << 3 | u32::from(I64)));
+                self.out.extend_from_slice(&d.to_bits().to_le_bytes());
+                Ok(())
+            }
+            _ => Err(JsonError::Value {
+                at,
+                message: m.name,
+                field: f.json,
+                reason: "expected an integer (a number or a decimal string)".into(),
+            }),
         }
     }
 

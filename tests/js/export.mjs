@@ -52,7 +52,7 @@ await tracerProvider.shutdown();
 const logExporter = new OTLPLogExporter({ url: `${base}/v1/logs` });
 const loggerProvider = new LoggerProvider({
   resource,
-  processors: [new SimpleLogRecordProcessor(logExporter)],
+  processors: [new SimpleLogRecordProcessor({ exporter: logExporter })],
 });
 const logger = loggerProvider.getLogger('fidelity-logs', '4.5.6');
 logger.emit({
