@@ -358,7 +358,7 @@ const ULP_DOUBLES: [(&str, f64); 4] = [
     ("11.100000000000001", 11.100000000000001),
     ("3.0000000000000004e-09", 3.0000000000000004e-09),
     ("2.2007250832970862e+129", 2.2007250832970862e+129),
-    ("2.2250738585072011e-308", 2.2250738585072011e-308),
+    ("2.2250738585072011e-308", 2.225073858507201e-308),
 ];
 
 /// Issue 9 item 1: JSON doubles arrive with the bits they denote.
@@ -1063,5 +1063,90 @@ fn js_sdk_exporters_deliver_field_exact() {
             Value::StringValue("x".into()),
             Value::BoolValue(true)
         ]
+    );
+}
+
+/// Issue 9 item 7 (the README sentence in notes/json.md): a single metric
+/// with more data points than `send_batch_max_size` is forwarded whole,
+/// while requests of several metrics are cut between metrics.
+#[tokio::test]
+async fn a_metric_over_send_batch_max_size_is_forwarded_uncut() {
+    use sluice::proto::metrics::v1::{metric, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics};
+    let backend = Backend::start_new().await;
+    let p = Ports::new();
+    let yaml = format!(
+        "receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: 127.0.0.1:{http}}}
+processors:
+  batch: {{send_batch_size: 1, send_batch_max_size: 3, timeout: 100ms}}
+exporters:
+  otlp: {{endpoint: 127.0.0.1:{backend}, tls: {{insecure: true}}, compression: none}}
+service:
+  telemetry: {{metrics: {{address: 127.0.0.1:{metrics}}}}}
+  pipelines:
+    metrics: {{receivers: [otlp], processors: [batch], exporters: [otlp]}}
+",
+        http = p.http,
+        metrics = p.metrics,
+        backend = backend.port,
+    );
+    let _sl = Sluice::start(&yaml);
+    let gauge = |name: &str, points: u64| Metric {
+        name: name.into(),
+        data: Some(metric::Data::Gauge(Gauge {
+            data_points: (0..points)
+                .map(|i| NumberDataPoint {
+                    time_unix_nano: i + 1,
+                    ..Default::default()
+                })
+                .collect(),
+        })),
+        ..Default::default()
+    };
+    let req = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![gauge("big", 10), gauge("small-a", 2), gauge("small-b", 2)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let addr = p.http_addr();
+    let body = req.encode_to_vec();
+    tokio::task::spawn_blocking(move || {
+        let r = HttpConn::connect(addr).post("/v1/metrics", "application/x-protobuf", None, &body);
+        assert_eq!(r.status, 200, "{}", r.text());
+    })
+    .await
+    .unwrap();
+    backend.expect_counts(0, 14, 0, Duration::from_secs(10)).await;
+    // Each forwarded request holds whole metrics: the 10-point one alone.
+    let per_request: Vec<Vec<(String, usize)>> = backend
+        .metrics()
+        .iter()
+        .map(|r| {
+            r.resource_metrics
+                .iter()
+                .flat_map(|rm| &rm.scope_metrics)
+                .flat_map(|sm| &sm.metrics)
+                .map(|m| {
+                    let n = match &m.data {
+                        Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Gauge(g)) => g.data_points.len(),
+                        other => panic!("{other:?}"),
+                    };
+                    (m.name.clone(), n)
+                })
+                .collect()
+        })
+        .collect();
+    assert!(per_request.contains(&vec![("big".to_string(), 10)]), "{per_request:?}");
+    assert!(
+        per_request
+            .iter()
+            .all(|r| r.len() == 1 || r.iter().map(|m| m.1).sum::<usize>() <= 3),
+        "{per_request:?}"
     );
 }

@@ -4,9 +4,12 @@
 //! are skipped without being materialised.
 //!
 //! Cost: one pass over the body plus, for each nested message longer than
-//! 127 bytes, one move of its bytes to make room for its length prefix, so
-//! linear in the body (a 20 MiB body takes tens of milliseconds; the request
-//! body limit bounds it). Memory: the output only, which is at most 4× the
+//! 127 bytes, one move of its bytes to make room for its length prefix once
+//! its length is known; so each output byte is moved at most once per
+//! enclosing message: linear in the body times the nesting depth, which the
+//! schema bounds (8 levels, plus 2 or 3 per nested array or kvlist, at most
+//! 30 of those). In practice messages are shallow and the cost is one pass.
+//! Memory: the output only, which is at most 4× the
 //! body (the worst case is a packed array of one-digit numbers, 2 bytes of
 //! JSON per 8-byte double), plus a key scratch and, while skipping an unknown
 //! field, one byte per nesting level of that field.
@@ -328,7 +331,7 @@ impl<'a> Decoder<'a> {
             return Ok(());
         }
         match std::str::from_utf8(text).ok().and_then(parse_f64) {
-            Some(d) if d.abs() >= 9.223372036854775808e18 => {
+            Some(d) if d.abs() >= 2f64.powi(63) => {
                 put_varint(&mut self.out, u64::from(DOUBLE_VALUE << 3 | u32::from(I64)));
                 self.out.extend_from_slice(&d.to_bits().to_le_bytes());
                 Ok(())
@@ -345,7 +348,15 @@ impl<'a> Decoder<'a> {
     /// Reads a scalar of `f`'s type and appends its value (without key);
     /// returns whether it was the type's default.
     fn scalar(&mut self, m: &'static Msg, f: &'static Field) -> Res<bool> {
+        self.ws();
         let at = self.pos;
+        if let Some(b'{' | b'[') = self.peek() {
+            return Err(self.invalid(
+                m,
+                f,
+                "expected a number, string or boolean, not an object or array".into(),
+            ));
+        }
         let token = self.scalar_token()?;
         let bad = |reason: String| JsonError::Value {
             at,
@@ -889,12 +900,11 @@ fn decode_id(text: &[u8], len: usize, out: &mut Vec<u8>) -> Result<(), String> {
 
 /// proto3 JSON `bytes`: standard or URL-safe base64, padded or not.
 fn decode_base64(text: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
-    use base64::engine::{general_purpose, DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
     const CONFIG: GeneralPurposeConfig =
         GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
     const STANDARD: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, CONFIG);
     const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, CONFIG);
-    let _ = general_purpose::STANDARD;
     let engine = if text.iter().any(|&c| c == b'-' || c == b'_') {
         &URL_SAFE
     } else {

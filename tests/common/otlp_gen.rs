@@ -30,7 +30,7 @@ pub fn double() -> impl Strategy<Value = f64> {
         Just(-0.0),
         Just(0.0),
         Just(5e-324),
-        Just(2.2250738585072009e-308),
+        Just(f64::from_bits(0x000f_ffff_ffff_ffff)),
         Just(f64::MAX),
         Just(f64::MIN_POSITIVE),
         Just(11.100000000000001),
@@ -518,7 +518,7 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 /// `wire::scan` refuses wire type 3 in the request's top two levels.)
 pub fn unknown_fields(seed: u64) -> Vec<u8> {
     let mut out = Vec::new();
-    put_varint(&mut out, (900 << 3) | 0);
+    put_varint(&mut out, 900 << 3);
     put_varint(&mut out, seed);
     put_varint(&mut out, (901 << 3) | 2);
     out.push(3);
