@@ -3,10 +3,12 @@
 //! as written, snake_case as accepted), its protobuf type and how it is
 //! spelled in JSON (hex ids, int64 as strings, open enums, base64 bytes).
 //!
-//! The table mirrors the vendored `proto/` files; the tests in `mod.rs`
-//! check it against the prost types generated from them. Fields are listed in
-//! the order prost writes them (by field number, a oneof at its lowest
-//! number), so that protobuf → JSON → protobuf gives back prost's bytes.
+//! The table mirrors the vendored `proto/` files. `tests/json_fidelity.rs`
+//! checks it against the prost types generated from them: random requests
+//! setting every field of every message go protobuf → JSON → protobuf and
+//! must come back as prost's exact bytes. Fields are listed in the order
+//! prost writes them (by field number, a oneof at its lowest number), which
+//! is what makes that round trip byte-exact.
 
 /// How a field's value is encoded on the wire and spelled in JSON.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -577,3 +579,55 @@ pub static METRICS_REQUEST: Msg = msg(
         Repeated,
     )],
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn camel(proto: &str) -> String {
+        let mut out = String::new();
+        let mut up = false;
+        for c in proto.chars() {
+            if c == '_' {
+                up = true;
+            } else if up {
+                out.extend(c.to_uppercase());
+                up = false;
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    fn check(m: &'static Msg, seen: &mut Vec<&'static str>) {
+        if seen.contains(&m.name) {
+            return;
+        }
+        seen.push(m.name);
+        // The decoder tracks seen keys in a u32 bitmask.
+        assert!(m.fields.len() <= 32, "{}", m.name);
+        for (i, f) in m.fields.iter().enumerate() {
+            assert_eq!(f.json, camel(f.proto), "{}.{}", m.name, f.proto);
+            assert!(
+                m.fields[i + 1..].iter().all(|g| g.number != f.number && g.json != f.json),
+                "{}.{} twice",
+                m.name,
+                f.proto
+            );
+            if let Ty::Msg(sub) = f.ty {
+                check(sub, seen);
+            }
+        }
+    }
+
+    #[test]
+    fn names_numbers_and_reach() {
+        let mut seen = Vec::new();
+        for root in [&TRACES_REQUEST, &METRICS_REQUEST, &LOGS_REQUEST] {
+            check(root, &mut seen);
+        }
+        // Every message of the three requests is reachable from them.
+        assert_eq!(seen.len(), 34, "{seen:?}");
+    }
+}
