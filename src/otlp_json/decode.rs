@@ -198,7 +198,11 @@ impl<'a> Decoder<'a> {
         if f.card != Card::Repeated {
             return self.value(m, f, nesting);
         }
-        self.expect(b'[', "'[' (a repeated field is an array)")?;
+        self.ws();
+        if self.peek() != Some(b'[') {
+            return Err(self.invalid(m, f, "expected an array (a repeated field)".into()));
+        }
+        self.pos += 1;
         let packed = f.ty.packable();
         let mark = if packed { Some(self.begin_len(f.number)) } else { None };
         self.ws();

@@ -371,7 +371,7 @@ mod tests {
         ));
         assert!(matches!(
             decode_request(Signal::Traces, br#"{"resourceSpans": 5}"#),
-            Err(JsonError::Syntax { .. })
+            Err(JsonError::Value { .. })
         ));
         assert!(matches!(
             decode_request(

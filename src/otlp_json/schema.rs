@@ -610,7 +610,9 @@ mod tests {
         for (i, f) in m.fields.iter().enumerate() {
             assert_eq!(f.json, camel(f.proto), "{}.{}", m.name, f.proto);
             assert!(
-                m.fields[i + 1..].iter().all(|g| g.number != f.number && g.json != f.json),
+                m.fields[i + 1..]
+                    .iter()
+                    .all(|g| g.number != f.number && g.json != f.json),
                 "{}.{} twice",
                 m.name,
                 f.proto
