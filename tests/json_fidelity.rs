@@ -839,11 +839,11 @@ async fn huge_json_bodies_cost_linear_time_and_memory() {
             );
             (r.status, r.text(), t.elapsed())
         });
-        // Meanwhile, gRPC calls (on both shards, over two connections).
-        let mut grpcs = [
-            GrpcConn::connect(p.grpc_addr()).await,
-            GrpcConn::connect(p.grpc_addr()).await,
-        ];
+        // Meanwhile, gRPC calls over 8 connections (spread over the shards).
+        let mut grpcs = Vec::new();
+        for _ in 0..8 {
+            grpcs.push(GrpcConn::connect(p.grpc_addr()).await);
+        }
         let mut slowest = Duration::ZERO;
         let mut calls = 0;
         while !post_it.is_finished() {
@@ -859,9 +859,10 @@ async fn huge_json_bodies_cost_linear_time_and_memory() {
         eprintln!("{mib} MiB JSON took {took:?}; {calls} gRPC calls meanwhile, slowest {slowest:?}");
         assert!(took < Duration::from_secs(30), "{took:?}");
         if check_stall {
-            // The decode ran off the shard; what is left on it (validating
-            // and queueing one small span) is quick.
-            assert!(slowest < Duration::from_secs(1), "a gRPC call waited {slowest:?}");
+            // The decode ran off the shard (what is left on it, validating
+            // and queueing one small span, is quick): no gRPC call waited
+            // for a large part of it, as it would if it held a shard.
+            assert!(slowest < took / 2, "a gRPC call waited {slowest:?} of {took:?}");
         }
     }
     let peak = peak_rss_kib(sl.pid());
