@@ -1,13 +1,13 @@
 //! OTLP protobuf types generated at build time (prost, with `Bytes` for byte
-//! fields) and their OTLP/JSON serde impls (pbjson). Use these where a
-//! processor needs a full decode; the hot path works on the wire format.
+//! fields). Use these where a processor or a test needs a full decode; the
+//! hot path works on the wire format, and OTLP/JSON is transcoded on the wire
+//! by `otlp_json`.
 
 #![allow(clippy::all, missing_docs, rustdoc::all)]
 
 macro_rules! otlp_mod {
     ($file:literal) => {
         include!(concat!(env!("OUT_DIR"), "/", $file, ".rs"));
-        include!(concat!(env!("OUT_DIR"), "/", $file, ".serde.rs"));
     };
 }
 

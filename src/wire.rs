@@ -40,6 +40,13 @@ pub enum WireError {
     Packed { field: u32, at: usize },
     #[error("unmatched end-group tag at byte {at}")]
     EndGroup { at: usize },
+    #[error("id field {field} at byte {at} is {len} bytes; a trace id is 16 bytes, a span id 8, or empty")]
+    IdLength { field: u32, len: usize, at: usize },
+    #[error(
+        "attribute value nested deeper than {} arrays and kvlists at byte {at}",
+        crate::wire_validate::MAX_ANY_VALUE_NESTING
+    )]
+    ValueTooDeep { at: usize },
 }
 
 /// A field's value as found on the wire.

@@ -13,14 +13,27 @@
 //! - repeated scalars are accepted packed (whole elements only) or unpacked;
 //! - unknown fields are skipped but must be well-formed (groups matched);
 //! - nesting follows prost's recursion limit of 100 message levels counted
-//!   from the request (unknown fields and groups count as prost counts them),
-//!   which bounds a span attribute's `AnyValue` at 48 nested arrays or 32
-//!   nested kvlists.
+//!   from the request (unknown fields and groups count as prost counts them);
+//! - an attribute value (`AnyValue`) nests at most [`MAX_ANY_VALUE_NESTING`]
+//!   arrays and kvlists inside one another, the same limit as on the JSON path;
+//! - trace and span ids are empty or exactly 16 and 8 bytes (the spec calls
+//!   other lengths invalid, and the Collector refuses them), as on the JSON path.
 
 use crate::{
     signal::Signal,
     wire::{read_varint, WireError},
 };
+
+/// The most arrays and kvlists an attribute value may nest inside one
+/// another, on both the protobuf and the JSON path. 30 is the deepest that a
+/// prost decoder (recursion limit 100) accepts at every place an `AnyValue`
+/// can appear (the deepest is an exemplar's attribute, 8 levels down, and each
+/// kvlist costs 3 levels), so whatever sluice accepts, a prost-based backend
+/// accepts too.
+pub const MAX_ANY_VALUE_NESTING: u32 = 30;
+
+const TRACE_ID: usize = 16;
+const SPAN_ID: usize = 8;
 
 /// prost's `RECURSION_LIMIT`: the budget of the request's own fields. Each
 /// nested message costs one; a message field, or an unknown field, found where
@@ -233,6 +246,22 @@ fn bytes(f: &F) -> Res {
     }
 }
 
+/// A trace or span id: `bytes`, empty or exactly `len` bytes.
+#[inline(always)]
+fn id(f: &F, len: usize) -> Res {
+    bytes(f)?;
+    let n = f.e - f.s;
+    if n == 0 || n == len {
+        Ok(())
+    } else {
+        Err(WireError::IdLength {
+            field: f.number,
+            len: n,
+            at: f.at,
+        })
+    }
+}
+
 /// A `string` field: length-delimited UTF-8.
 #[inline(always)]
 fn string(buf: &[u8], f: &F) -> Res {
@@ -362,13 +391,19 @@ fn scope(buf: &[u8], s: usize, e: usize, b: u32) -> Res {
     })
 }
 
-/// `KeyValue`: 1 key, 2 value, 3 key_strindex.
+/// `KeyValue` of an attribute list: 1 key, 2 value, 3 key_strindex.
 #[inline]
 fn key_value(buf: &[u8], s: usize, e: usize, b: u32) -> Res {
+    nested_key_value(buf, s, e, b, 0)
+}
+
+/// `KeyValue` inside `nesting` arrays and kvlists.
+#[inline]
+fn nested_key_value(buf: &[u8], s: usize, e: usize, b: u32, nesting: u32) -> Res {
     walk(buf, s, e, b, |buf, f| {
         match f.number {
             1 => string(buf, &f)?,
-            2 => sub(buf, &f, b, any_value)?,
+            2 => sub(buf, &f, b, |buf, s, e, b| any_value(buf, s, e, b, nesting))?,
             3 => want(&f, VARINT)?,
             _ => return Ok(false),
         }
@@ -376,17 +411,18 @@ fn key_value(buf: &[u8], s: usize, e: usize, b: u32) -> Res {
     })
 }
 
-/// `AnyValue`: 1 string, 2 bool, 3 int, 4 double, 5 array, 6 kvlist, 7 bytes,
-/// 8 string_value_strindex.
+/// `AnyValue` inside `nesting` arrays and kvlists: 1 string, 2 bool, 3 int,
+/// 4 double, 5 array, 6 kvlist, 7 bytes, 8 string_value_strindex.
 #[inline]
-fn any_value(buf: &[u8], s: usize, e: usize, b: u32) -> Res {
+fn any_value(buf: &[u8], s: usize, e: usize, b: u32, nesting: u32) -> Res {
     walk(buf, s, e, b, |buf, f| {
         match f.number {
             1 => string(buf, &f)?,
             2 | 3 | 8 => want(&f, VARINT)?,
             4 => want(&f, I64)?,
-            5 => sub(buf, &f, b, array_value)?,
-            6 => sub(buf, &f, b, kvlist_value)?,
+            5 | 6 if nesting >= MAX_ANY_VALUE_NESTING => return Err(WireError::ValueTooDeep { at: f.at }),
+            5 => sub(buf, &f, b, |buf, s, e, b| array_value(buf, s, e, b, nesting + 1))?,
+            6 => sub(buf, &f, b, |buf, s, e, b| kvlist_value(buf, s, e, b, nesting + 1))?,
             7 => bytes(&f)?,
             _ => return Ok(false),
         }
@@ -395,10 +431,10 @@ fn any_value(buf: &[u8], s: usize, e: usize, b: u32) -> Res {
 }
 
 /// `ArrayValue`: 1 values.
-fn array_value(buf: &[u8], s: usize, e: usize, b: u32) -> Res {
+fn array_value(buf: &[u8], s: usize, e: usize, b: u32, nesting: u32) -> Res {
     walk(buf, s, e, b, |buf, f| {
         match f.number {
-            1 => sub(buf, &f, b, any_value)?,
+            1 => sub(buf, &f, b, |buf, s, e, b| any_value(buf, s, e, b, nesting))?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -406,10 +442,10 @@ fn array_value(buf: &[u8], s: usize, e: usize, b: u32) -> Res {
 }
 
 /// `KeyValueList`: 1 values.
-fn kvlist_value(buf: &[u8], s: usize, e: usize, b: u32) -> Res {
+fn kvlist_value(buf: &[u8], s: usize, e: usize, b: u32, nesting: u32) -> Res {
     walk(buf, s, e, b, |buf, f| {
         match f.number {
-            1 => sub(buf, &f, b, key_value)?,
+            1 => sub(buf, &f, b, |buf, s, e, b| nested_key_value(buf, s, e, b, nesting))?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -420,7 +456,8 @@ fn kvlist_value(buf: &[u8], s: usize, e: usize, b: u32) -> Res {
 fn span(buf: &[u8], s: usize, e: usize, b: u32) -> Res {
     walk(buf, s, e, b, |buf, f| {
         match f.number {
-            1 | 2 | 4 => bytes(&f)?,
+            1 => id(&f, TRACE_ID)?,
+            2 | 4 => id(&f, SPAN_ID)?,
             3 | 5 => string(buf, &f)?,
             6 | 10 | 12 | 14 => want(&f, VARINT)?,
             7 | 8 => want(&f, I64)?,
@@ -454,7 +491,8 @@ fn span_event(buf: &[u8], s: usize, e: usize, b: u32) -> Res {
 fn span_link(buf: &[u8], s: usize, e: usize, b: u32) -> Res {
     walk(buf, s, e, b, |buf, f| {
         match f.number {
-            1 | 2 => bytes(&f)?,
+            1 => id(&f, TRACE_ID)?,
+            2 => id(&f, SPAN_ID)?,
             3 => string(buf, &f)?,
             4 => sub(buf, &f, b, key_value)?,
             5 => want(&f, VARINT)?,
@@ -484,10 +522,11 @@ fn log_record(buf: &[u8], s: usize, e: usize, b: u32) -> Res {
             1 | 11 => want(&f, I64)?,
             2 | 7 => want(&f, VARINT)?,
             3 | 12 => string(buf, &f)?,
-            5 => sub(buf, &f, b, any_value)?,
+            5 => sub(buf, &f, b, |buf, s, e, b| any_value(buf, s, e, b, 0))?,
             6 => sub(buf, &f, b, key_value)?,
             8 => want(&f, I32)?,
-            9 | 10 => bytes(&f)?,
+            9 => id(&f, TRACE_ID)?,
+            10 => id(&f, SPAN_ID)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -637,7 +676,8 @@ fn exemplar(buf: &[u8], s: usize, e: usize, b: u32) -> Res {
         match f.number {
             7 => sub(buf, &f, b, key_value)?,
             2 | 3 | 6 => want(&f, I64)?,
-            4 | 5 => bytes(&f)?,
+            4 => id(&f, SPAN_ID)?,
+            5 => id(&f, TRACE_ID)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -816,7 +856,7 @@ mod tests {
     fn rich_traces() -> ExportTraceServiceRequest {
         let span = Span {
             trace_id: Bytes::from_static(&[1; 16]),
-            span_id: Bytes::from_static(&[2; 3]), // prost accepts any length
+            span_id: Bytes::from_static(&[2; 8]),
             trace_state: "a=b".into(),
             parent_span_id: Bytes::from_static(&[3; 8]),
             flags: 0x301,
@@ -1312,37 +1352,90 @@ mod tests {
             ..Default::default()
         });
         let e = rejected(Signal::Traces, &t.encode_to_vec());
-        assert!(matches!(e, WireError::TooDeep { .. }), "{e:?}");
+        assert!(matches!(e, WireError::ValueTooDeep { .. }), "{e:?}");
 
         // At every depth around the limit, with a scalar, an unknown field or
-        // an unknown group innermost, in a span attribute, a log body and a
-        // resource attribute, we agree with prost; the limit is crossed.
+        // an unknown group innermost, in a span attribute, a log body, a
+        // resource attribute and an exemplar attribute (the deepest place):
+        // accepted up to MAX_ANY_VALUE_NESTING, refused beyond, and prost
+        // accepts whatever we accept.
         let inners: [&[u8]; 3] = [&[0x18, 0x01], &[0x78, 0x01], &[0x7b, 0x08, 0x01, 0x7c]];
+        let limit = MAX_ANY_VALUE_NESTING as usize;
         for inner in inners {
-            let (mut ok, mut bad) = (0, 0);
-            for depth in 30..70 {
-                let any = nested_any(depth, inner);
-                let kv = [ld(1, b"k"), ld(2, &any)].concat();
-                for (signal, body) in [
-                    (Signal::Traces, with_span(&ld(9, &kv))),
-                    (Signal::Logs, with_record(&ld(5, &any))),
-                    (Signal::Metrics, ld(1, &ld(1, &ld(1, &kv)))),
-                ] {
-                    let want = prost_ok(signal, &body);
-                    assert_eq!(
-                        validate(signal, &body).is_ok(),
-                        want,
-                        "{signal:?} depth {depth} {inner:?}"
-                    );
-                    if want {
-                        ok += 1;
+            for depth in limit - 3..limit + 20 {
+                for all_kvlists in [false, true] {
+                    let any = if all_kvlists {
+                        let mut v = inner.to_vec();
+                        for _ in 0..depth {
+                            v = ld(6, &ld(1, &[ld(1, b"k"), ld(2, &v)].concat()));
+                        }
+                        v
                     } else {
-                        bad += 1;
+                        nested_any(depth, inner)
+                    };
+                    let kv = [ld(1, b"k"), ld(2, &any)].concat();
+                    for (signal, body) in [
+                        (Signal::Traces, with_span(&ld(9, &kv))),
+                        (Signal::Logs, with_record(&ld(5, &any))),
+                        (Signal::Metrics, ld(1, &ld(1, &ld(1, &kv)))),
+                        (
+                            Signal::Metrics,
+                            ld(1, &ld(2, &ld(2, &ld(9, &ld(1, &ld(8, &ld(7, &kv))))))),
+                        ),
+                    ] {
+                        let r = validate(signal, &body);
+                        if depth <= limit {
+                            assert_eq!(r, Ok(()), "{signal:?} depth {depth} {inner:?}");
+                            assert!(prost_ok(signal, &body), "prost: {signal:?} depth {depth} {inner:?}");
+                        } else {
+                            assert!(
+                                matches!(r, Err(WireError::ValueTooDeep { .. })),
+                                "{signal:?} depth {depth}: {r:?}"
+                            );
+                        }
                     }
                 }
             }
-            assert!(ok > 0 && bad > 0);
         }
+    }
+
+    #[test]
+    fn id_lengths() {
+        let mut good = rich_traces();
+        let span = &mut good.resource_spans[0].scope_spans[0].spans[0];
+        span.parent_span_id = Bytes::new();
+        accepted(Signal::Traces, &good.encode_to_vec());
+        for (field, len) in [(1u32, 3usize), (1, 8), (2, 9), (2, 16), (4, 7)] {
+            let body = with_span(&ld(field, &vec![7u8; len]));
+            assert!(prost_ok(Signal::Traces, &body));
+            let e = validate(Signal::Traces, &body).unwrap_err();
+            assert!(
+                matches!(e, WireError::IdLength { field: f, len: l, .. } if f == field && l == len),
+                "{e:?}"
+            );
+        }
+        for (field, len) in [(9u32, 15usize), (10, 4)] {
+            let e = validate(Signal::Logs, &with_record(&ld(field, &vec![7u8; len]))).unwrap_err();
+            assert!(matches!(e, WireError::IdLength { .. }), "{e:?}");
+        }
+        // span link and exemplar ids
+        let link = ld(13, &ld(1, &[1u8; 3]));
+        assert!(matches!(
+            validate(Signal::Traces, &with_span(&link)),
+            Err(WireError::IdLength { .. })
+        ));
+        let exemplar = ld(5, &ld(4, &[1u8; 3]));
+        let body = ld(1, &ld(2, &ld(2, &ld(5, &ld(1, &exemplar)))));
+        assert!(matches!(
+            validate(Signal::Metrics, &body),
+            Err(WireError::IdLength { .. })
+        ));
+        // empty ids are unset, as everywhere else
+        validate(
+            Signal::Traces,
+            &with_span(&[ld(1, b""), ld(2, b""), ld(4, b"")].concat()),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -1389,10 +1482,16 @@ mod tests {
                     }
                 }
                 let want = prost_ok(*signal, &m);
-                assert_eq!(
-                    validate(*signal, &m).is_ok(),
-                    want,
-                    "{signal:?} mutation {} at {i} of {}",
+                // Stricter than prost only on id lengths and value nesting.
+                let res = validate(*signal, &m);
+                let agree = match &res {
+                    Ok(()) => want,
+                    Err(WireError::IdLength { .. } | WireError::ValueTooDeep { .. }) => true,
+                    Err(_) => !want,
+                };
+                assert!(
+                    agree,
+                    "{signal:?} mutation {} at {i} of {}: prost {want}, validate {res:?}",
                     r % 4,
                     body.len()
                 );

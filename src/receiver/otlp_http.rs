@@ -163,7 +163,7 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
     };
     let body = match enc {
         Encoding::Protobuf => body,
-        Encoding::Json => match otlp_json::decode_request(signal, &body) {
+        Encoding::Json => match otlp_json::decode_request_off_shard(signal, body).await {
             Ok(b) => b,
             Err(e) => {
                 return error(

@@ -4,6 +4,7 @@
 //! Prometheus scraper, and builders of OTLP requests with known contents.
 #![allow(dead_code)]
 
+pub mod otlp_gen;
 use std::{
     collections::HashMap,
     fs::File,
