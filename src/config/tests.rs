@@ -501,11 +501,11 @@ fn durations() {
 #[test]
 fn not_yet_supported_components() {
     let e = err(&format!(
-        "{MINIMAL}processors:\n  filter/drop:\n    error_mode: ignore\n"
+        "{MINIMAL}processors:\n  tail_sampling/keep:\n    decision_wait: 10s\n"
     ));
-    assert_eq!(e.path, "processors.filter/drop");
+    assert_eq!(e.path, "processors.tail_sampling/keep");
     assert_eq!(e.line, Some(14));
-    assert_eq!(e.message, "component `filter` is not yet supported by sluice");
+    assert_eq!(e.message, "component `tail_sampling` is not yet supported by sluice");
 
     let yaml = MINIMAL.replace(
         "exporters:\n  nop:",
