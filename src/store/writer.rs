@@ -523,7 +523,11 @@ mod tests {
             assert!(pieces.iter().all(|x| x.len <= limit), "limit {limit}");
             assert_eq!(pieces.iter().map(|x| x.items).sum::<u64>(), 2400);
             let bodies: Vec<Bytes> = pieces.iter().map(|x| x.to_bytes()).collect();
-            assert_eq!(span_names(&bodies), span_names(&[body.clone()]), "limit {limit}");
+            assert_eq!(
+                span_names(&bodies),
+                span_names(std::slice::from_ref(&body)),
+                "limit {limit}"
+            );
             if limit < body.len() {
                 assert!(
                     pieces.len() >= body.len() / limit,

@@ -1862,3 +1862,5 @@ pub fn request_span_ids(r: &ExportTraceServiceRequest) -> Vec<String> {
         .map(|s| hex_id(&s.span_id))
         .collect()
 }
+
+pub mod hint_backend;
