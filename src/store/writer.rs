@@ -97,8 +97,12 @@ impl StoreWriter {
 
     /// Appends `payload` as one record, or as several when it exceeds
     /// [`RECORD_BODY_LIMIT`] (cut into pieces of about [`SPLIT_TARGET`] bytes,
-    /// see [`record_pieces`]); returns the number of
-    /// records. Everything reaches the file by the next `flush` at the latest.
+    /// see [`record_pieces`]); returns the number of records. Everything
+    /// reaches the file by the next `flush` at the latest.
+    ///
+    /// On an I/O error, the records appended since the last successful write
+    /// are discarded (records already written stay in the abandoned
+    /// segment); the caller appends them again.
     pub async fn append(&mut self, signal: Signal, payload: &Payload) -> Result<usize, StoreError> {
         if payload.len <= RECORD_BODY_LIMIT {
             self.append_record(signal, payload).await?;
@@ -115,6 +119,18 @@ impl StoreWriter {
     async fn append_record(&mut self, signal: Signal, payload: &Payload) -> Result<(), StoreError> {
         let n = encode_record_with(signal, payload, &mut self.buf, &mut self.scratch)?;
         self.bytes_written += n as u64;
+        let placed = self.place().await;
+        if placed.is_err() {
+            // Like a failed `write_buffer`, an I/O error discards what is
+            // buffered: the caller appends those records again.
+            self.buf.clear();
+        }
+        placed
+    }
+
+    /// Gets the buffer toward the file after an append: opens a segment if
+    /// none is, writes when the buffer or the segment is full.
+    async fn place(&mut self) -> Result<(), StoreError> {
         if self.current.is_none() {
             self.create_segment().await?;
         }
@@ -163,13 +179,23 @@ impl StoreWriter {
     }
 
     async fn create_segment(&mut self) -> Result<(), StoreError> {
+        // A shard directory removed under a running writer is made again
+        // (rare: once per segment), so the store recovers once it can.
+        if !self.dir.is_dir() {
+            std::fs::create_dir_all(&self.dir).map_err(|e| io_err(&self.dir, e))?;
+            self.dir_unsynced = self.fsync;
+        }
         let path = self.dir.join(segment_name(self.seq));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .buffered_open(&path)
             .await
-            .map_err(|e| io_err(&path, e))?;
+            .map_err(|e| {
+                // The next attempt uses the next name, in case this one exists.
+                self.seq = self.seq.saturating_add(1);
+                io_err(&path, e)
+            })?;
         tracing::debug!(segment = %path.display(), "store segment created");
         self.current = Some(Segment {
             file,
