@@ -142,7 +142,8 @@ async fn kill9_repeatedly_with_backend_down_loses_nothing_acknowledged() {
     assert!(ok, "{missing} of {} acknowledged spans never arrived", acked.len());
     // Everything exported: the spool empties and old segments are deleted.
     let mut records = -1.0;
-    for _ in 0..100 {
+    // Poll for up to a minute (deleting segments takes milliseconds when idle).
+    for _ in 0..600 {
         let s = scrape_samples(p.metrics_addr());
         records = labelled(&s, "sluice_spool_records", &["exporter=\"otlp\""]);
         if records == 0.0 && segments(tmp.path()).len() <= 1 {
