@@ -1,13 +1,14 @@
 //! `retry_on_failure`: exponential backoff with jitter (Collector option names
 //! and defaults), honouring a server's retry hint.
 //!
-//! A server hint (gRPC `RetryInfo`, HTTP `Retry-After`) lengthens a wait but
-//! never beyond [`RetrySettings::hint_cap`] (`max_interval`, or
-//! `initial_interval` when that is larger): as in the Collector's exporterhelper,
-//! the wait is `max(backoff, hint)`, and the backoff's own bound applies to it,
-//! so a backend cannot park a batch for longer than the operator allowed
-//! between two attempts. All arithmetic saturates: any config value or hint,
-//! up to `u64::MAX` seconds, is a valid input.
+//! A server hint (gRPC `RetryInfo`, HTTP `Retry-After`) lengthens a wait, as
+//! in the Collector's exporterhelper (the wait is `max(backoff, hint)`), but
+//! never beyond [`RetrySettings::hint_cap`]: `max_interval`, or
+//! [`HINT_CEILING`] (30 s, the Collector's default `max_interval`) when that
+//! is larger. Hints up to that are honoured in full, so an agent backs off as
+//! long as an overloaded gateway asks; a broken or hostile backend cannot
+//! park a batch for longer. All arithmetic saturates: any config value or
+//! hint, up to `u64::MAX` seconds, is a valid input.
 
 use std::time::Duration;
 
@@ -24,10 +25,13 @@ pub struct RetrySettings {
     pub randomization_factor: f64,
 }
 
+/// Server hints are honoured up to this, or up to `max_interval` if larger.
+pub const HINT_CEILING: Duration = Duration::from_secs(30);
+
 impl RetrySettings {
     /// The longest wait a server's retry hint may ask for.
     pub fn hint_cap(&self) -> Duration {
-        self.max_interval.max(self.initial_interval)
+        self.max_interval.max(self.initial_interval).max(HINT_CEILING)
     }
 }
 
@@ -167,9 +171,19 @@ mod tests {
         let mut b = Backoff::new(forever, 11);
         for _ in 0..1000 {
             let d = b.next_delay(Some(Duration::MAX)).unwrap();
-            // The hint is capped at max_interval; the backoff's jitter may exceed it.
-            assert!(d >= Duration::from_secs(2) && d <= Duration::from_secs(3), "{d:?}");
+            assert_eq!(d, HINT_CEILING, "the hint is capped");
         }
+        // A hint longer than max_interval but under the ceiling is honoured.
+        assert_eq!(b.next_delay(Some(Duration::from_secs(7))), Some(Duration::from_secs(7)));
+        // With a larger max_interval, that is the cap.
+        let mut b = Backoff::new(
+            RetrySettings {
+                max_interval: Duration::from_secs(90),
+                ..forever
+            },
+            3,
+        );
+        assert_eq!(b.next_delay(Some(Duration::MAX)), Some(Duration::from_secs(90)));
         // Defaults: a huge hint is capped at 30 s, so retries go on until
         // max_elapsed_time (300 s) instead of overflowing or giving up at once.
         let mut b = Backoff::new(RetrySettings::default(), 5);
