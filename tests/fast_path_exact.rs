@@ -306,8 +306,9 @@ async fn batching_and_splitting_preserve_every_item() {
     backend
         .expect_counts(spans, points, records, Duration::from_secs(20))
         .await;
-    // Let batches holding only empty entries (no items) arrive too.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Batches holding only empty entries (no items) arrive too: a graceful
+    // stop flushes every batch and waits for the exports.
+    sluice.stop(Duration::from_secs(15));
 
     let got_t: Vec<ExportTraceServiceRequest> = convert(&backend.traces());
     let got_m: Vec<ExportMetricsServiceRequest> = convert(&backend.metrics());
@@ -326,5 +327,4 @@ async fn batching_and_splitting_preserve_every_item() {
     assert!(trace_keys(&got_t) == trace_keys(&traces), "traces differ");
     assert!(metric_keys(&got_m) == metric_keys(&metrics), "metrics differ");
     assert!(log_keys(&got_l) == log_keys(&logs), "logs differ");
-    sluice.stop(Duration::from_secs(15));
 }

@@ -47,6 +47,9 @@ exporters:
     endpoint: 127.0.0.1:{backend}
     tls: {{insecure: true}}
     compression: none
+    # The debug-build test backend may take seconds per export on a loaded
+    # machine; a timed-out export would be sent again and again.
+    timeout: 120s
     retry_on_failure: {{initial_interval: 100ms, max_interval: 500ms, max_elapsed_time: 0}}
     sending_queue: {{queue_size: 5000, num_consumers: 2}}
 extensions:
@@ -114,15 +117,30 @@ async fn hard_limit_sheds_queued_batches_and_recovers() {
         }));
     }
 
+    // Health is watched on its own thread, every 10 ms: a memory-limited
+    // episode may last only a few check intervals (100 ms), which a slower,
+    // load-delayed poll could miss.
+    let seen_503 = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (stop, seen_503) = (stop.clone(), seen_503.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) && !seen_503.load(Ordering::Relaxed) {
+                if health(haddr).0 == 503 {
+                    seen_503.store(true, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
     let started = Instant::now();
     let mut saw_503 = false;
     let mut max_state = 0.0f64;
     let mut shed = 0.0;
-    while started.elapsed() < Duration::from_secs(20) {
+    // Until both were seen (seconds on an idle machine; the cap is for a
+    // loaded one).
+    while started.elapsed() < Duration::from_secs(90) {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if health(haddr).0 == 503 {
-            saw_503 = true;
-        }
+        saw_503 = seen_503.load(Ordering::Relaxed);
         let s = scrape_samples(p.metrics_addr());
         max_state = max_state.max(labelled(&s, "sluice_memory_limiter_state", &[]));
         shed = labelled(&s, "sluice_dropped_items_total", &["reason=\"memory_limit\""]);
@@ -134,6 +152,8 @@ async fn hard_limit_sheds_queued_batches_and_recovers() {
     for t in tasks {
         t.await.unwrap();
     }
+    watcher.join().unwrap();
+    saw_503 = saw_503 || seen_503.load(Ordering::Relaxed);
     let s = scrape_samples(p.metrics_addr());
     eprintln!(
         "load ran {:?}: accepted {} refused {}; max limiter state {max_state}; shed {shed} spans; used {} MiB; rss {} MiB",
@@ -161,15 +181,17 @@ async fn hard_limit_sheds_queued_batches_and_recovers() {
 
     // Backend back: what was not shed drains, memory returns, health is 200.
     backend.start().await;
+    // Generous: the drain rate depends on the machine (the retry interval,
+    // 500 ms, is the only configured wait in it).
     let drained = backend
-        .wait_for(Duration::from_secs(30), |b| {
+        .wait_for(Duration::from_secs(120), |b| {
             let (_, sent, _, _, _, queued) = accounting(&p);
             queued == 0.0 && b.span_count() as f64 == sent
         })
         .await;
     assert!(drained, "queue did not drain: {:?}", accounting(&p));
     let back = backend
-        .wait_for(Duration::from_secs(20), |_| health(haddr).0 == 200)
+        .wait_for(Duration::from_secs(60), |_| health(haddr).0 == 200)
         .await;
     assert!(back, "health did not return to 200");
     let (acc, sent, failed, shed, dropped, queued) = accounting(&p);

@@ -138,7 +138,11 @@ async fn sigterm_under_load_delivers_everything_acknowledged() {
         }));
     }
 
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // Load is going once a few requests succeeded (poll; no fixed warm-up).
+    let warm = Instant::now() + Duration::from_secs(20);
+    while outcome.lock().unwrap().ok_before_signal <= 10 && Instant::now() < warm {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let before = outcome.lock().unwrap().ok_before_signal;
     assert!(before > 10, "load did not get going: {before} OK requests");
     signalled.store(true, Ordering::SeqCst);
@@ -227,9 +231,13 @@ async fn grpc_requests_during_shutdown_get_unavailable_on_open_connection() {
     let req = prost::Message::encode_to_vec(&traces_request(1, 3, 1));
     let r = g.call(TRACES_PATH, &req, false).await;
     assert_eq!(r.code, 0, "{}", r.message);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The batch reached the exporter, which now retries until the deadline.
+    assert!(backend.wait_for(Duration::from_secs(10), |b| b.attempts() >= 1).await);
     sluice.sigterm();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let draining = Instant::now() + Duration::from_secs(10);
+    while !sluice.stderr_text().contains("shutting down") && Instant::now() < draining {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(sluice.is_running(), "sluice should still be draining");
     // HTTP/2 may have sent GOAWAY; if the stream is still accepted it must be refused.
     if let Ok(reply) = g.try_call(TRACES_PATH, &req).await {
@@ -278,8 +286,17 @@ async fn backend_down_short_deadline_reports_undelivered() {
             .expect("accepted while backend is down");
     }
     drop(c);
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let m = scrape(p.metrics_addr());
+    // The exporter is retrying (the batch left the batch processor).
+    let retrying = Instant::now() + Duration::from_secs(10);
+    let mut m = scrape(p.metrics_addr());
+    while metric(&m, "sluice_exporter_retries_total") < 1.0 && Instant::now() < retrying {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        m = scrape(p.metrics_addr());
+    }
+    assert!(
+        metric(&m, "sluice_exporter_retries_total") >= 1.0,
+        "the exporter never retried"
+    );
     assert_eq!(metric(&m, "otelcol_receiver_accepted_spans_total"), 50.0);
     assert_eq!(metric(&m, "otelcol_exporter_sent_spans_total"), 0.0);
 

@@ -29,6 +29,9 @@ exporters:
     endpoint: 127.0.0.1:{port}
     tls: {{insecure: true}}
     compression: none
+    # The debug-build test backend may take seconds per export on a loaded
+    # machine; a timed-out export would be sent again and again.
+    timeout: 120s
     sending_queue: {{storage: file_storage/q, num_consumers: 2}}
     retry_on_failure: {{initial_interval: 100ms, max_interval: 400ms, max_elapsed_time: 0}}
 service:
@@ -142,7 +145,8 @@ async fn kill9_repeatedly_with_backend_down_loses_nothing_acknowledged() {
     assert!(ok, "{missing} of {} acknowledged spans never arrived", acked.len());
     // Everything exported: the spool empties and old segments are deleted.
     let mut records = -1.0;
-    for _ in 0..100 {
+    // Poll for up to a minute (deleting segments takes milliseconds when idle).
+    for _ in 0..600 {
         let s = scrape_samples(p.metrics_addr());
         records = labelled(&s, "sluice_spool_records", &["exporter=\"otlp\""]);
         if records == 0.0 && segments(tmp.path()).len() <= 1 {
@@ -267,9 +271,26 @@ async fn graceful_restart_replays_and_full_spool_refuses_retryably() {
     assert!(st.0.success(), "{}", st.1.stderr_text());
     backend.start().await;
     let sluice = Sluice::start(&cfg);
-    let ok = backend
-        .wait_for(Duration::from_secs(20), |b| received_ids(b).is_superset(&acked))
-        .await;
+    // Replay takes as long as the machine needs for ~1 MiB of exports: wait
+    // while exports keep arriving (a stall of 15 s, many retry intervals of
+    // 400 ms, fails; so does 300 s in all).
+    let (mut last, mut since, cap) = (
+        backend.attempts(),
+        std::time::Instant::now(),
+        std::time::Instant::now() + Duration::from_secs(300),
+    );
+    let ok = loop {
+        if received_ids(&backend).is_superset(&acked) {
+            break true;
+        }
+        let now = backend.attempts();
+        if now != last {
+            (last, since) = (now, std::time::Instant::now());
+        } else if since.elapsed() > Duration::from_secs(15) || std::time::Instant::now() > cap {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(ok, "acknowledged spans were not replayed after a restart");
     drop(sluice);
 }

@@ -243,8 +243,13 @@ async fn store_with_records(batches: u64) -> (tempfile::TempDir, PathBuf, u64) {
     for b in 0..batches {
         send_traces(&mut c, 1, 2, 3 + b, 300 + b).await;
         spans += 2 * (3 + b);
-        // Longer than the batch timeout (200 ms): each request becomes its own record.
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        // Each request becomes its own record: wait until it is stored
+        // (the batch timeout, 200 ms, sent it) before sending the next.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while metric(&scrape(p.metrics_addr()), "otelcol_exporter_sent_spans_total") < spans as f64 {
+            assert!(std::time::Instant::now() < deadline, "request {b} not stored");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     drop(c);
     sluice.stop(Duration::from_secs(15));

@@ -16,7 +16,7 @@ use crate::{
     exporter::{
         circuit_breaker::{CircuitBreaker, Permit},
         client::{ClientSettings, ExportError, ExportOk},
-        debug,
+        clock, debug, file,
         otlp_grpc::GrpcExporter,
         otlp_http::HttpExporter,
         queue::{Overflow, QueueConsumer, QueueProducer},
@@ -26,7 +26,6 @@ use crate::{
     shutdown::Lifecycle,
     signal::Signal,
     spool::Spool,
-    store::StoreWriter,
     telemetry::{counters::LATENCY_BOUNDS_US, Stats},
 };
 
@@ -141,7 +140,7 @@ pub struct ExportContext {
 }
 
 impl ExportContext {
-    fn stats(&self) -> &crate::telemetry::ExporterStats {
+    pub(crate) fn stats(&self) -> &crate::telemetry::ExporterStats {
         &self.stats.shards[self.shard].exporters[self.index]
     }
 }
@@ -156,57 +155,7 @@ pub async fn run(plan: ExporterPlan, mut consumer: QueueConsumer, ctx: ExportCon
             dir,
             segment_size,
             fsync,
-        } => {
-            let mut writer = match StoreWriter::open(&dir, ctx.shard, segment_size, fsync).await {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::error!(exporter = %plan.id, dir = %dir.display(), error = %e, "cannot open the local store");
-                    drain_failed(&mut consumer, &ctx, &format!("store unavailable: {e}")).await;
-                    return;
-                }
-            };
-            while let Some(first) = consumer.pop().await {
-                // Group commit: append everything ready, then one flush.
-                let mut done: Vec<(Signal, u64)> = Vec::new();
-                let mut next = Some(first);
-                let mut failed = None;
-                while let Some(item) = next.take() {
-                    match writer.append(item.signal, &item.payload).await {
-                        Ok(()) => done.push((item.signal, item.payload.items)),
-                        Err(e) => {
-                            ctx.stats().send_failed.add(item.signal, item.payload.items);
-                            failed = Some(e);
-                            break;
-                        }
-                    }
-                    if done.len() < 64 {
-                        next = consumer.try_pop();
-                    }
-                }
-                let flushed = writer.flush().await;
-                let st = ctx.stats();
-                st.queue_size.set(consumer.len() as u64);
-                st.queue_bytes.set(consumer.bytes());
-                match (flushed, failed) {
-                    (Ok(()), None) => {
-                        for (s, n) in done {
-                            st.sent.add(s, n);
-                        }
-                    }
-                    (r, f) => {
-                        let err = f.map(|e| e.to_string()).or(r.err().map(|e| e.to_string()));
-                        let lost: u64 = done.iter().map(|d| d.1).sum();
-                        for (s, n) in done {
-                            st.send_failed.add(s, n);
-                        }
-                        tracing::error!(exporter = %plan.id, items = lost, error = ?err, "local store write failed");
-                    }
-                }
-            }
-            if let Err(e) = writer.close().await {
-                tracing::error!(exporter = %plan.id, error = %e, "closing the local store failed");
-            }
-        }
+        } => file::run(&plan.id, &dir, segment_size, fsync, &mut consumer, &ctx).await,
         Backend::Nop => {
             while let Some(item) = consumer.pop().await {
                 ctx.stats().sent.add(item.signal, item.payload.items);
@@ -483,20 +432,21 @@ fn connects(backend: &Backend) -> u64 {
     }
 }
 
-/// Sleeps `d`, waking early when draining starts so the deadline can be honoured.
-async fn sleep_until_or_deadline(d: Duration, deadline: Option<Instant>, lifecycle: &Lifecycle) {
-    let until = Instant::now() + d;
+/// Sleeps `d` (any length: it may come from a server's retry hint), waking
+/// early when draining starts so the deadline can be honoured.
+pub(crate) async fn sleep_until_or_deadline(d: Duration, deadline: Option<Instant>, lifecycle: &Lifecycle) {
+    let until = clock::after(Instant::now(), d);
     let until = deadline.map_or(until, |dl| until.min(dl));
     futures_lite::future::or(
         async {
-            glommio::timer::sleep(until.saturating_duration_since(Instant::now())).await;
+            clock::sleep(until.saturating_duration_since(Instant::now())).await;
         },
         async {
             if deadline.is_none() {
                 lifecycle.drained_signal().await;
                 // Now draining: keep sleeping, but not past the new deadline.
                 if let Some(dl) = lifecycle.deadline() {
-                    glommio::timer::sleep(until.min(dl).saturating_duration_since(Instant::now())).await;
+                    clock::sleep(until.min(dl).saturating_duration_since(Instant::now())).await;
                 }
             } else {
                 futures_lite::future::pending::<()>().await;
@@ -504,14 +454,6 @@ async fn sleep_until_or_deadline(d: Duration, deadline: Option<Instant>, lifecyc
         },
     )
     .await
-}
-
-/// Empties a queue whose backend cannot work, counting every batch as failed.
-async fn drain_failed(consumer: &mut QueueConsumer, ctx: &ExportContext, why: &str) {
-    while let Some(item) = consumer.pop().await {
-        ctx.stats().send_failed.add(item.signal, item.payload.items);
-        tracing::error!(signal = %item.signal, items = item.payload.items, reason = why, "batch dropped");
-    }
 }
 
 /// Creates the queue pair for a plan.

@@ -6,8 +6,10 @@
 
 pub mod circuit_breaker;
 pub mod client;
+pub mod clock;
 pub mod consumer;
 pub mod debug;
+pub mod file;
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod queue;

@@ -58,10 +58,21 @@ fn parse_target(url: &str) -> Result<Target, String> {
     Ok(Target { connect, host, path })
 }
 
-/// The `Retry-After` delay, when given in seconds.
+/// The `Retry-After` delay (RFC 9110 §10.2.3): delta-seconds or an HTTP-date.
+/// Any number of seconds is accepted (more than `u64::MAX` reads as
+/// `Duration::MAX`; the retry policy caps it), a date in the past is zero, and
+/// anything else (negative numbers, garbage) is no hint.
 fn retry_after(h: &HeaderMap) -> Option<Duration> {
-    let v = h.get(header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+    parse_retry_after(h.get(header::RETRY_AFTER)?.to_str().ok()?, std::time::SystemTime::now())
+}
+
+fn parse_retry_after(v: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let v = v.trim();
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(v.parse::<u64>().map_or(Duration::MAX, Duration::from_secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// The message of an error response: its `google.rpc.Status` message when the
@@ -284,6 +295,23 @@ mod tests {
                 .body(ResponseBody::data(prost::Message::encode_to_vec(&st)))
                 .unwrap()
         }
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        use std::time::UNIX_EPOCH;
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        let p = |v| parse_retry_after(v, now);
+        assert_eq!(p("7"), Some(Duration::from_secs(7)));
+        assert_eq!(p(" 0 "), Some(Duration::ZERO));
+        assert_eq!(p("18446744073709551615"), Some(Duration::from_secs(u64::MAX)));
+        assert_eq!(p("99999999999999999999999999"), Some(Duration::MAX));
+        assert_eq!(p("Sun, 06 Nov 1994 08:50:07 GMT"), Some(Duration::from_secs(30)));
+        assert_eq!(p("Sun, 06 Nov 1994 08:49:07 GMT"), Some(Duration::ZERO));
+        assert!(p("Fri, 31 Dec 9999 23:59:59 GMT").unwrap() > Duration::from_secs(200 * 365 * 86400));
+        assert_eq!(p("-5"), None);
+        assert_eq!(p("soon"), None);
+        assert_eq!(p(""), None);
     }
 
     #[test]

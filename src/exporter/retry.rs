@@ -1,7 +1,18 @@
 //! `retry_on_failure`: exponential backoff with jitter (Collector option names
 //! and defaults), honouring a server's retry hint.
+//!
+//! A server hint (gRPC `RetryInfo`, HTTP `Retry-After`) lengthens a wait, as
+//! in the Collector's exporterhelper (the wait is `max(backoff, hint)`), but
+//! never beyond [`RetrySettings::hint_cap`]: `max_interval`, or
+//! [`HINT_CEILING`] (30 s, the Collector's default `max_interval`) when that
+//! is larger. Hints up to that are honoured in full, so an agent backs off as
+//! long as an overloaded gateway asks; a broken or hostile backend cannot
+//! park a batch for longer. All arithmetic saturates: any config value or
+//! hint, up to `u64::MAX` seconds, is a valid input.
 
 use std::time::Duration;
+
+use super::clock;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RetrySettings {
@@ -12,6 +23,16 @@ pub struct RetrySettings {
     pub max_elapsed_time: Duration,
     pub multiplier: f64,
     pub randomization_factor: f64,
+}
+
+/// Server hints are honoured up to this, or up to `max_interval` if larger.
+pub const HINT_CEILING: Duration = Duration::from_secs(30);
+
+impl RetrySettings {
+    /// The longest wait a server's retry hint may ask for.
+    pub fn hint_cap(&self) -> Duration {
+        self.max_interval.max(self.initial_interval).max(HINT_CEILING)
+    }
 }
 
 impl Default for RetrySettings {
@@ -55,25 +76,27 @@ impl Backoff {
     }
 
     /// The wait before the next attempt, or `None` when retries are exhausted.
-    /// `hint` is the server's RetryInfo / Retry-After delay, used when longer.
+    /// `hint` is the server's RetryInfo / Retry-After delay, used when longer
+    /// than the backoff, capped at [`RetrySettings::hint_cap`].
     pub fn next_delay(&mut self, hint: Option<Duration>) -> Option<Duration> {
         if !self.settings.enabled {
             return None;
         }
-        let f = self.settings.randomization_factor.clamp(0.0, 1.0);
+        let f = self.settings.randomization_factor;
+        let f = if f.is_nan() { 0.0 } else { f.clamp(0.0, 1.0) };
         let base = self.current.as_secs_f64();
         let jittered = base * (1.0 - f + 2.0 * f * self.next_random());
-        let mut delay = Duration::from_secs_f64(jittered.max(0.0));
+        let mut delay = clock::from_secs_f64(jittered);
         if let Some(h) = hint {
-            delay = delay.max(h);
+            delay = delay.max(h.min(self.settings.hint_cap()));
         }
         let max_elapsed = self.settings.max_elapsed_time;
-        if !max_elapsed.is_zero() && self.elapsed + delay > max_elapsed {
+        if !max_elapsed.is_zero() && self.elapsed.saturating_add(delay) > max_elapsed {
             return None;
         }
-        self.elapsed += delay;
+        self.elapsed = self.elapsed.saturating_add(delay);
         let next = base * self.settings.multiplier.max(1.0);
-        self.current = Duration::from_secs_f64(next).min(self.settings.max_interval);
+        self.current = clock::from_secs_f64(next).min(self.settings.max_interval);
         Some(delay)
     }
 }
@@ -133,6 +156,66 @@ mod tests {
         );
         for _ in 0..100 {
             assert!(forever.next_delay(None).is_some());
+        }
+    }
+
+    #[test]
+    fn absurd_hints_and_settings_saturate() {
+        // The README's agent config: retry forever.
+        let forever = RetrySettings {
+            initial_interval: Duration::from_millis(100),
+            max_interval: Duration::from_secs(2),
+            max_elapsed_time: Duration::ZERO,
+            ..Default::default()
+        };
+        let mut b = Backoff::new(forever, 11);
+        for _ in 0..1000 {
+            let d = b.next_delay(Some(Duration::MAX)).unwrap();
+            assert_eq!(d, HINT_CEILING, "the hint is capped");
+        }
+        // A hint longer than max_interval but under the ceiling is honoured.
+        assert_eq!(b.next_delay(Some(Duration::from_secs(7))), Some(Duration::from_secs(7)));
+        // With a larger max_interval, that is the cap.
+        let mut b = Backoff::new(
+            RetrySettings {
+                max_interval: Duration::from_secs(90),
+                ..forever
+            },
+            3,
+        );
+        assert_eq!(b.next_delay(Some(Duration::MAX)), Some(Duration::from_secs(90)));
+        // Defaults: a huge hint is capped at 30 s, so retries go on until
+        // max_elapsed_time (300 s) instead of overflowing or giving up at once.
+        let mut b = Backoff::new(RetrySettings::default(), 5);
+        let mut n = 0;
+        while let Some(d) = b.next_delay(Some(Duration::new(u64::MAX, 999_999_999))) {
+            // max(backoff with jitter (up to 1.5 × 30 s), hint capped at 30 s).
+            assert!(d >= Duration::from_secs(30) && d <= Duration::from_secs(45), "{d:?}");
+            n += 1;
+        }
+        assert!((6..=10).contains(&n), "{n} retries in 300 s");
+        // Absurd settings: nothing panics.
+        let huge = RetrySettings {
+            initial_interval: Duration::MAX,
+            max_interval: Duration::MAX,
+            max_elapsed_time: Duration::ZERO,
+            multiplier: f64::INFINITY,
+            randomization_factor: f64::NAN,
+            enabled: true,
+        };
+        let mut b = Backoff::new(huge, 1);
+        for _ in 0..10 {
+            assert!(b.next_delay(Some(Duration::MAX)).is_some());
+        }
+        let mut b = Backoff::new(
+            RetrySettings {
+                max_elapsed_time: Duration::MAX,
+                ..huge
+            },
+            1,
+        );
+        for _ in 0..10 {
+            assert!(b.next_delay(None).is_some());
         }
     }
 }

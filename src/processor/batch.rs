@@ -96,9 +96,11 @@ impl Batcher {
             .is_some_and(|t| now.saturating_duration_since(t) >= self.settings.timeout)
     }
 
-    /// When the pending batch must be sent, if anything is pending.
+    /// When the pending batch must be sent, if anything is pending. Saturates
+    /// (about 100 years out) for any `timeout` the config accepts.
     pub fn deadline(&self) -> Option<Instant> {
-        self.first_at.map(|t| t + self.settings.timeout)
+        self.first_at
+            .map(|t| crate::exporter::clock::after(t, self.settings.timeout))
     }
 
     /// Emits everything pending, cut to `send_batch_max_size`.
@@ -212,5 +214,18 @@ mod tests {
         assert!(b.deadline().is_none());
         b.flush(&mut |p| out.push(p));
         assert_eq!(out.len(), 1, "empty flush emits nothing");
+
+        // Any configured timeout, however absurd, gives a deadline.
+        let mut b = Batcher::new(
+            Signal::Traces,
+            BatchSettings {
+                send_batch_size: 100,
+                send_batch_max_size: 0,
+                timeout: Duration::MAX,
+            },
+        );
+        b.push(req(3, 0), &mut |p| out.push(p));
+        assert!(b.deadline().unwrap() > Instant::now() + Duration::from_secs(50 * 365 * 86400));
+        assert!(!b.expired(Instant::now()));
     }
 }

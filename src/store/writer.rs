@@ -7,16 +7,27 @@
 //! fdatasync'd, together with the directory entry of any segment created since).
 //! A reopened writer never appends to an existing segment: it starts a new one
 //! after the highest sequence number, so a torn tail stays in its own file.
+//!
+//! A payload too large for one record (more than [`RECORD_BODY_LIMIT`] bytes,
+//! which LZ4 may not shrink below the format's 256 MiB record limit) is cut at
+//! resource, scope or item boundaries (`wire::split`) and written as several
+//! records, so every item of an acknowledged batch is stored. Only a single
+//! item larger than the limit cannot be stored.
 
 use std::path::{Path, PathBuf};
 
 use glommio::io::{BufferedFile, Directory, OpenOptions};
 
 use super::layout::{list_segments, segment_name, shard_dir};
-use super::segment::encode_record_with;
+use super::segment::{encode_record_with, RecordError};
 use super::StoreError;
 use crate::payload::Payload;
 use crate::signal::Signal;
+
+/// The largest request body written as one record: LZ4's worst-case output
+/// for it plus the record header stays within `segment::MAX_RECORD_LEN` (checked by a
+/// test), so a body up to this size always fits, however incompressible.
+pub const RECORD_BODY_LIMIT: usize = 224 << 20;
 
 /// Buffered bytes that trigger a write before `flush`.
 const WRITE_CHUNK: usize = 256 << 10;
@@ -84,10 +95,42 @@ impl StoreWriter {
         })
     }
 
-    /// Appends one record; it reaches the file by the next `flush` at the latest.
-    pub async fn append(&mut self, signal: Signal, payload: &Payload) -> Result<(), StoreError> {
+    /// Appends `payload` as one record, or as several when it exceeds
+    /// [`RECORD_BODY_LIMIT`] (cut into pieces of about [`SPLIT_TARGET`] bytes,
+    /// see [`record_pieces`]); returns the number of records. Everything
+    /// reaches the file by the next `flush` at the latest.
+    ///
+    /// On an I/O error, the records appended since the last successful write
+    /// are discarded (records already written stay in the abandoned
+    /// segment); the caller appends them again.
+    pub async fn append(&mut self, signal: Signal, payload: &Payload) -> Result<usize, StoreError> {
+        if payload.len <= RECORD_BODY_LIMIT {
+            self.append_record(signal, payload).await?;
+            return Ok(1);
+        }
+        let pieces = record_pieces(signal, payload, SPLIT_TARGET, RECORD_BODY_LIMIT)?;
+        tracing::debug!(%signal, bytes = payload.len, items = payload.items, records = pieces.len(), "batch split to fit the record limit");
+        for p in &pieces {
+            self.append_record(signal, p).await?;
+        }
+        Ok(pieces.len())
+    }
+
+    async fn append_record(&mut self, signal: Signal, payload: &Payload) -> Result<(), StoreError> {
         let n = encode_record_with(signal, payload, &mut self.buf, &mut self.scratch)?;
         self.bytes_written += n as u64;
+        let placed = self.place().await;
+        if placed.is_err() {
+            // Like a failed `write_buffer`, an I/O error discards what is
+            // buffered: the caller appends those records again.
+            self.buf.clear();
+        }
+        placed
+    }
+
+    /// Gets the buffer toward the file after an append: opens a segment if
+    /// none is, writes when the buffer or the segment is full.
+    async fn place(&mut self) -> Result<(), StoreError> {
         if self.current.is_none() {
             self.create_segment().await?;
         }
@@ -136,13 +179,23 @@ impl StoreWriter {
     }
 
     async fn create_segment(&mut self) -> Result<(), StoreError> {
+        // A shard directory removed under a running writer is made again
+        // (rare: once per segment), so the store recovers once it can.
+        if !self.dir.is_dir() {
+            std::fs::create_dir_all(&self.dir).map_err(|e| io_err(&self.dir, e))?;
+            self.dir_unsynced = self.fsync;
+        }
         let path = self.dir.join(segment_name(self.seq));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .buffered_open(&path)
             .await
-            .map_err(|e| io_err(&path, e))?;
+            .map_err(|e| {
+                // The next attempt uses the next name, in case this one exists.
+                self.seq = self.seq.saturating_add(1);
+                io_err(&path, e)
+            })?;
         tracing::debug!(segment = %path.display(), "store segment created");
         self.current = Some(Segment {
             file,
@@ -215,6 +268,75 @@ impl StoreWriter {
         self.seq = self.seq.saturating_add(1);
         Err(err)
     }
+}
+
+/// The size a batch over [`RECORD_BODY_LIMIT`] is cut into: smaller pieces
+/// keep the encode buffers (one piece joined, one compressed) small.
+pub const SPLIT_TARGET: usize = 64 << 20;
+
+/// Cuts `payload` into pieces of about `target` encoded bytes at resource,
+/// scope or item boundaries, in order, together holding all of its items.
+/// A unit that cannot be cut (one item, or one metric) may stay larger than
+/// `target` up to `limit`; beyond that it fails with `RecordError::TooLarge`.
+pub fn record_pieces(
+    signal: Signal,
+    payload: &Payload,
+    target: usize,
+    limit: usize,
+) -> Result<Vec<Payload>, StoreError> {
+    if payload.len <= target {
+        return Ok(vec![payload.clone()]);
+    }
+    // `wire::split` walks each chunk as whole request entries. Chunks as
+    // received are; after sampling a chunk may be part of an entry, and then
+    // only the concatenation is a request, so it is joined first.
+    let whole = if payload.chunks.iter().all(|c| whole_entries(c)) {
+        payload.clone()
+    } else {
+        Payload::from_body(payload.to_bytes(), payload.items)
+    };
+    let mut out = Vec::new();
+    cut(signal, whole, target, limit, &mut out)?;
+    Ok(out)
+}
+
+/// Whether `chunk` is a run of complete top-level request entries (field 1).
+fn whole_entries(chunk: &[u8]) -> bool {
+    crate::wire::Fields::all(chunk).all(|f| f.is_ok_and(|f| f.number == 1))
+}
+
+fn cut(signal: Signal, p: Payload, target: usize, limit: usize, out: &mut Vec<Payload>) -> Result<(), StoreError> {
+    if p.len <= target {
+        out.push(p);
+        return Ok(());
+    }
+    let (len, items) = (p.len, p.items);
+    let unsplittable = |out: &mut Vec<Payload>, p: Payload| {
+        if len <= limit {
+            out.push(p);
+            Ok(())
+        } else {
+            Err(StoreError::Record(RecordError::TooLarge(format!(
+                "{len} bytes holding {items} item(s) cannot be cut below the {limit}-byte record limit"
+            ))))
+        }
+    };
+    if items <= 1 {
+        return unsplittable(out, p);
+    }
+    // Items per piece in proportion to the target; pieces still too large
+    // (items vary in size) are cut again.
+    let per = (u128::from(items) * target as u128 / len.max(1) as u128) as u64;
+    let per = per.clamp(1, items / 2);
+    let parts = crate::wire::split(signal, p.clone(), per)
+        .map_err(|e| StoreError::Record(RecordError::TooLarge(format!("cannot split the batch: {e}"))))?;
+    if parts.len() < 2 {
+        return unsplittable(out, p);
+    }
+    for part in parts {
+        cut(signal, part, target, limit, out)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -364,6 +486,99 @@ mod tests {
             want.extend(expected(5..8));
             assert_eq!(got, want);
         });
+    }
+
+    #[test]
+    fn record_body_limit_always_fits() {
+        use crate::store::segment::{HEADER_LEN, MAX_RECORD_LEN};
+        assert!(lz4_flex::block::get_maximum_output_size(RECORD_BODY_LIMIT) + HEADER_LEN <= MAX_RECORD_LEN);
+    }
+
+    fn spans_request(resources: usize, scopes: usize, spans: usize) -> Vec<u8> {
+        use crate::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        use crate::proto::ExportTraceServiceRequest;
+        let mut n = 0u32;
+        let req = ExportTraceServiceRequest {
+            resource_spans: (0..resources)
+                .map(|_| ResourceSpans {
+                    scope_spans: (0..scopes)
+                        .map(|_| ScopeSpans {
+                            spans: (0..spans)
+                                .map(|_| {
+                                    n += 1;
+                                    Span {
+                                        name: format!("span-{n}-{}", "x".repeat((n % 97) as usize)),
+                                        ..Default::default()
+                                    }
+                                })
+                                .collect(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        prost::Message::encode_to_vec(&req)
+    }
+
+    fn span_names(bodies: &[Bytes]) -> Vec<String> {
+        bodies
+            .iter()
+            .flat_map(|b| {
+                let r = <crate::proto::ExportTraceServiceRequest as prost::Message>::decode(&b[..]).unwrap();
+                r.resource_spans
+                    .into_iter()
+                    .flat_map(|rs| rs.scope_spans)
+                    .flat_map(|ss| ss.spans)
+                    .map(|s| s.name)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn oversized_payloads_are_cut_in_order_without_losing_items() {
+        let body = Bytes::from(spans_request(3, 2, 400));
+        // Two chunks whose boundary is not an entry boundary.
+        let mut p = Payload::new();
+        p.push(body.slice(..body.len() / 3), 0);
+        p.push(body.slice(body.len() / 3..), 2400);
+        for limit in [body.len(), body.len() / 2, body.len() / 7, body.len() / 100, 200] {
+            let pieces = record_pieces(Signal::Traces, &p, limit, limit).unwrap();
+            assert!(pieces.iter().all(|x| x.len <= limit), "limit {limit}");
+            assert_eq!(pieces.iter().map(|x| x.items).sum::<u64>(), 2400);
+            let bodies: Vec<Bytes> = pieces.iter().map(|x| x.to_bytes()).collect();
+            assert_eq!(
+                span_names(&bodies),
+                span_names(std::slice::from_ref(&body)),
+                "limit {limit}"
+            );
+            if limit < body.len() {
+                assert!(
+                    pieces.len() >= body.len() / limit,
+                    "limit {limit}: {} pieces",
+                    pieces.len()
+                );
+            }
+        }
+        // A single span larger than the limit cannot be stored: a clear error.
+        let one = Payload::from_body(Bytes::from(spans_request(1, 1, 1)), 1);
+        let e = record_pieces(Signal::Traces, &one, 4, 4).unwrap_err();
+        assert!(e.to_string().contains("cannot be cut"), "{e}");
+        // ... unless it fits the hard limit: then it is its own piece.
+        let big = Payload::from_body(Bytes::from(spans_request(2, 1, 1)), 2);
+        let pieces = record_pieces(Signal::Traces, &big, 4, big.len).unwrap();
+        assert_eq!(pieces.len(), 2);
+        assert!(pieces.iter().all(|x| x.items == 1));
+        // Entry-aligned chunks are cut without joining them first.
+        let mut aligned = Payload::new();
+        for seed in 0..4 {
+            aligned.push(Bytes::from(spans_request(1 + seed, 1, 10)), 10 * (1 + seed as u64));
+        }
+        let pieces = record_pieces(Signal::Traces, &aligned, aligned.len / 3, aligned.len).unwrap();
+        assert!(pieces.len() >= 3);
+        assert_eq!(pieces.iter().map(|x| x.items).sum::<u64>(), aligned.items);
     }
 
     #[test]

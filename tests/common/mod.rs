@@ -1864,3 +1864,4 @@ pub fn request_span_ids(r: &ExportTraceServiceRequest) -> Vec<String> {
         .collect()
 }
 pub mod files;
+pub mod hint_backend;
