@@ -97,6 +97,9 @@ struct State {
     resource: Resource,
     /// Records taken out of the rings so far.
     drained: u64,
+    /// In a flush or shutdown: wait for room instead of evicting, so what
+    /// the caller asked to export is not thrown away by the flush itself.
+    flushing: bool,
 }
 
 const SIGNALS: [Signal; 2] = [Signal::Traces, Signal::Logs];
@@ -123,8 +126,12 @@ impl State {
         self.pending.iter().map(|p| p.len() as u64).sum()
     }
 
+    fn evicts(&self) -> bool {
+        self.hub.overflow == Overflow::DropOldest && !self.flushing
+    }
+
     fn may_drain(&self) -> bool {
-        self.hub.overflow == Overflow::DropOldest || self.producer.free() > 0
+        self.evicts() || self.producer.free() > 0
     }
 
     /// Encodes and queues signal `k`'s pending records; false when the
@@ -134,7 +141,7 @@ impl State {
             return true;
         }
         if self.producer.free() == 0 {
-            if self.hub.overflow != Overflow::DropOldest {
+            if !self.evicts() {
                 return false;
             }
             if let Some(old) = self.producer.pop_oldest() {
@@ -220,6 +227,7 @@ impl State {
     /// `deadline`.
     async fn flush(&mut self, deadline: Instant) -> FlushReport {
         let (sent0, failed0) = (self.sent(), self.failed());
+        self.flushing = true;
         self.adopt();
         let target = self.drained + self.in_rings();
         loop {
@@ -233,6 +241,7 @@ impl State {
             }
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
+        self.flushing = false;
         let left_behind = target.saturating_sub(self.drained) + self.pending_len();
         let goal = self.enqueued();
         while self.sent() + self.failed() < goal && Instant::now() < deadline {
@@ -270,6 +279,7 @@ pub async fn run(hub: Arc<Hub>, control: Arc<Control>, settings: ShardSettings, 
         flush_interval: settings.flush_interval,
         resource: settings.resource,
         drained: 0,
+        flushing: false,
     };
     loop {
         state.adopt();
