@@ -597,3 +597,48 @@ fn bad_options_are_refused_with_a_reason() {
         .unwrap();
     assert!(e.to_string().contains("Sample"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_counters_are_exported_as_otlp_metrics() {
+    let backend = Backend::start_new().await;
+    let collector = Collector::builder()
+        .endpoint(format!("http://{}", backend.endpoint()))
+        .max_queue_size(8)
+        .overflow(Overflow::DropNew)
+        .flush_interval(Duration::from_millis(20))
+        .self_metrics_interval(Some(Duration::from_millis(50)))
+        .start()
+        .unwrap();
+    let rec = collector.recorder();
+    for seq in 0..5 {
+        rec.record_span(span(7, seq)).unwrap();
+    }
+    // The periodic export reports the 5 exported spans.
+    let exported = |b: &Backend| {
+        b.metrics()
+            .iter()
+            .flat_map(|r| &r.resource_metrics)
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+            .filter(|m| m.name == "sluice.sdk.records")
+            .filter_map(|m| match &m.data {
+                Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Sum(s)) => Some(s.data_points.clone()),
+                _ => None,
+            })
+            .flatten()
+            .filter(|p| format!("{:?}", p.attributes).contains("\"exported\""))
+            .filter_map(|p| match p.value {
+                Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(v)) => Some(v),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    assert!(
+        backend.wait_for(Duration::from_secs(10), |b| exported(b) == 5).await,
+        "self-metrics report 5 exported spans (got {})",
+        exported(&backend)
+    );
+    blocking(|| collector.shutdown()).unwrap();
+    assert_eq!(collector.stats().exported, 5);
+}

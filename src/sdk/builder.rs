@@ -53,6 +53,7 @@ pub struct Builder {
     gzip: bool,
     headers: Vec<(String, String)>,
     shutdown_timeout: Duration,
+    self_metrics_interval: Option<Duration>,
 }
 
 impl Default for Builder {
@@ -75,6 +76,7 @@ impl Default for Builder {
             gzip: false,
             headers: Vec::new(),
             shutdown_timeout: Duration::from_secs(5),
+            self_metrics_interval: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -181,6 +183,13 @@ impl Builder {
         self
     }
 
+    /// How often the collector exports its own counters as the OTLP metric
+    /// `sluice.sdk.records` (and once at shutdown); `None` turns that off.
+    pub fn self_metrics_interval(mut self, every: Option<Duration>) -> Self {
+        self.self_metrics_interval = every;
+        self
+    }
+
     /// Checks the options and starts the shard thread.
     pub fn start(self) -> Result<Collector, SdkError> {
         let bad = |why: &str| SdkError::Option(why.to_string());
@@ -264,6 +273,7 @@ impl Builder {
             max_batch: self.max_batch_size,
             flush_interval: self.flush_interval,
             resource: encode::resource(&self.resource),
+            self_metrics: self.self_metrics_interval.filter(|d| !d.is_zero()),
         };
         let join = shard::spawn(hub.clone(), control.clone(), shard_settings, stats.clone(), self.cpu)
             .map_err(|e| SdkError::Start(e.to_string()))?;

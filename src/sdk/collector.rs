@@ -11,10 +11,7 @@ use std::{
 
 use thiserror::Error;
 
-use crate::{
-    signal::Signal,
-    telemetry::{counters::DropReason, Stats},
-};
+use crate::telemetry::Stats;
 
 use super::{
     builder::Builder,
@@ -22,6 +19,7 @@ use super::{
     processor::{RingLogProcessor, RingSpanProcessor},
     record::{Entry, LogRecord, Span},
     ring::Hub,
+    self_metrics::SdkStats,
     shard::{Command, Control, FlushReport},
 };
 
@@ -37,36 +35,6 @@ pub enum SdkError {
     Incomplete(FlushReport),
     #[error("the collector is shut down")]
     Closed,
-}
-
-/// The collector's counters, readable at any time.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SdkStats {
-    /// Records the shard took out of the rings.
-    pub received: u64,
-    /// Records the backend confirmed.
-    pub exported: u64,
-    /// Records whose export failed for good (includes `dropped_oldest`).
-    pub export_failed: u64,
-    /// `DropNew` (and full rings under `Sample` / past `DropOldest`'s wait).
-    pub dropped_new: u64,
-    /// `DropOldest`: records in queued batches evicted for newer ones.
-    pub dropped_oldest: u64,
-    /// `Sample`: records not kept above the high-water mark.
-    pub sampled_out: u64,
-    /// `Backpressure`: records handed back to the caller.
-    pub backpressure: u64,
-    /// Records refused after `shutdown`.
-    pub after_shutdown: u64,
-    /// Export attempts retried.
-    pub retries: u64,
-}
-
-impl SdkStats {
-    /// Every record offered that will not reach the backend.
-    pub fn lost(&self) -> u64 {
-        self.export_failed + self.dropped_new + self.sampled_out + self.backpressure + self.after_shutdown
-    }
 }
 
 /// A running collector.
@@ -122,26 +90,7 @@ impl Collector {
     }
 
     pub fn stats(&self) -> SdkStats {
-        let st = &self.stats.shards[0].exporters[0];
-        let sum = |f: &dyn Fn(Signal) -> u64| f(Signal::Traces) + f(Signal::Logs);
-        let mut s = SdkStats {
-            received: sum(&|x| st.enqueued.get(x) + st.enqueue_failed.get(x)),
-            exported: sum(&|x| st.sent.get(x)),
-            export_failed: sum(&|x| st.send_failed.get(x) + st.evicted.get(x) + st.enqueue_failed.get(x)),
-            dropped_oldest: sum(&|x| st.dropped[DropReason::DropOldest as usize].get(x)),
-            retries: st.retries.get(),
-            dropped_new: self.hub.lost_in_teardown.load(std::sync::atomic::Ordering::Relaxed),
-            ..Default::default()
-        };
-        if let Ok(all) = self.hub.counters.lock() {
-            for c in all.iter() {
-                s.dropped_new += c.dropped_new.get();
-                s.sampled_out += c.sampled_out.get();
-                s.backpressure += c.backpressure.get();
-                s.after_shutdown += c.after_shutdown.get();
-            }
-        }
-        s
+        SdkStats::read(&self.hub, &self.stats)
     }
 
     /// Exports everything recorded before the call, waiting at most `timeout`.

@@ -28,11 +28,13 @@ pub mod overflow;
 pub mod processor;
 pub mod record;
 pub mod ring;
+pub mod self_metrics;
 pub mod shard;
 
 pub use builder::{Builder, Protocol};
-pub use collector::{Collector, Recorder, SdkError, SdkStats};
+pub use collector::{Collector, Recorder, SdkError};
 pub use overflow::{Overflow, RejectReason, Rejected};
 pub use processor::{RingLogProcessor, RingSpanProcessor};
 pub use record::{now_unix_nanos, AttrValue, Attrs, LogRecord, Span, SpanKind, StatusCode};
+pub use self_metrics::SdkStats;
 pub use shard::FlushReport;

@@ -34,8 +34,9 @@ use crate::{
 use super::{
     encode,
     overflow::Overflow,
-    record::Entry,
+    record::{now_unix_nanos, Entry},
     ring::{Hub, RingConsumer},
+    self_metrics::{self, SdkStats},
 };
 
 /// What a flush or shutdown achieved: records exported (confirmed by the
@@ -76,6 +77,8 @@ pub struct ShardSettings {
     pub max_batch: usize,
     pub flush_interval: Duration,
     pub resource: Resource,
+    /// Export the collector's own counters this often (and once at shutdown).
+    pub self_metrics: Option<Duration>,
 }
 
 impl ShardSettings {
@@ -223,6 +226,28 @@ impl State {
         self.total(|st, s| st.enqueued.get(s) + st.enqueue_failed.get(s))
     }
 
+    /// Queues the collector's counters as an OTLP metrics batch (skipped
+    /// when the sending queue is full: they are cumulative, the next one
+    /// carries the news).
+    fn emit_self_metrics(&mut self, start_unix_nanos: u64) {
+        if self.producer.free() == 0 {
+            return;
+        }
+        let s = SdkStats::read(&self.hub, &self.stats);
+        let payload = self_metrics::encode(&self.resource, &s, start_unix_nanos, now_unix_nanos());
+        let items = payload.items;
+        if self
+            .producer
+            .push(Item {
+                signal: Signal::Metrics,
+                payload,
+            })
+            .is_ok()
+        {
+            self.st().enqueued.add(Signal::Metrics, items);
+        }
+    }
+
     /// Exports everything recorded before the call, waiting at most until
     /// `deadline`.
     async fn flush(&mut self, deadline: Instant) -> FlushReport {
@@ -281,6 +306,8 @@ pub async fn run(hub: Arc<Hub>, control: Arc<Control>, settings: ShardSettings, 
         drained: 0,
         flushing: false,
     };
+    let started_unix_nanos = now_unix_nanos();
+    let mut next_metrics = settings.self_metrics.map(|d| (Instant::now() + d, d));
     loop {
         state.adopt();
         let commands = control
@@ -297,6 +324,9 @@ pub async fn run(hub: Arc<Hub>, control: Arc<Control>, settings: ShardSettings, 
                 Command::Shutdown { deadline, reply } => {
                     hub.closed.store(true, Ordering::SeqCst);
                     let mut r = state.flush(deadline).await;
+                    if next_metrics.is_some() {
+                        state.emit_self_metrics(started_unix_nanos);
+                    }
                     // Give the exporter what is left of the deadline: its
                     // retries give up then and count what they abandon.
                     lifecycle.start_draining(deadline.saturating_duration_since(Instant::now()));
@@ -323,6 +353,12 @@ pub async fn run(hub: Arc<Hub>, control: Arc<Control>, settings: ShardSettings, 
             }
         }
         state.pass(false);
+        if let Some((at, every)) = next_metrics {
+            if Instant::now() >= at {
+                state.emit_self_metrics(started_unix_nanos);
+                next_metrics = Some((Instant::now() + every, every));
+            }
+        }
         wait(&hub, poll).await;
     }
 }
