@@ -13,9 +13,12 @@
 //! - `otel batch`: the same tracer with `BatchSpanProcessor` + the tonic
 //!   OTLP exporter (its defaults: queue 2048, batch 512).
 //!
-//! Both sides drop records when their buffers are full (the default overflow
-//! of both is to drop new records); the `delivered` column says how many
-//! arrived. Run: `cargo bench --features sdk --bench sdk` (`SDK_BENCH_RECORDS`
+//! Both sides get buffers with room for every record of the run (sluice: a
+//! ring of `SDK_BENCH_RECORDS` per thread; the batch processor: a queue of
+//! that times the threads), filled once before the timed run so their pages
+//! are touched and flushed, so the figures are the cost of recording, not of
+//! refusing; `delivered` says how many of the timed records reached the
+//! endpoint after the final flush. Run: `cargo bench --features sdk --bench sdk` (`SDK_BENCH_RECORDS`
 //! sets records per thread, default 200000).
 
 use std::{
@@ -29,11 +32,12 @@ use std::{
 };
 
 use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     trace_service_server::{TraceService, TraceServiceServer},
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 use sluice::sdk::{AttrValue, Attrs, Collector, Overflow, Span};
 
 // ---------------------------------------------------------------------------
@@ -141,13 +145,15 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 fn run(variant: Variant, threads: usize, per_thread: u64, endpoint: &str, received: &AtomicU64) -> Row {
-    let before = received.load(Ordering::Relaxed);
     let collector = Collector::builder()
         .endpoint(format!("http://{endpoint}"))
-        .max_queue_size(2048)
+        // Room for every record of a thread: the figures are the cost of
+        // recording, not of refusing (both sides drop when full).
+        .max_queue_size(per_thread as usize)
         .max_batch_size(512)
         .overflow(Overflow::DropNew)
-        .shutdown_timeout(Duration::from_secs(30))
+        .self_metrics_interval(None)
+        .shutdown_timeout(Duration::from_secs(60))
         .start()
         .expect("collector");
     let provider = match variant {
@@ -165,7 +171,16 @@ fn run(variant: Variant, threads: usize, per_thread: u64, endpoint: &str, receiv
                 .expect("otlp exporter");
             Some(
                 SdkTracerProvider::builder()
-                    .with_span_processor(BatchSpanProcessor::builder(exporter).build())
+                    .with_span_processor(
+                        BatchSpanProcessor::builder(exporter)
+                            .with_batch_config(
+                                BatchConfigBuilder::default()
+                                    .with_max_queue_size(per_thread as usize * threads)
+                                    .with_max_export_batch_size(512)
+                                    .build(),
+                            )
+                            .build(),
+                    )
                     .build(),
             )
         }
@@ -179,12 +194,17 @@ fn run(variant: Variant, threads: usize, per_thread: u64, endpoint: &str, receiv
             let barrier = barrier.clone();
             std::thread::spawn(move || {
                 let mut lat = Vec::with_capacity(per_thread as usize);
-                // Warm up: create this thread's ring / the SDK's thread state.
-                if let Some(tr) = &tracer {
-                    tr.start("warm").end();
-                } else {
-                    let _ = rec.record_span(native_span(t, 0));
+                // Warm up: create this thread's ring and touch all of its
+                // pages (and the SDK's queue), then the main thread flushes.
+                for seq in 0..per_thread {
+                    match &tracer {
+                        Some(tr) => tr.start("warm").end(),
+                        None => {
+                            let _ = rec.record_span(native_span(t, seq));
+                        }
+                    }
                 }
+                barrier.wait();
                 barrier.wait();
                 ARMED.with(|a| a.set(true));
                 let start = Instant::now();
@@ -208,6 +228,13 @@ fn run(variant: Variant, threads: usize, per_thread: u64, endpoint: &str, receiv
             })
         })
         .collect();
+    barrier.wait();
+    if let Some(p) = &provider {
+        let _ = p.force_flush();
+    }
+    let _ = collector.force_flush(Duration::from_secs(60));
+    let before = received.load(Ordering::Relaxed);
+    ALLOCS.store(0, Ordering::Relaxed);
     barrier.wait();
     let mut lat = Vec::new();
     let mut slowest = Duration::ZERO;
@@ -258,7 +285,20 @@ fn main() {
             .await
             .unwrap();
     });
-    println!("records per thread: {per_thread}; endpoint: OTLP/gRPC {endpoint}");
+    let timer = {
+        let mut v: Vec<u64> = (0..100_000)
+            .map(|_| {
+                let t0 = Instant::now();
+                t0.elapsed().as_nanos() as u64
+            })
+            .collect();
+        v.sort_unstable();
+        percentile(&v, 0.5)
+    };
+    println!(
+        "records per thread: {per_thread}; endpoint: OTLP/gRPC {endpoint}; ring slot {} bytes; timer pair p50 {timer} ns (included below)",
+        std::mem::size_of::<sluice::sdk::record::Entry>()
+    );
     println!(
         "{:<14} {:>7} {:>8} {:>8} {:>10} {:>14} {:>11} {:>13}",
         "variant", "threads", "p50 ns", "p99 ns", "max ns", "records/s", "delivered", "allocs/rec"

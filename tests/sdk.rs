@@ -274,6 +274,13 @@ async fn stalled(policy: Overflow, n: u64) -> (Vec<(u64, RejectReason)>, sluice:
         .sending_queue_size(2)
         .flush_interval(Duration::from_millis(20))
         .overflow(policy)
+        // DropOldest: how long a producer may wait for the shard to trim;
+        // generous, so a descheduled shard on a loaded machine is no refusal.
+        .backpressure_wait(if policy == Overflow::DropOldest {
+            Duration::from_secs(5)
+        } else {
+            Duration::ZERO
+        })
         .retry(fast_retry())
         .shutdown_timeout(Duration::from_secs(10))
         .start()

@@ -67,7 +67,10 @@ pub fn logs(resource: &Resource, entries: &mut Vec<Entry>) -> Payload {
     for e in entries.drain(..) {
         let (scope, rec) = match e {
             Entry::Log(l) => (None, native_log(&l)),
-            Entry::OtelLog(r, scope) => (Some(scope), otel_log(&r)),
+            Entry::OtelLog(b) => {
+                let (r, scope) = *b;
+                (Some(scope), otel_log(&r))
+            }
             _ => continue,
         };
         scope_slot(

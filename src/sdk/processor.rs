@@ -91,7 +91,7 @@ impl std::fmt::Debug for RingLogProcessor {
 
 impl LogProcessor for RingLogProcessor {
     fn emit(&self, data: &mut SdkLogRecord, scope: &InstrumentationScope) {
-        let _ = self.0.hub.push(Entry::OtelLog(data.clone(), scope.clone()));
+        let _ = self.0.hub.push(Entry::OtelLog(Box::new((data.clone(), scope.clone()))));
     }
 
     fn force_flush(&self) -> OTelSdkResult {

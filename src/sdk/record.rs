@@ -121,7 +121,11 @@ pub enum Entry {
     Span(Span),
     Log(LogRecord),
     OtelSpan(SpanData),
-    OtelLog(SdkLogRecord, InstrumentationScope),
+    /// Boxed: a log record with its inline attributes is several times the
+    /// size of a span, and every slot of every ring is as large as the
+    /// largest variant. (The SDK lends log records, so recording one clones
+    /// it and allocates anyway.)
+    OtelLog(Box<(SdkLogRecord, InstrumentationScope)>),
 }
 
 impl Entry {
@@ -136,7 +140,7 @@ impl Entry {
             Entry::Span(s) => s.trace_id,
             Entry::Log(l) => l.trace_id,
             Entry::OtelSpan(s) => s.span_context.trace_id().to_bytes(),
-            Entry::OtelLog(r, _) => r.trace_context().map_or([0; 16], |t| t.trace_id.to_bytes()),
+            Entry::OtelLog(b) => b.0.trace_context().map_or([0; 16], |t| t.trace_id.to_bytes()),
         }
     }
 }

@@ -93,6 +93,12 @@ impl Hub {
 
     /// Wakes the shard early; at most one wake per shard cycle.
     pub fn wake(&self) {
+        // A plain load first: a full ring calls this per refused record, and
+        // a read of an already-set flag does not take the cache line away
+        // from the other producers.
+        if self.wake_pending.load(Ordering::Relaxed) {
+            return;
+        }
         if !self.wake_pending.swap(true, Ordering::AcqRel) {
             let w = self.waker.lock().ok().and_then(|mut w| w.take());
             if let Some(w) = w {
