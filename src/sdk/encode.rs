@@ -104,12 +104,12 @@ pub fn resource(attrs: &[opentelemetry::KeyValue]) -> Resource {
 }
 
 /// Finds (or adds) the group of `scope` (matched by name and version).
-fn scope_slot<'a, G>(
-    groups: &'a mut Vec<G>,
+fn scope_slot<G>(
+    groups: &mut Vec<G>,
     scope: Option<InstrumentationScope>,
     get: impl Fn(&G) -> &Option<PScope>,
     make: impl FnOnce(PScope) -> G,
-) -> &'a mut G {
+) -> &mut G {
     let (name, version) = match &scope {
         Some(s) => (s.name(), s.version().unwrap_or("")),
         None => (NATIVE_SCOPE, ""),

@@ -15,6 +15,10 @@
 //! Overflow counters live per ring (`RingCounters`), written only by the
 //! owning thread with a plain load + store, and summed by `Collector::stats`.
 
+// A refused record comes back by value: boxing it would allocate on the
+// refusal path, which must not allocate either.
+#![allow(clippy::result_large_err)]
+
 use std::{
     cell::RefCell,
     sync::{
