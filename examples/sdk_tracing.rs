@@ -43,7 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for t in threads {
         t.join().expect("worker thread");
     }
-    let report = collector.shutdown()?;
-    println!("exported {} spans; {:?}", report.exported, collector.stats());
+    collector.shutdown()?;
+    println!("{:?}", collector.stats());
     Ok(())
 }
