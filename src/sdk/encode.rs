@@ -365,3 +365,70 @@ fn otel_log(r: &opentelemetry_sdk::logs::SdkLogRecord) -> PLog {
         event_name: r.event_name().unwrap_or("").to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sdk::record::{SpanKind, StatusCode};
+
+    #[test]
+    fn native_records_encode_as_otlp() {
+        let res = resource(&[opentelemetry::KeyValue::new("service.name", "svc")]);
+        let span = Span {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            name: "op",
+            kind: SpanKind::Server,
+            start_unix_nanos: 10,
+            end_unix_nanos: 20,
+            status: StatusCode::Error,
+            attrs: Attrs::new()
+                .with("a", AttrValue::I64(7))
+                .with("b", AttrValue::Str("x"))
+                .with("c", AttrValue::Bool(true))
+                .with("d", AttrValue::F64(0.5))
+                .with("e", AttrValue::I64(1)),
+            ..Default::default()
+        };
+        let mut entries = vec![Entry::Span(span), Entry::Span(span)];
+        let p = traces(&res, &mut entries);
+        assert!(entries.is_empty());
+        assert_eq!(p.items, 2);
+        let req = ExportTraceServiceRequest::decode(p.to_bytes()).unwrap();
+        let rs = &req.resource_spans[0];
+        assert_eq!(rs.resource.as_ref().unwrap().attributes[0].key, "service.name");
+        assert_eq!(rs.scope_spans.len(), 1, "one scope for native spans");
+        assert_eq!(rs.scope_spans[0].scope.as_ref().unwrap().name, NATIVE_SCOPE);
+        let s = &rs.scope_spans[0].spans[0];
+        assert_eq!((&s.trace_id[..], &s.span_id[..]), (&[1u8; 16][..], &[2u8; 8][..]));
+        assert!(s.parent_span_id.is_empty(), "a root span has no parent id");
+        assert_eq!((s.kind, s.start_time_unix_nano, s.end_time_unix_nano), (2, 10, 20));
+        assert_eq!(s.status.as_ref().unwrap().code, 2);
+        assert_eq!(s.attributes.len(), 4);
+        assert_eq!(s.dropped_attributes_count, 1);
+        // sluice's own wire scanner (what `sluice run` counts) agrees.
+        assert_eq!(
+            crate::wire::scan(crate::signal::Signal::Traces, &p.to_bytes())
+                .unwrap()
+                .items,
+            2
+        );
+
+        let log = LogRecord {
+            time_unix_nanos: 5,
+            severity: 17,
+            body: "boom",
+            ..Default::default()
+        };
+        let mut entries = vec![Entry::Log(log)];
+        let p = logs(&res, &mut entries);
+        let req = ExportLogsServiceRequest::decode(p.to_bytes()).unwrap();
+        let l = &req.resource_logs[0].scope_logs[0].log_records[0];
+        assert_eq!((l.time_unix_nano, l.severity_number), (5, 17));
+        assert!(l.trace_id.is_empty());
+        assert_eq!(
+            l.body.as_ref().unwrap().value,
+            Some(any_value::Value::StringValue("boom".into()))
+        );
+    }
+}
