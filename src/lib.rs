@@ -20,6 +20,8 @@ pub mod pipeline;
 pub mod processor;
 pub mod proto;
 pub mod receiver;
+#[cfg(feature = "sdk")]
+pub mod sdk;
 pub mod shard;
 pub mod shutdown;
 pub mod signal;

@@ -1,0 +1,322 @@
+//! `sluice::sdk` against opentelemetry_sdk's `BatchSpanProcessor`, in one run,
+//! exporting to the same local OTLP/gRPC endpoint (a tonic server in this
+//! process that counts spans). For 1, 2 and 4 producer threads it reports the
+//! cost of one record (ns, p50 / p99 / max, each record timed on its own, so
+//! the figures include one `Instant::now()` pair), the recording throughput
+//! (records per second of all threads together), what reached the endpoint,
+//! and heap allocations per record (a counting global allocator, armed only
+//! around the recording loops).
+//!
+//! Variants:
+//! - `sluice native`: `Recorder::record_span` of a native `Span`.
+//! - `sluice otel`: an OTel SDK tracer with `collector.span_processor()`.
+//! - `otel batch`: the same tracer with `BatchSpanProcessor` + the tonic
+//!   OTLP exporter (its defaults: queue 2048, batch 512).
+//!
+//! Both sides get buffers with room for every record of the run (sluice: a
+//! ring of `SDK_BENCH_RECORDS` per thread; the batch processor: a queue of
+//! that times the threads), filled once before the timed run so their pages
+//! are touched and flushed, so the figures are the cost of recording, not of
+//! refusing; `delivered` says how many of the timed records reached the
+//! endpoint after the final flush. Run: `cargo bench --features sdk --bench sdk` (`SDK_BENCH_RECORDS`
+//! sets records per thread, default 200000).
+
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    cell::Cell,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Barrier,
+    },
+    time::{Duration, Instant},
+};
+
+use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    trace_service_server::{TraceService, TraceServiceServer},
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use sluice::sdk::{AttrValue, Attrs, Collector, Overflow, Span};
+
+// ---------------------------------------------------------------------------
+// counting allocator
+
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    static ARMED: Cell<bool> = const { Cell::new(false) };
+}
+
+// SAFETY: forwards to the system allocator unchanged; the armed flag is a
+// const-initialised thread-local without destructor.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if ARMED.try_with(Cell::get).unwrap_or(false) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if ARMED.try_with(Cell::get).unwrap_or(false) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+// ---------------------------------------------------------------------------
+// the endpoint
+
+#[derive(Clone, Default)]
+struct Counter(Arc<AtomicU64>);
+
+#[tonic::async_trait]
+impl TraceService for Counter {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let n: usize = req
+            .get_ref()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq)]
+enum Variant {
+    Native,
+    SluiceOtel,
+    OtelBatch,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Native => "sluice native",
+            Variant::SluiceOtel => "sluice otel",
+            Variant::OtelBatch => "otel batch",
+        }
+    }
+}
+
+struct Row {
+    p50: u64,
+    p99: u64,
+    max: u64,
+    per_sec: f64,
+    delivered: u64,
+    allocs_per_record: f64,
+}
+
+fn native_span(t: u64, seq: u64) -> Span {
+    let id = (t << 40) | seq | 1;
+    Span {
+        trace_id: [(id & 0xff) as u8; 16],
+        span_id: id.to_be_bytes(),
+        name: "op",
+        start_unix_nanos: 1,
+        end_unix_nanos: 2,
+        attrs: Attrs::new().with("seq", AttrValue::I64(seq as i64)),
+        ..Default::default()
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+fn run(variant: Variant, threads: usize, per_thread: u64, endpoint: &str, received: &AtomicU64) -> Row {
+    let collector = Collector::builder()
+        .endpoint(format!("http://{endpoint}"))
+        // Room for every record of a thread: the figures are the cost of
+        // recording, not of refusing (both sides drop when full).
+        .max_queue_size(per_thread as usize)
+        .max_batch_size(512)
+        .overflow(Overflow::DropNew)
+        .self_metrics_interval(None)
+        .shutdown_timeout(Duration::from_secs(60))
+        .start()
+        .expect("collector");
+    let provider = match variant {
+        Variant::Native => None,
+        Variant::SluiceOtel => Some(
+            SdkTracerProvider::builder()
+                .with_span_processor(collector.span_processor())
+                .build(),
+        ),
+        Variant::OtelBatch => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(format!("http://{endpoint}"))
+                .build()
+                .expect("otlp exporter");
+            Some(
+                SdkTracerProvider::builder()
+                    .with_span_processor(
+                        BatchSpanProcessor::builder(exporter)
+                            .with_batch_config(
+                                BatchConfigBuilder::default()
+                                    .with_max_queue_size(per_thread as usize * threads)
+                                    .with_max_export_batch_size(512)
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build(),
+            )
+        }
+    };
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    ALLOCS.store(0, Ordering::Relaxed);
+    let joins: Vec<_> = (0..threads as u64)
+        .map(|t| {
+            let rec = collector.recorder();
+            let tracer = provider.as_ref().map(|p| p.tracer("bench"));
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut lat = Vec::with_capacity(per_thread as usize);
+                // Warm up: create this thread's ring and touch all of its
+                // pages (and the SDK's queue), then the main thread flushes.
+                for seq in 0..per_thread {
+                    match &tracer {
+                        Some(tr) => tr.start("warm").end(),
+                        None => {
+                            let _ = rec.record_span(native_span(t, seq));
+                        }
+                    }
+                }
+                barrier.wait();
+                barrier.wait();
+                ARMED.with(|a| a.set(true));
+                let start = Instant::now();
+                for seq in 1..per_thread {
+                    let t0 = Instant::now();
+                    match &tracer {
+                        Some(tr) => {
+                            let mut s = tr.start("op");
+                            s.set_attribute(opentelemetry::KeyValue::new("seq", seq as i64));
+                            s.end();
+                        }
+                        None => {
+                            let _ = rec.record_span(native_span(t, seq));
+                        }
+                    }
+                    lat.push(t0.elapsed().as_nanos() as u64);
+                }
+                let took = start.elapsed();
+                ARMED.with(|a| a.set(false));
+                (lat, took)
+            })
+        })
+        .collect();
+    barrier.wait();
+    if let Some(p) = &provider {
+        let _ = p.force_flush();
+    }
+    let _ = collector.force_flush(Duration::from_secs(60));
+    let before = received.load(Ordering::Relaxed);
+    ALLOCS.store(0, Ordering::Relaxed);
+    barrier.wait();
+    let mut lat = Vec::new();
+    let mut slowest = Duration::ZERO;
+    for j in joins {
+        let (l, took) = j.join().unwrap();
+        lat.extend(l);
+        slowest = slowest.max(took);
+    }
+    let allocs = ALLOCS.load(Ordering::Relaxed);
+    if let Some(p) = provider {
+        let _ = p.force_flush();
+        let _ = p.shutdown();
+    }
+    let _ = collector.shutdown();
+    // Let the endpoint count the last batch.
+    std::thread::sleep(Duration::from_millis(200));
+    lat.sort_unstable();
+    let records = lat.len() as u64;
+    Row {
+        p50: percentile(&lat, 0.50),
+        p99: percentile(&lat, 0.99),
+        max: *lat.last().unwrap_or(&0),
+        per_sec: records as f64 / slowest.as_secs_f64(),
+        delivered: received.load(Ordering::Relaxed) - before,
+        allocs_per_record: allocs as f64 / records as f64,
+    }
+}
+
+fn main() {
+    let per_thread: u64 = std::env::var("SDK_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _enter = rt.enter();
+    let counter = Counter::default();
+    let received = counter.0.clone();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let endpoint = listener.local_addr().unwrap().to_string();
+    rt.spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(counter).max_decoding_message_size(256 << 20))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .await
+            .unwrap();
+    });
+    let timer = {
+        let mut v: Vec<u64> = (0..100_000)
+            .map(|_| {
+                let t0 = Instant::now();
+                t0.elapsed().as_nanos() as u64
+            })
+            .collect();
+        v.sort_unstable();
+        percentile(&v, 0.5)
+    };
+    println!(
+        "records per thread: {per_thread}; endpoint: OTLP/gRPC {endpoint}; ring slot {} bytes; timer pair p50 {timer} ns (included below)",
+        std::mem::size_of::<sluice::sdk::record::Entry>()
+    );
+    println!(
+        "{:<14} {:>7} {:>8} {:>8} {:>10} {:>14} {:>11} {:>13}",
+        "variant", "threads", "p50 ns", "p99 ns", "max ns", "records/s", "delivered", "allocs/rec"
+    );
+    for threads in [1usize, 2, 4] {
+        for variant in [Variant::Native, Variant::SluiceOtel, Variant::OtelBatch] {
+            let r = run(variant, threads, per_thread, &endpoint, &received);
+            println!(
+                "{:<14} {:>7} {:>8} {:>8} {:>10} {:>14.0} {:>11} {:>13.3}",
+                variant.name(),
+                threads,
+                r.p50,
+                r.p99,
+                r.max,
+                r.per_sec,
+                r.delivered,
+                r.allocs_per_record
+            );
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! Per-thread rings: each application thread that records into a collector
+//! gets its own rtrb SPSC ring, created on its first record and handed to the
+//! shard once (through `Hub::new_rings`, a mutex taken only at registration,
+//! never while recording). Recording is then a thread-local lookup and a ring
+//! push: no lock, no allocation (the slot array is allocated at creation), no
+//! syscall, and no shared counter is touched while the ring has room.
+//!
+//! The shard learns about new data by polling the rings on a short timer; a
+//! producer wakes it early (a foreign glommio waker wake, at most one per
+//! shard cycle across all producers) only when its ring reaches the high-water
+//! mark or is full. When a thread ends, its thread-local is dropped, the
+//! producer end goes away, and the shard drains what is left before retiring
+//! the ring: nothing recorded is lost.
+//!
+//! Overflow counters live per ring (`RingCounters`), written only by the
+//! owning thread with a plain load + store, and summed by `Collector::stats`.
+
+// A refused record comes back by value: boxing it would allocate on the
+// refusal path, which must not allocate either.
+#![allow(clippy::result_large_err)]
+
+use std::{
+    cell::RefCell,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    task::Waker,
+    time::{Duration, Instant},
+};
+
+use crate::{processor::sampling, telemetry::counters::Counter};
+
+use super::{
+    overflow::{Overflow, RejectReason, Rejected, DROP_OLDEST_MIN_WAIT},
+    record::Entry,
+};
+
+/// Overflow counts of one ring; each has one writer, the ring's thread.
+#[derive(Debug, Default)]
+pub struct RingCounters {
+    pub dropped_new: Counter,
+    pub sampled_out: Counter,
+    pub backpressure: Counter,
+    pub after_shutdown: Counter,
+}
+
+/// The shard's end of one thread's ring.
+pub struct RingConsumer {
+    pub ring: rtrb::Consumer<Entry>,
+    pub counters: Arc<RingCounters>,
+}
+
+/// What the application threads and the shard share.
+pub struct Hub {
+    pub overflow: Overflow,
+    pub capacity: usize,
+    pub high_water: usize,
+    pub backpressure_wait: Duration,
+    /// `trace_threshold` of the `Sample` percentage.
+    sample_threshold: u64,
+    /// Set by `shutdown`: new records are refused.
+    pub closed: AtomicBool,
+    /// Rings created since the shard last looked.
+    pub new_rings: Mutex<Vec<RingConsumer>>,
+    pub has_new_rings: AtomicBool,
+    /// Counters of every ring ever created (summed by `Collector::stats`).
+    pub counters: Mutex<Vec<Arc<RingCounters>>>,
+    /// The shard's waker while it waits, and whether a wake is pending.
+    pub waker: Mutex<Option<Waker>>,
+    pub wake_pending: AtomicBool,
+    /// Records refused because the thread-local was already torn down.
+    pub lost_in_teardown: AtomicU64,
+}
+
+impl Hub {
+    pub fn new(overflow: Overflow, capacity: usize, high_water: usize, backpressure_wait: Duration) -> Hub {
+        let pct = match overflow {
+            Overflow::Sample(p) => p,
+            _ => 100.0,
+        };
+        Hub {
+            overflow,
+            capacity: capacity.max(1),
+            high_water,
+            backpressure_wait,
+            sample_threshold: sampling::trace_threshold(pct),
+            closed: AtomicBool::new(false),
+            new_rings: Mutex::new(Vec::new()),
+            has_new_rings: AtomicBool::new(false),
+            counters: Mutex::new(Vec::new()),
+            waker: Mutex::new(None),
+            wake_pending: AtomicBool::new(false),
+            lost_in_teardown: AtomicU64::new(0),
+        }
+    }
+
+    /// Wakes the shard early; at most one wake per shard cycle.
+    pub fn wake(&self) {
+        // A plain load first: a full ring calls this per refused record, and
+        // a read of an already-set flag does not take the cache line away
+        // from the other producers.
+        if self.wake_pending.load(Ordering::Relaxed) {
+            return;
+        }
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            let w = self.waker.lock().ok().and_then(|mut w| w.take());
+            if let Some(w) = w {
+                w.wake();
+            }
+        }
+    }
+
+    /// Records `entry` through this thread's ring for this hub.
+    pub fn push(self: &Arc<Hub>, entry: Entry) -> Result<(), Rejected<Entry>> {
+        let mut entry = Some(entry);
+        let r = LOCAL.try_with(|local| {
+            let Ok(mut local) = local.try_borrow_mut() else {
+                // Re-entered from inside a push (a drop in the ring); refuse.
+                return Err(RejectReason::Dropped);
+            };
+            let i = match local.iter().position(|r| Arc::ptr_eq(&r.hub, self)) {
+                Some(i) => i,
+                None => {
+                    if self.closed.load(Ordering::Relaxed) {
+                        return Err(RejectReason::Closed);
+                    }
+                    // First record of this thread: create and register its ring.
+                    local.retain(|r| !r.hub.closed.load(Ordering::Relaxed));
+                    local.push(LocalRing::register(self));
+                    local.len() - 1
+                }
+            };
+            local[i].push(&mut entry)
+        });
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(Rejected {
+                reason,
+                record: entry.take().expect("a refused record is given back"),
+            }),
+            Err(_) => {
+                self.lost_in_teardown.fetch_add(1, Ordering::Relaxed);
+                Err(Rejected {
+                    reason: RejectReason::Dropped,
+                    record: entry.take().expect("the record was not consumed"),
+                })
+            }
+        }
+    }
+}
+
+thread_local! {
+    static LOCAL: RefCell<Vec<LocalRing>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The application thread's end of its ring for one hub.
+struct LocalRing {
+    hub: Arc<Hub>,
+    ring: rtrb::Producer<Entry>,
+    counters: Arc<RingCounters>,
+    /// Pushes since the occupancy was last compared with the high-water mark.
+    since_check: usize,
+    check_every: usize,
+}
+
+impl LocalRing {
+    fn register(hub: &Arc<Hub>) -> LocalRing {
+        let (p, c) = rtrb::RingBuffer::new(hub.capacity);
+        let counters = Arc::new(RingCounters::default());
+        if let Ok(mut all) = hub.counters.lock() {
+            all.push(counters.clone());
+        }
+        if let Ok(mut new) = hub.new_rings.lock() {
+            new.push(RingConsumer {
+                ring: c,
+                counters: counters.clone(),
+            });
+        }
+        hub.has_new_rings.store(true, Ordering::Release);
+        LocalRing {
+            hub: hub.clone(),
+            ring: p,
+            counters,
+            since_check: 0,
+            check_every: (hub.high_water / 4).max(1),
+        }
+    }
+
+    /// Occupancy of the ring (reads the consumer's position).
+    fn used(&self) -> usize {
+        self.hub.capacity - self.ring.slots()
+    }
+
+    /// Pushes the entry out of `slot`; on refusal the entry stays in `slot`.
+    fn push(&mut self, slot: &mut Option<Entry>) -> Result<(), RejectReason> {
+        let hub = &*self.hub;
+        if hub.closed.load(Ordering::Relaxed) {
+            self.counters.after_shutdown.add(1);
+            return Err(RejectReason::Closed);
+        }
+        if let Overflow::Sample(_) = hub.overflow {
+            if self.used() >= hub.high_water {
+                let id = slot.as_ref().map_or([0; 16], Entry::trace_id);
+                if !sampling::keep_trace(&id, hub.sample_threshold) {
+                    self.counters.sampled_out.add(1);
+                    hub.wake();
+                    // Sampled out by design: not an error for the caller.
+                    slot.take();
+                    return Ok(());
+                }
+            }
+        }
+        let entry = slot.take().expect("an entry to push");
+        match self.ring.push(entry) {
+            Ok(()) => {
+                self.since_check += 1;
+                if self.since_check >= self.check_every {
+                    self.since_check = 0;
+                    if self.used() >= hub.high_water {
+                        hub.wake();
+                    }
+                }
+                Ok(())
+            }
+            Err(rtrb::PushError::Full(entry)) => {
+                let overflow = hub.overflow;
+                hub.wake();
+                let wait = match overflow {
+                    Overflow::DropOldest => hub.backpressure_wait.max(DROP_OLDEST_MIN_WAIT),
+                    Overflow::Backpressure => hub.backpressure_wait,
+                    _ => Duration::ZERO,
+                };
+                let entry = match self.wait_for_room(entry, wait) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => e,
+                };
+                *slot = Some(entry);
+                if overflow == Overflow::Backpressure {
+                    self.counters.backpressure.add(1);
+                    Err(RejectReason::Backpressure)
+                } else {
+                    self.counters.dropped_new.add(1);
+                    Err(RejectReason::Dropped)
+                }
+            }
+        }
+    }
+
+    /// Spins, then yields, retrying the push until `wait` has passed.
+    fn wait_for_room(&mut self, mut entry: Entry, wait: Duration) -> Result<(), Entry> {
+        if wait.is_zero() {
+            return Err(entry);
+        }
+        let until = Instant::now() + wait;
+        let mut spins = 0u32;
+        loop {
+            if spins < 64 {
+                std::hint::spin_loop();
+                spins += 1;
+            } else {
+                std::thread::yield_now();
+                self.hub.wake();
+            }
+            match self.ring.push(entry) {
+                Ok(()) => return Ok(()),
+                Err(rtrb::PushError::Full(e)) => entry = e,
+            }
+            if Instant::now() >= until {
+                return Err(entry);
+            }
+        }
+    }
+}
