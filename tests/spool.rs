@@ -121,11 +121,18 @@ async fn kill9_repeatedly_with_backend_down_loses_nothing_acknowledged() {
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
     for round in 0..3u64 {
         let mut sluice = Sluice::start(&cfg);
+        let before = acked.lock().unwrap().len();
         // Several concurrent clients so kills land mid-request and mid-commit.
         let tasks: Vec<_> = (0..4u64)
             .map(|c| tokio::spawn(load(p, (round * 4 + c) * 100_000, 100_000, acked.clone())))
             .collect();
-        tokio::time::sleep(Duration::from_millis(700 + round * 150)).await;
+        // Kill once requests are being acknowledged (on a loaded machine the
+        // first may take a while), a little later each round.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while acked.lock().unwrap().len() == before && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200 + round * 150)).await;
         sluice.kill9();
         let mut n = 0;
         for t in tasks {
