@@ -61,6 +61,9 @@ async fn load(p: Ports, first: u64, n: u64, acked: Arc<Mutex<BTreeSet<String>>>)
                 acked.lock().unwrap().extend(request_span_ids(&req));
                 ok += 1;
             }
+            // Retryable (the spool is still being recovered): back off, as
+            // a client does; this request was not acknowledged.
+            Ok(r) if r.code == 8 => tokio::time::sleep(Duration::from_millis(20)).await,
             Ok(r) => panic!("request refused: {} {}", r.code, r.message),
             Err(_) => break,
         }
