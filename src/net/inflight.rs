@@ -1,0 +1,282 @@
+//! The per-shard in-flight byte budget. Request bodies being received are
+//! charged to it (in full as soon as their size is known: a Content-Length or
+//! a gRPC length prefix; otherwise frame by frame) until the request is handed
+//! to the pipelines or refused. When it is spent, body reads stop polling, which
+//! keeps HTTP/2 flow-control windows closed and HTTP/1.1 sockets unread, instead
+//! of buffering more. Shard-local (`Cell`s, no atomics): one per shard.
+//!
+//! Fairness: a request larger than 1/16 of the budget draws from at most 3/4 of
+//! it and small requests always have a quarter of their own, so stalled large
+//! uploads cannot starve small requests. One large request is admitted even
+//! when it does not fit (so a budget below `max_recv_msg_size` still serves the
+//! largest message): a shard holds at most its budget plus one message. A
+//! request whose size is known reserves all of it before reading on, so
+//! readers never deadlock holding parts of the budget.
+
+use std::{
+    cell::{Cell, RefCell},
+    future::Future,
+    pin::Pin,
+    rc::Rc,
+    task::{Context, Poll, Waker},
+    time::{Duration, Instant},
+};
+
+/// Default budget per shard without a memory limiter or `tuning.inflight_budget_mib`.
+pub const DEFAULT_BUDGET: usize = 64 << 20;
+/// The smallest budget: a few 16 KiB frames for each of a handful of streams.
+pub const MIN_BUDGET: usize = 1 << 20;
+/// Freed memory is returned to the OS (malloc_trim) after a peak of at least this.
+const TRIM_PEAK: usize = 8 << 20;
+/// ... at most this often.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
+/// The budget of one shard, bytes: `tuning.inflight_budget_mib` if set, else
+/// a quarter of the memory limiter's soft limit divided among shards (the rest
+/// is for batches, queues and per-connection buffers), else `DEFAULT_BUDGET`.
+pub fn budget_bytes(configured_mib: Option<u64>, limiter_soft: Option<u64>, shards: usize) -> usize {
+    let b = match (configured_mib, limiter_soft) {
+        (Some(mib), _) => mib.saturating_mul(1 << 20),
+        (None, Some(soft)) => soft / 4 / shards.max(1) as u64,
+        (None, None) => DEFAULT_BUDGET as u64,
+    };
+    usize::try_from(b).unwrap_or(usize::MAX).max(MIN_BUDGET)
+}
+
+/// Waiting for the budget took longer than allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BudgetTimeout;
+
+#[derive(Debug)]
+pub struct InflightBudget {
+    cap: usize,
+    used: Cell<usize>,
+    /// The part of `used` held by large reservations.
+    large_used: Cell<usize>,
+    waiters: RefCell<Vec<Waker>>,
+    peak: Cell<usize>,
+    last_trim: Cell<Option<Instant>>,
+}
+
+impl InflightBudget {
+    pub fn new(cap: usize) -> Rc<Self> {
+        Rc::new(InflightBudget {
+            cap: cap.max(1),
+            used: Cell::new(0),
+            large_used: Cell::new(0),
+            waiters: RefCell::new(Vec::new()),
+            peak: Cell::new(0),
+            last_trim: Cell::new(None),
+        })
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Bytes charged now.
+    pub fn used(&self) -> usize {
+        self.used.get()
+    }
+
+    fn large_threshold(&self) -> usize {
+        self.cap / 16
+    }
+
+    /// Whether a reservation of `n` bytes fits now.
+    fn fits(&self, n: usize) -> bool {
+        let used = self.used.get();
+        let large = self.large_used.get();
+        if n <= self.large_threshold() {
+            // Small requests may always use a quarter of their own.
+            used + n <= self.cap || (used - large) + n <= self.cap / 4 || used == 0
+        } else {
+            // Large ones at most 3/4 of it; one alone may exceed that.
+            large == 0 || (used + n <= self.cap && large + n <= self.cap / 4 * 3)
+        }
+    }
+
+    fn charge(&self, n: usize, large: bool) {
+        let u = self.used.get() + n;
+        self.used.set(u);
+        if large {
+            self.large_used.set(self.large_used.get() + n);
+        }
+        if u > self.peak.get() {
+            self.peak.set(u);
+        }
+    }
+
+    fn release(&self, n: usize, large: bool) {
+        if n == 0 {
+            return;
+        }
+        let u = self.used.get().saturating_sub(n);
+        self.used.set(u);
+        if large {
+            self.large_used.set(self.large_used.get().saturating_sub(n));
+        }
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for w in waiters {
+            w.wake();
+        }
+        if u <= self.cap / 8 && self.peak.get() >= TRIM_PEAK {
+            let now = Instant::now();
+            if self.last_trim.get().is_none_or(|t| now.duration_since(t) >= TRIM_EVERY) {
+                self.last_trim.set(Some(now));
+                self.peak.set(u);
+                crate::processor::memory_limiter::trim();
+            }
+        }
+    }
+
+    /// An empty holding on this budget; what it is charged is given back when it drops.
+    pub fn hold(self: &Rc<Self>) -> Held {
+        Held {
+            budget: self.clone(),
+            small: 0,
+            large: 0,
+        }
+    }
+
+    /// Waits (until `deadline`) for room to reserve `n` bytes, then charges them to `held`.
+    pub async fn reserve(&self, held: &mut Held, n: usize, deadline: Instant) -> Result<(), BudgetTimeout> {
+        loop {
+            if self.fits(n) {
+                held.charge(n, n > self.large_threshold());
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(BudgetTimeout);
+            }
+            let woken = Woken {
+                budget: self,
+                registered: false,
+            };
+            let _ = glommio::timer::timeout(deadline - now, async {
+                woken.await;
+                Ok(())
+            })
+            .await;
+        }
+    }
+}
+
+/// Resolves once the budget released something after the first poll.
+struct Woken<'a> {
+    budget: &'a InflightBudget,
+    registered: bool,
+}
+
+impl Future for Woken<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.registered {
+            return Poll::Ready(());
+        }
+        self.registered = true;
+        self.budget.waiters.borrow_mut().push(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// Bytes charged to a budget for one request; given back on drop.
+#[derive(Debug)]
+pub struct Held {
+    budget: Rc<InflightBudget>,
+    small: usize,
+    large: usize,
+}
+
+impl Held {
+    fn charge(&mut self, n: usize, large: bool) {
+        self.budget.charge(n, large);
+        if large {
+            self.large += n;
+        } else {
+            self.small += n;
+        }
+    }
+
+    /// Charges `n` bytes that are already in memory, whether or not they fit.
+    pub fn force(&mut self, n: usize) {
+        self.charge(n, false);
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.small + self.large
+    }
+
+    pub fn budget(&self) -> &Rc<InflightBudget> {
+        &self.budget
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // One release (one wake-up of the waiters) for both parts.
+        if self.large > 0 {
+            self.budget
+                .large_used
+                .set(self.budget.large_used.get().saturating_sub(self.large));
+        }
+        self.budget.release(self.small + self.large, false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_from_config() {
+        assert_eq!(budget_bytes(Some(10), Some(1 << 30), 4), 10 << 20);
+        assert_eq!(budget_bytes(None, Some(160 << 20), 2), 20 << 20);
+        assert_eq!(budget_bytes(None, None, 2), DEFAULT_BUDGET);
+        assert_eq!(budget_bytes(None, Some(1 << 20), 8), MIN_BUDGET);
+        assert_eq!(budget_bytes(Some(u64::MAX), None, 1), usize::MAX);
+    }
+
+    #[test]
+    fn small_requests_keep_a_quarter_that_large_ones_cannot_take() {
+        let b = InflightBudget::new(16 << 20);
+        let mut big = b.hold();
+        assert!(b.fits(10 << 20));
+        big.charge(10 << 20, true);
+        // Large: would pass 3/4 of the budget.
+        assert!(!b.fits(3 << 20));
+        // Small ones still fit up to the whole budget.
+        assert!(b.fits(1 << 20));
+        let mut small = b.hold();
+        small.force(6 << 20);
+        assert_eq!(b.used(), 16 << 20);
+        assert!(!b.fits(1));
+        assert!(!b.fits(2 << 20));
+        drop(big);
+        assert_eq!(b.used(), 6 << 20);
+        assert_eq!(b.large_used.get(), 0);
+        assert!(b.fits(6 << 20));
+        drop(small);
+        assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn one_oversized_request_is_admitted_alone() {
+        let b = InflightBudget::new(4 << 20);
+        assert!(b.fits(20 << 20));
+        let mut h = b.hold();
+        h.charge(20 << 20, true);
+        assert!(!b.fits(20 << 20));
+        assert!(!b.fits(2 << 20));
+        // Small requests keep their quarter.
+        assert!(b.fits(64 << 10));
+        let mut s = b.hold();
+        s.force(1 << 20);
+        assert!(!b.fits(64 << 10));
+        drop(h);
+        assert!(b.fits(20 << 20));
+    }
+}
