@@ -43,6 +43,39 @@ pub fn budget_bytes(configured_mib: Option<u64>, limiter_soft: Option<u64>, shar
     usize::try_from(b).unwrap_or(usize::MAX).max(MIN_BUDGET)
 }
 
+thread_local! {
+    static LAST_TRIM: Cell<Option<Instant>> = const { Cell::new(None) };
+    static TRIM_SCHEDULED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Returns freed heap memory to the OS (malloc_trim), at most once per
+/// `TRIM_EVERY` on this shard: now if the last trim is old enough, else once
+/// that interval has passed. Called when a burst of request bytes was released
+/// and when a connection closes: without it glibc keeps the freed memory of
+/// stalled uploads and of the streams of closed connections.
+pub fn trim_soon() {
+    let now = Instant::now();
+    let last = LAST_TRIM.with(|t| t.get());
+    match last {
+        Some(l) if now.duration_since(l) < TRIM_EVERY => {
+            if !TRIM_SCHEDULED.with(|s| s.replace(true)) {
+                let wait = TRIM_EVERY - now.duration_since(l);
+                glommio::spawn_local(async move {
+                    glommio::timer::sleep(wait).await;
+                    TRIM_SCHEDULED.with(|s| s.set(false));
+                    LAST_TRIM.with(|t| t.set(Some(Instant::now())));
+                    crate::processor::memory_limiter::trim();
+                })
+                .detach();
+            }
+        }
+        _ => {
+            LAST_TRIM.with(|t| t.set(Some(now)));
+            crate::processor::memory_limiter::trim();
+        }
+    }
+}
+
 /// Waiting for the budget took longer than allowed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BudgetTimeout;
@@ -55,7 +88,6 @@ pub struct InflightBudget {
     large_used: Cell<usize>,
     waiters: RefCell<Vec<Waker>>,
     peak: Cell<usize>,
-    last_trim: Cell<Option<Instant>>,
 }
 
 impl InflightBudget {
@@ -66,7 +98,6 @@ impl InflightBudget {
             large_used: Cell::new(0),
             waiters: RefCell::new(Vec::new()),
             peak: Cell::new(0),
-            last_trim: Cell::new(None),
         })
     }
 
@@ -121,12 +152,8 @@ impl InflightBudget {
             w.wake();
         }
         if u <= self.cap / 8 && self.peak.get() >= TRIM_PEAK {
-            let now = Instant::now();
-            if self.last_trim.get().is_none_or(|t| now.duration_since(t) >= TRIM_EVERY) {
-                self.last_trim.set(Some(now));
-                self.peak.set(u);
-                crate::processor::memory_limiter::trim();
-            }
+            self.peak.set(u);
+            trim_soon();
         }
     }
 

@@ -188,6 +188,8 @@ where
             if let Err(e) = builder.serve_connection(io, svc).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            // What the connection leaves freed goes back to the OS.
+            crate::net::inflight::trim_soon();
         })
         .detach();
     }

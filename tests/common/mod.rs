@@ -4,6 +4,8 @@
 //! Prometheus scraper, and builders of OTLP requests with known contents.
 #![allow(dead_code)]
 
+pub mod stalled;
+
 use std::{
     collections::HashMap,
     fs::File,
