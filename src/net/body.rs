@@ -86,7 +86,7 @@ pub struct BodyRules {
     pub limit: usize,
     /// The body is one gRPC message: its 5-byte prefix declares its size.
     pub grpc: bool,
-    /// Longest wait for the next part of the body (and for the budget).
+    /// Longest wait for the next part of the body (twice that for room in the budget).
     pub timeout: Duration,
     /// On a body over the limit, read (and discard, bounded) the rest so an
     /// HTTP/1.1 connection stays usable.
@@ -113,7 +113,9 @@ pub async fn read_body(
     };
     let mut held = budget.hold();
     let limit = rules.limit;
-    let deadline = || Instant::now() + rules.timeout;
+    // Whoever holds the budget makes progress or is cut off within `timeout`
+    // of its last progress: waiting twice that covers a stalled holder.
+    let deadline = || Instant::now() + rules.timeout * 2;
     let mut expected = r
         .body
         .size_hint()
@@ -126,18 +128,19 @@ pub async fn read_body(
         budget
             .reserve(&mut held, n, deadline())
             .await
-            .map_err(|_| BodyError::Busy(rules.timeout))?;
+            .map_err(|_| BodyError::Busy(rules.timeout * 2))?;
     }
     let mut first: Option<Bytes> = None;
     let mut rest: Option<BytesMut> = None;
     let mut total = 0usize;
     loop {
-        if total >= held.bytes() {
+        let complete = expected.is_some_and(|n| total >= n);
+        if total >= held.bytes() && !complete {
             // Nothing reserved for the next frame: wait for room for one.
             budget
                 .reserve(&mut held, FRAME_GUESS, deadline())
                 .await
-                .map_err(|_| BodyError::Busy(rules.timeout))?;
+                .map_err(|_| BodyError::Busy(rules.timeout * 2))?;
         }
         let Some(data) = r.next().await? else { break };
         total += data.len();
@@ -178,7 +181,7 @@ pub async fn read_body(
                     budget
                         .reserve(&mut held, more, deadline())
                         .await
-                        .map_err(|_| BodyError::Busy(rules.timeout))?;
+                        .map_err(|_| BodyError::Busy(rules.timeout * 2))?;
                 }
             }
         }
@@ -224,8 +227,9 @@ impl Reader {
     /// Reads and discards the rest of an oversized body when `rules.drain`
     /// (bounded in bytes and by the progress timeout), then says it is too large.
     async fn too_large(&mut self, mut drained: usize, rules: BodyRules) -> BodyError {
-        if rules.drain {
-            let cap = rules.limit.saturating_mul(4).max(64 << 20);
+        let cap = rules.limit.saturating_mul(4).max(64 << 20);
+        let declared = self.body.size_hint().exact().unwrap_or(0);
+        if rules.drain && declared <= cap as u64 {
             while drained <= cap {
                 match self.next().await {
                     Ok(Some(d)) => drained += d.len(),

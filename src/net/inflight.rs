@@ -15,6 +15,7 @@
 
 use std::{
     cell::{Cell, RefCell},
+    collections::VecDeque,
     future::Future,
     pin::Pin,
     rc::Rc,
@@ -86,7 +87,8 @@ pub struct InflightBudget {
     used: Cell<usize>,
     /// The part of `used` held by large reservations.
     large_used: Cell<usize>,
-    waiters: RefCell<Vec<Waker>>,
+    /// Reads waiting for room, in arrival order.
+    waiters: RefCell<VecDeque<Waiter>>,
     peak: Cell<usize>,
 }
 
@@ -96,7 +98,7 @@ impl InflightBudget {
             cap: cap.max(1),
             used: Cell::new(0),
             large_used: Cell::new(0),
-            waiters: RefCell::new(Vec::new()),
+            waiters: RefCell::new(VecDeque::new()),
             peak: Cell::new(0),
         })
     }
@@ -116,7 +118,12 @@ impl InflightBudget {
 
     /// Whether a reservation of `n` bytes fits now.
     fn fits(&self, n: usize) -> bool {
-        let used = self.used.get();
+        self.fits_with(n, 0)
+    }
+
+    /// Whether `n` bytes would fit with `promised` more bytes charged.
+    fn fits_with(&self, n: usize, promised: usize) -> bool {
+        let used = self.used.get() + promised;
         let large = self.large_used.get();
         if n <= self.large_threshold() {
             // Small requests may always use a quarter of their own.
@@ -124,6 +131,25 @@ impl InflightBudget {
         } else {
             // Large ones at most 3/4 of it; one alone may exceed that.
             large == 0 || (used + n <= self.cap && large + n <= self.cap / 4 * 3)
+        }
+    }
+
+    /// Wakes, in order, the waiters whose reservation fits in what was freed.
+    fn wake_fitting(&self) {
+        let mut ws = self.waiters.borrow_mut();
+        let mut promised = 0usize;
+        let mut i = 0;
+        while i < ws.len() {
+            if ws[i].done.get() {
+                ws.remove(i); // gave up waiting
+            } else if self.fits_with(ws[i].n, promised) {
+                let w = ws.remove(i).expect("index in range");
+                promised += w.n;
+                w.done.set(true);
+                w.waker.wake();
+            } else {
+                i += 1;
+            }
         }
     }
 
@@ -147,9 +173,8 @@ impl InflightBudget {
         if large {
             self.large_used.set(self.large_used.get().saturating_sub(n));
         }
-        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
-        for w in waiters {
-            w.wake();
+        if !self.waiters.borrow().is_empty() {
+            self.wake_fitting();
         }
         if u <= self.cap / 8 && self.peak.get() >= TRIM_PEAK {
             self.peak.set(u);
@@ -179,7 +204,8 @@ impl InflightBudget {
             }
             let woken = Woken {
                 budget: self,
-                registered: false,
+                n,
+                done: None,
             };
             let _ = glommio::timer::timeout(deadline - now, async {
                 woken.await;
@@ -190,22 +216,49 @@ impl InflightBudget {
     }
 }
 
-/// Resolves once the budget released something after the first poll.
+/// A read waiting for `n` bytes of room; `done` is set when it is woken or
+/// gives up (then the entry is dropped at the next wake-up pass).
+#[derive(Debug)]
+struct Waiter {
+    n: usize,
+    done: Rc<Cell<bool>>,
+    waker: Waker,
+}
+
+/// Resolves once the budget woke this waiter (room for `n` was freed).
 struct Woken<'a> {
     budget: &'a InflightBudget,
-    registered: bool,
+    n: usize,
+    done: Option<Rc<Cell<bool>>>,
 }
 
 impl Future for Woken<'_> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.registered {
-            return Poll::Ready(());
+        match &self.done {
+            Some(d) if d.get() => Poll::Ready(()),
+            // Polled again without a wake-up: the waker of a task does not change.
+            Some(_) => Poll::Pending,
+            None => {
+                let done = Rc::new(Cell::new(false));
+                self.budget.waiters.borrow_mut().push_back(Waiter {
+                    n: self.n,
+                    done: done.clone(),
+                    waker: cx.waker().clone(),
+                });
+                self.done = Some(done);
+                Poll::Pending
+            }
         }
-        self.registered = true;
-        self.budget.waiters.borrow_mut().push(cx.waker().clone());
-        Poll::Pending
+    }
+}
+
+impl Drop for Woken<'_> {
+    fn drop(&mut self) {
+        if let Some(d) = &self.done {
+            d.set(true);
+        }
     }
 }
 
