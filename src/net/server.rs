@@ -40,8 +40,7 @@ pub struct ServerTuning {
     pub connection_window: u32,
     /// Response bytes h2 buffers per stream beyond the client's window.
     pub max_send_buf: usize,
-    /// Largest decoded request header block (HTTP/2) / read buffer (HTTP/1.1).
-    pub max_header_list: u32,
+    /// HTTP/1.1 read buffer (bounds a request head and unread body bytes).
     pub h1_max_buf: usize,
     /// Responses a connection may leave unread (waiting for its flow-control
     /// window) before new requests on it are refused without being read.
@@ -56,7 +55,6 @@ impl Default for ServerTuning {
             stream_window: 256 << 10,
             connection_window: 1 << 20,
             max_send_buf: 64 << 10,
-            max_header_list: 64 << 10,
             h1_max_buf: 256 << 10,
             max_unread_responses: 32,
         }
@@ -144,9 +142,7 @@ where
         .max_frame_size(tuning.max_frame_size)
         .initial_stream_window_size(tuning.stream_window)
         .initial_connection_window_size(tuning.connection_window)
-        .max_send_buf_size(tuning.max_send_buf)
-        .max_header_list_size(tuning.max_header_list)
-        .max_pending_accept_reset_streams(64);
+        .max_send_buf_size(tuning.max_send_buf);
     let builder = Rc::new(builder);
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
