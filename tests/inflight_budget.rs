@@ -210,6 +210,48 @@ async fn stalled_http1_uploads_stay_within_the_limit() {
     sluice.stop(Duration::from_secs(20));
 }
 
+/// Many unfinished gRPC calls multiplexed on few connections (4 × 250), as
+/// in the issue: bounded by the budget and the connection windows.
+#[tokio::test(flavor = "multi_thread")]
+async fn many_stalled_streams_on_few_connections_stay_within_the_limit() {
+    let backend = Backend::start_new().await;
+    let p = Ports::new();
+    let mut sluice = Sluice::start(&limited_config(
+        &p,
+        backend.port,
+        "{shards: 2, shutdown_timeout: 5s, body_timeout: 60s}",
+    ));
+    let (base, _) = rss_and_peak(sluice.pid());
+    let mut uploads = Vec::new();
+    for _ in 0..4 {
+        uploads.extend(grpc_uploads_on_one_connection(p.grpc_addr(), TRACES_PATH, 250, DECLARED, 1 << 20).await);
+    }
+    let sent = wait_until_settled(&uploads, Duration::from_secs(20)).await;
+    good_clients_are_served(&p, 400, Duration::from_secs(10)).await;
+    let (rss, peak) = rss_and_peak(sluice.pid());
+    eprintln!(
+        "baseline {} MiB, rss {} MiB, peak {} MiB, uploads sent {} MiB",
+        base / MIB,
+        rss / MIB,
+        peak / MIB,
+        sent / MIB
+    );
+    assert!(
+        peak <= RSS_CAP,
+        "peak RSS {} MiB above {} MiB",
+        peak / MIB,
+        RSS_CAP / MIB
+    );
+    drop(uploads);
+    let rss = wait_rss_below(sluice.pid(), base + 48 * MIB, Duration::from_secs(10)).await;
+    assert!(
+        rss <= base + 48 * MIB,
+        "RSS {} MiB after the connections closed",
+        rss / MIB
+    );
+    sluice.stop(Duration::from_secs(20));
+}
+
 /// A budget of 4 MiB and a 1 s body timeout: a stalled 3 MiB upload holds
 /// the budget, a well-behaved 3 MiB request waits for it, the stalled one is
 /// cut off (408 / DEADLINE_EXCEEDED) and the waiting one is then accepted.

@@ -98,8 +98,9 @@ const FRAME_GUESS: usize = 16 << 10;
 
 /// Reads a whole request body of at most `rules.limit` bytes, charging it to
 /// `budget` (see `net::inflight`): the full size is reserved as soon as it is
-/// known (Content-Length, gRPC prefix), otherwise frame by frame; no frame is
-/// polled (so no flow-control window reopens) without room in the budget. The
+/// known (Content-Length, gRPC prefix), otherwise frame by frame; after the
+/// first frame, no frame is polled (so no flow-control window reopens)
+/// without room in the budget. The
 /// returned `Held` keeps the bytes charged until it is dropped. A body that
 /// arrives as a single frame is returned as is, without copying.
 pub async fn read_body(
@@ -135,7 +136,12 @@ pub async fn read_body(
     let mut total = 0usize;
     loop {
         let complete = expected.is_some_and(|n| total >= n);
-        if total >= held.bytes() && !complete {
+        // The first frame of a body of unknown size is read without a
+        // reservation (it is within the stream window a client may fill
+        // anyway) and charged once it is here: a stream whose client has
+        // not sent anything yet holds nothing.
+        let first_frame = first.is_none() && rest.is_none();
+        if total >= held.bytes() && !complete && !first_frame {
             // Nothing reserved for the next frame: wait for room for one.
             budget
                 .reserve(&mut held, FRAME_GUESS, deadline())
@@ -178,6 +184,9 @@ pub async fn read_body(
                 if n > held.bytes() {
                     // Reserve the rest of the message before reading on.
                     let more = n - held.bytes();
+                    if more > budget.capacity() / 16 {
+                        held.park();
+                    }
                     budget
                         .reserve(&mut held, more, deadline())
                         .await

@@ -87,6 +87,9 @@ pub struct InflightBudget {
     used: Cell<usize>,
     /// The part of `used` held by large reservations.
     large_used: Cell<usize>,
+    /// The part of `used` held by requests waiting for a large reservation
+    /// (the first frame that told their size): not counted against small ones.
+    parked: Cell<usize>,
     /// Reads waiting for room, in arrival order.
     waiters: RefCell<VecDeque<Waiter>>,
     peak: Cell<usize>,
@@ -98,6 +101,7 @@ impl InflightBudget {
             cap: cap.max(1),
             used: Cell::new(0),
             large_used: Cell::new(0),
+            parked: Cell::new(0),
             waiters: RefCell::new(VecDeque::new()),
             peak: Cell::new(0),
         })
@@ -127,7 +131,8 @@ impl InflightBudget {
         let large = self.large_used.get();
         if n <= self.large_threshold() {
             // Small requests may always use a quarter of their own.
-            used + n <= self.cap || (used - large) + n <= self.cap / 4 || used == 0
+            let small = used.saturating_sub(large + self.parked.get());
+            used + n <= self.cap || small + n <= self.cap / 4 || used == 0
         } else {
             // Large ones at most 3/4 of it; one alone may exceed that.
             large == 0 || (used + n <= self.cap && large + n <= self.cap / 4 * 3)
@@ -188,6 +193,7 @@ impl InflightBudget {
             budget: self.clone(),
             small: 0,
             large: 0,
+            parked: 0,
         }
     }
 
@@ -268,6 +274,7 @@ pub struct Held {
     budget: Rc<InflightBudget>,
     small: usize,
     large: usize,
+    parked: usize,
 }
 
 impl Held {
@@ -287,7 +294,16 @@ impl Held {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.small + self.large
+        self.small + self.large + self.parked
+    }
+
+    /// Marks what is held as parked while the request waits for a large
+    /// reservation, so waiting large requests do not use up the room kept
+    /// for small ones (the bytes stay charged).
+    pub fn park(&mut self) {
+        self.budget.parked.set(self.budget.parked.get() + self.small);
+        self.parked += self.small;
+        self.small = 0;
     }
 
     pub fn budget(&self) -> &Rc<InflightBudget> {
@@ -297,13 +313,18 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        // One release (one wake-up of the waiters) for both parts.
+        // One release (one wake-up of the waiters) for all parts.
         if self.large > 0 {
             self.budget
                 .large_used
                 .set(self.budget.large_used.get().saturating_sub(self.large));
         }
-        self.budget.release(self.small + self.large, false);
+        if self.parked > 0 {
+            self.budget
+                .parked
+                .set(self.budget.parked.get().saturating_sub(self.parked));
+        }
+        self.budget.release(self.small + self.large + self.parked, false);
     }
 }
 
@@ -358,5 +379,21 @@ mod tests {
         assert!(!b.fits(64 << 10));
         drop(h);
         assert!(b.fits(20 << 20));
+    }
+
+    #[test]
+    fn parked_bytes_do_not_count_against_small_requests() {
+        let b = InflightBudget::new(4 << 20);
+        let mut big = b.hold();
+        big.charge(20 << 20, true);
+        let mut waiting = b.hold();
+        waiting.force(2 << 20);
+        assert!(!b.fits(64 << 10));
+        waiting.park();
+        assert!(b.fits(64 << 10));
+        assert_eq!(b.used(), 22 << 20);
+        drop(waiting);
+        drop(big);
+        assert_eq!((b.used(), b.parked.get(), b.large_used.get()), (0, 0, 0));
     }
 }

@@ -92,65 +92,88 @@ fn zeros() -> Bytes {
 /// A gRPC Export call whose prefix declares a `declared`-byte message; sends
 /// `send` bytes of it and then nothing more, keeping the stream open.
 pub async fn grpc_upload(addr: SocketAddr, path: &str, declared: usize, send: usize) -> Stalled {
+    let mut uploads = grpc_uploads_on_one_connection(addr, path, 1, declared, send).await;
+    uploads.pop().expect("one upload")
+}
+
+/// `streams` such calls on one HTTP/2 connection (the first one owns it).
+pub async fn grpc_uploads_on_one_connection(
+    addr: SocketAddr,
+    path: &str,
+    streams: usize,
+    declared: usize,
+    send: usize,
+) -> Vec<Stalled> {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream.set_nodelay(true).unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+    let (sender, conn) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
         .handshake::<_, ChanBody>(hyper_util::rt::TokioIo::new(stream))
         .await
         .expect("h2 handshake");
     let conn_task = tokio::spawn(async move {
         let _ = conn.await;
     });
-    let (tx, rx) = mpsc::channel::<Bytes>(1);
-    let req = hyper::Request::builder()
-        .method("POST")
-        .uri(format!("http://{addr}{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(ChanBody(rx))
-        .unwrap();
-    sender.ready().await.expect("h2 ready");
-    let (otx, orx) = oneshot::channel();
-    let call = tokio::spawn(async move {
-        let r = match sender.send_request(req).await {
-            Ok(resp) => Ok((
-                resp.status().as_u16(),
-                resp.headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok()),
-            )),
-            Err(e) => Err(format!("HTTP/2 error: {e}")),
-        };
-        let _ = otx.send(r);
-        std::future::pending::<()>().await;
-    });
-    let sent = Arc::new(AtomicU64::new(0));
-    let counter = sent.clone();
-    let feed = tokio::spawn(async move {
-        let mut prefix = vec![0u8];
-        prefix.extend_from_slice(&(declared as u32).to_be_bytes());
-        if tx.send(Bytes::from(prefix)).await.is_err() {
-            return;
-        }
-        let mut n = 0;
-        while n < send {
-            let c = zeros().slice(..CHUNK.min(send - n));
-            n += c.len();
-            if tx.send(c).await.is_err() {
+    let mut out = Vec::new();
+    for i in 0..streams {
+        let mut sender = sender.clone();
+        let (tx, rx) = mpsc::channel::<Bytes>(1);
+        let req = hyper::Request::builder()
+            .method("POST")
+            .uri(format!("http://{addr}{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(ChanBody(rx))
+            .unwrap();
+        sender.ready().await.expect("h2 ready");
+        let (otx, orx) = oneshot::channel();
+        let call = tokio::spawn(async move {
+            let r = match sender.send_request(req).await {
+                Ok(resp) => Ok((
+                    resp.status().as_u16(),
+                    resp.headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok()),
+                )),
+                Err(e) => Err(format!("HTTP/2 error: {e}")),
+            };
+            let _ = otx.send(r);
+            std::future::pending::<()>().await;
+        });
+        let sent = Arc::new(AtomicU64::new(0));
+        let counter = sent.clone();
+        let feed = tokio::spawn(async move {
+            let mut prefix = vec![0u8];
+            prefix.extend_from_slice(&(declared as u32).to_be_bytes());
+            if tx.send(Bytes::from(prefix)).await.is_err() {
                 return;
             }
-            counter.store(n as u64, Ordering::Relaxed);
+            let mut n = 0;
+            while n < send {
+                let c = zeros().slice(..CHUNK.min(send - n));
+                n += c.len();
+                if tx.send(c).await.is_err() {
+                    return;
+                }
+                counter.store(n as u64, Ordering::Relaxed);
+            }
+            // Stall: keep the body open without sending more.
+            let _keep = tx;
+            std::future::pending::<()>().await;
+        });
+        let mut tasks = vec![call.abort_handle(), feed.abort_handle()];
+        if i == 0 {
+            tasks.push(conn_task.abort_handle());
         }
-        // Stall: keep the body open without sending more.
-        let _keep = tx;
-        std::future::pending::<()>().await;
-    });
-    Stalled {
-        tasks: vec![conn_task.abort_handle(), call.abort_handle(), feed.abort_handle()],
-        sent,
-        outcome: Some(orx),
+        out.push(Stalled {
+            tasks,
+            sent,
+            outcome: Some(orx),
+        });
     }
+    // The connection lives until the first upload is dropped: keep it last.
+    out.rotate_left(1);
+    out
 }
 
 /// An OTLP/HTTP POST over HTTP/1.1 with `Content-Length: declared` that
