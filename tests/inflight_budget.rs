@@ -318,6 +318,63 @@ async fn stalled_bodies_time_out_and_give_back_the_budget() {
     sluice.stop(Duration::from_secs(20));
 }
 
+/// A slow upload that keeps trickling holds the budget; a request that finds
+/// no room for twice `body_timeout` gets the retryable refusal (gRPC
+/// RESOURCE_EXHAUSTED with RetryInfo, HTTP 429 with Retry-After), counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_room_in_the_budget_gets_the_retryable_refusal() {
+    let backend = Backend::start_new().await;
+    let p = Ports::new();
+    let cfg = config_yaml(
+        &p,
+        ", max_recv_msg_size_mib: 8",
+        ", max_request_body_size: 8388608",
+        &format!(
+            "  otlp: {{endpoint: 127.0.0.1:{}, tls: {{insecure: true}}, compression: none}}",
+            backend.port
+        ),
+        "[otlp]",
+        "{shards: 1, shutdown_timeout: 5s, inflight_budget_mib: 4, body_timeout: 1s}",
+    );
+    let mut sluice = Sluice::start(&cfg);
+    let big = traces_request(3, 2800, 9).encode_to_vec();
+    let slow = grpc_trickle(p.grpc_addr(), TRACES_PATH, 3 << 20, 1 << 20, Duration::from_millis(200)).await;
+    wait_sent(&slow, 1 << 20).await;
+
+    let started = Instant::now();
+    let mut g = GrpcConn::connect(p.grpc_addr()).await;
+    let r = g.call(TRACES_PATH, &big, false).await;
+    assert_eq!(r.code, 8, "{}", r.message);
+    assert!(r.message.contains("in-flight budget"), "{}", r.message);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "refused before waiting"
+    );
+    let addr = p.http_addr();
+    let resp = tokio::task::spawn_blocking(move || {
+        HttpConn::connect(addr).post("/v1/traces", "application/x-protobuf", None, &big)
+    })
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 429, "{}", resp.text());
+    assert!(resp.header("retry-after").is_some());
+    // Small requests still have their share.
+    let mut g2 = GrpcConn::connect(p.grpc_addr()).await;
+    let r = g2.call(TRACES_PATH, &small_traces(3), false).await;
+    assert_eq!(r.code, 0, "{}", r.message);
+    let s = scrape_samples(p.metrics_addr());
+    assert_eq!(
+        labelled(&s, "otelcol_receiver_refused_spans_total", &["transport=\"grpc\""]),
+        1.0
+    );
+    assert_eq!(
+        labelled(&s, "otelcol_receiver_refused_spans_total", &["transport=\"http\""]),
+        1.0
+    );
+    drop(slow);
+    sluice.stop(Duration::from_secs(20));
+}
+
 async fn wait_sent(s: &Stalled, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while s.sent.load(Ordering::Relaxed) < n {

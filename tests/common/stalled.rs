@@ -11,6 +11,7 @@ use std::{
         Arc,
     },
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -92,7 +93,14 @@ fn zeros() -> Bytes {
 /// A gRPC Export call whose prefix declares a `declared`-byte message; sends
 /// `send` bytes of it and then nothing more, keeping the stream open.
 pub async fn grpc_upload(addr: SocketAddr, path: &str, declared: usize, send: usize) -> Stalled {
-    let mut uploads = grpc_uploads_on_one_connection(addr, path, 1, declared, send).await;
+    let mut uploads = grpc_uploads(addr, path, 1, declared, send, None).await;
+    uploads.pop().expect("one upload")
+}
+
+/// Like `grpc_upload`, but after `send` bytes it keeps sending one byte
+/// `every` so often: slow, never stalled long enough to be cut off.
+pub async fn grpc_trickle(addr: SocketAddr, path: &str, declared: usize, send: usize, every: Duration) -> Stalled {
+    let mut uploads = grpc_uploads(addr, path, 1, declared, send, Some(every)).await;
     uploads.pop().expect("one upload")
 }
 
@@ -103,6 +111,17 @@ pub async fn grpc_uploads_on_one_connection(
     streams: usize,
     declared: usize,
     send: usize,
+) -> Vec<Stalled> {
+    grpc_uploads(addr, path, streams, declared, send, None).await
+}
+
+async fn grpc_uploads(
+    addr: SocketAddr,
+    path: &str,
+    streams: usize,
+    declared: usize,
+    send: usize,
+    trickle: Option<Duration>,
 ) -> Vec<Stalled> {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream.set_nodelay(true).unwrap();
@@ -156,6 +175,16 @@ pub async fn grpc_uploads_on_one_connection(
                     return;
                 }
                 counter.store(n as u64, Ordering::Relaxed);
+            }
+            if let Some(every) = trickle {
+                while n + 1 < declared {
+                    tokio::time::sleep(every).await;
+                    if tx.send(Bytes::from_static(&[0])).await.is_err() {
+                        return;
+                    }
+                    n += 1;
+                    counter.store(n as u64, Ordering::Relaxed);
+                }
             }
             // Stall: keep the body open without sending more.
             let _keep = tx;
