@@ -100,9 +100,9 @@ const FRAME_GUESS: usize = 16 << 10;
 /// `budget` (see `net::inflight`): the full size is reserved as soon as it is
 /// known (Content-Length, gRPC prefix), otherwise frame by frame; after the
 /// first frame, no frame is polled (so no flow-control window reopens)
-/// without room in the budget. The
-/// returned `Held` keeps the bytes charged until it is dropped. A body that
-/// arrives as a single frame is returned as is, without copying.
+/// without room in the budget. The returned `Held` keeps the bytes charged
+/// until it is dropped. A body that arrives as a single frame is returned as
+/// is, without copying.
 pub async fn read_body(
     body: hyper::body::Incoming,
     budget: &Rc<InflightBudget>,
