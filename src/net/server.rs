@@ -24,19 +24,20 @@ use crate::{
     shutdown::Lifecycle,
 };
 
-/// Connection settings. The HTTP/2 windows bound what a client can make
-/// sluice buffer before the request handler reads it (and charges it to the
-/// in-flight budget): at most one stream window per stream and one connection
-/// window per connection. They are modest on purpose: large enough that a
-/// 1000-span request (about 250 KB) fits in one stream window and loopback or
-/// LAN clients are not throttled by them, small enough that hundreds of stalled
-/// connections hold little. Frames are at most 16 KiB (what gRPC clients send),
-/// so a request waiting for the budget holds one small frame.
+/// Connection settings. The HTTP/2 stream window bounds what a client can
+/// make sluice buffer for a stream before the request handler reads it (and
+/// charges it to the in-flight budget). The connection window is sized to
+/// cover every stream's window plus 1 MiB: a stream waiting for the budget
+/// holds at most its own window of the connection's, so streams that got
+/// their reservation always have room to receive the rest (a smaller
+/// connection window deadlocks streams admitted by the budget behind streams
+/// waiting for it). Frames are at most 16 KiB (what gRPC clients send).
 #[derive(Clone, Copy, Debug)]
 pub struct ServerTuning {
     pub max_concurrent_streams: u32,
     pub max_frame_size: u32,
     pub stream_window: u32,
+    /// 0: every stream's window plus 1 MiB (see above).
     pub connection_window: u32,
     /// Response bytes h2 buffers per stream beyond the client's window.
     pub max_send_buf: usize,
@@ -52,12 +53,23 @@ impl Default for ServerTuning {
         ServerTuning {
             max_concurrent_streams: 1024,
             max_frame_size: 16 << 10,
-            stream_window: 256 << 10,
-            connection_window: 1 << 20,
+            stream_window: 64 << 10,
+            connection_window: 0,
             max_send_buf: 64 << 10,
             h1_max_buf: 256 << 10,
             max_unread_responses: 32,
         }
+    }
+}
+
+impl ServerTuning {
+    /// The HTTP/2 connection window in use.
+    pub fn connection_window_size(&self) -> u32 {
+        if self.connection_window > 0 {
+            return self.connection_window;
+        }
+        let all = u64::from(self.max_concurrent_streams) * u64::from(self.stream_window) + (1 << 20);
+        all.min(i32::MAX as u64) as u32
     }
 }
 
@@ -141,7 +153,7 @@ where
         .max_concurrent_streams(tuning.max_concurrent_streams)
         .max_frame_size(tuning.max_frame_size)
         .initial_stream_window_size(tuning.stream_window)
-        .initial_connection_window_size(tuning.connection_window)
+        .initial_connection_window_size(tuning.connection_window_size())
         .max_send_buf_size(tuning.max_send_buf);
     let builder = Rc::new(builder);
     loop {
