@@ -31,7 +31,7 @@ use crate::{
 /// holds at most its own window of the connection's, so streams that got
 /// their reservation always have room to receive the rest (a smaller
 /// connection window deadlocks streams admitted by the budget behind streams
-/// waiting for it). Frames are at most 16 KiB (what gRPC clients send).
+/// waiting for it). Frames are at most one stream window.
 #[derive(Clone, Copy, Debug)]
 pub struct ServerTuning {
     pub max_concurrent_streams: u32,
@@ -52,7 +52,7 @@ impl Default for ServerTuning {
     fn default() -> Self {
         ServerTuning {
             max_concurrent_streams: 1024,
-            max_frame_size: 16 << 10,
+            max_frame_size: 64 << 10,
             stream_window: 64 << 10,
             connection_window: 0,
             max_send_buf: 64 << 10,
