@@ -18,7 +18,10 @@ use thiserror::Error;
 use crate::{
     config::{Config, ReceiverConfig},
     exporter::{self, ExportContext, ExporterHandle, ExporterPlan},
-    net::server::{self, ServerTuning},
+    net::{
+        inflight::{self, InflightBudget},
+        server::{self, ServerTuning},
+    },
     pipeline::ShardPipelines,
     processor::memory_limiter::{self, Limits, MemoryLimiterError, ShardGate, Verdict},
     receiver::{otlp_grpc, otlp_http, ReceiverCtx},
@@ -422,8 +425,13 @@ async fn shard_main(
     }
     let pipelines = Rc::new(pipelines);
 
-    // Listeners.
+    // Listeners, sharing the shard's in-flight byte budget.
     let tuning = ServerTuning::default();
+    let budget = InflightBudget::new(inflight::budget_bytes(
+        config.tuning.inflight_budget_mib,
+        limits.map(|l| l.soft),
+        stats.shards.len(),
+    ));
     let mut bind_error = spool_error;
     for (id, r) in &config.receivers {
         let ReceiverConfig::Otlp(o) = r;
@@ -461,6 +469,8 @@ async fn shard_main(
                 receiver,
                 stats_index,
                 max_message,
+                budget: budget.clone(),
+                body_timeout: config.tuning.body_timeout,
             });
             let mut t = tuning;
             if let Some(g) = &o.grpc {

@@ -610,6 +610,13 @@ pub struct TuningConfig {
     pub shutdown_timeout: Duration,
     /// io_uring buffer memory per shard; default derived from the memlock limit.
     pub io_memory_kib: Option<u64>,
+    /// Request bytes in flight (received, not yet handed to a pipeline) per
+    /// shard; default a quarter of the memory limiter's soft limit divided
+    /// among shards, else 64 MiB.
+    pub inflight_budget_mib: Option<u64>,
+    /// A request body that makes no progress for this long is refused
+    /// (408 / DEADLINE_EXCEEDED) and its memory released.
+    pub body_timeout: Duration,
 }
 
 impl Default for TuningConfig {
@@ -620,6 +627,8 @@ impl Default for TuningConfig {
             pin: true,
             shutdown_timeout: Duration::from_secs(10),
             io_memory_kib: None,
+            inflight_budget_mib: None,
+            body_timeout: Duration::from_secs(30),
         }
     }
 }

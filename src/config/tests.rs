@@ -195,6 +195,8 @@ tuning:
   pin: false
   shutdown_timeout: 30s
   io_memory_kib: 512
+  inflight_budget_mib: 48
+  body_timeout: 5s
 "#;
 
 #[test]
@@ -361,6 +363,8 @@ fn full_collector_style_config() {
             pin: false,
             shutdown_timeout: Duration::from_secs(30),
             io_memory_kib: Some(512),
+            inflight_budget_mib: Some(48),
+            body_timeout: Duration::from_secs(5),
         }
     );
 }
@@ -757,6 +761,11 @@ fn tuning_files_both_forms() {
     assert_eq!(load_tuning_file(&bad).unwrap_err().path, "tuning.cores");
     std::fs::write(&bad, "tuning:\n  pin: true\nshards: 2\n").unwrap();
     assert_eq!(load_tuning_file(&bad).unwrap_err().path, "shards");
+    std::fs::write(&bad, "tuning:\n  pin: true\n  inflight_budget_mib: 0\n").unwrap();
+    let e = load_tuning_file(&bad).unwrap_err();
+    assert_eq!((e.path.as_str(), e.line), ("tuning.inflight_budget_mib", Some(3)));
+    std::fs::write(&bad, "body_timeout: 0s\n").unwrap();
+    assert_eq!(load_tuning_file(&bad).unwrap_err().path, "body_timeout");
     std::fs::write(&bad, "shard: 2\n").unwrap();
     assert!(load_tuning_file(&bad)
         .unwrap_err()

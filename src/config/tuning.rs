@@ -1,9 +1,18 @@
 //! The sluice-specific `tuning` section (shards, cores, pinning, shutdown
-//! deadline, io_uring memory) and tuning files given with `--tuning`.
+//! deadline, io_uring memory, in-flight request budget and body timeout) and
+//! tuning files given with `--tuning`.
 
 use super::{node::Node, section::Section, ConfigError, TuningConfig};
 
-const KEYS: &[&str] = &["shards", "cores", "pin", "shutdown_timeout", "io_memory_kib"];
+const KEYS: &[&str] = &[
+    "shards",
+    "cores",
+    "pin",
+    "shutdown_timeout",
+    "io_memory_kib",
+    "inflight_budget_mib",
+    "body_timeout",
+];
 
 /// Reads a `tuning` mapping at `path` (its key on `line`).
 pub fn section(node: &Node, path: &str, line: usize) -> Result<TuningConfig, ConfigError> {
@@ -15,6 +24,8 @@ pub fn section(node: &Node, path: &str, line: usize) -> Result<TuningConfig, Con
         pin: s.bool("pin")?.unwrap_or(d.pin),
         shutdown_timeout: s.duration("shutdown_timeout")?.unwrap_or(d.shutdown_timeout),
         io_memory_kib: s.uint("io_memory_kib")?,
+        inflight_budget_mib: s.uint("inflight_budget_mib")?,
+        body_timeout: s.duration("body_timeout")?.unwrap_or(d.body_timeout),
     };
     if t.shards == Some(0) {
         return Err(s.error("shards", "must be at least 1"));
@@ -37,6 +48,17 @@ pub fn section(node: &Node, path: &str, line: usize) -> Result<TuningConfig, Con
     }
     if t.io_memory_kib == Some(0) {
         return Err(s.error("io_memory_kib", "must be at least 1 (or left out for the default)"));
+    }
+    if let Some(b) = t.inflight_budget_mib {
+        if b == 0 || b > 1 << 20 {
+            return Err(s.error(
+                "inflight_budget_mib",
+                "must be between 1 and 1048576 (1 TiB), or left out for the default",
+            ));
+        }
+    }
+    if t.body_timeout.is_zero() {
+        return Err(s.error("body_timeout", "must be more than 0s"));
     }
     Ok(t)
 }

@@ -1,10 +1,13 @@
 //! HTTP body types: `ResponseBody` (one data frame, optional trailers: gRPC
-//! responses and plain replies) and `read_limited` (collects a request body,
-//! zero-copy when it arrives in one frame, refusing past a size limit).
+//! responses and plain replies) and `read_body` (collects a request body,
+//! zero-copy when it arrives in one frame, refusing past a size limit, charged
+//! to the shard's in-flight budget, cut off when the client stops sending).
 
 use std::{
     pin::Pin,
+    rc::Rc,
     task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
 use bytes::{Bytes, BytesMut};
@@ -12,6 +15,8 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use thiserror::Error;
+
+use crate::net::inflight::{Held, InflightBudget};
 
 /// A body of at most one data frame followed by optional trailers.
 #[derive(Debug, Default)]
@@ -66,46 +71,181 @@ impl Body for ResponseBody {
 pub enum BodyError {
     #[error("request body exceeds the limit of {0} bytes")]
     TooLarge(usize),
+    #[error("no part of the request body arrived for {0:?}")]
+    Stalled(Duration),
+    #[error("sluice is receiving too many request bytes at once (in-flight budget full for {0:?}); retry later")]
+    Busy(Duration),
     #[error("error reading request body: {0}")]
     Read(#[from] hyper::Error),
 }
 
-/// Reads a whole request body of at most `limit` bytes. A body that arrives as a
-/// single frame is returned as is, without copying.
-pub async fn read_limited(mut body: hyper::body::Incoming, limit: usize) -> Result<Bytes, BodyError> {
+/// How to read one request body.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyRules {
+    /// Largest accepted body, bytes.
+    pub limit: usize,
+    /// The body is one gRPC message: its 5-byte prefix declares its size.
+    pub grpc: bool,
+    /// Longest wait for the next part of the body (twice that for room in the budget).
+    pub timeout: Duration,
+    /// On a body over the limit, read (and discard, bounded) the rest so an
+    /// HTTP/1.1 connection stays usable.
+    pub drain: bool,
+}
+
+/// A frame size assumed for reads whose total size is not known yet.
+const FRAME_GUESS: usize = 16 << 10;
+
+/// Reads a whole request body of at most `rules.limit` bytes, charging it to
+/// `budget` (see `net::inflight`): the full size is reserved as soon as it is
+/// known (Content-Length, gRPC prefix), otherwise frame by frame; after the
+/// first frame, no frame is polled (so no flow-control window reopens)
+/// without room in the budget. The returned `Held` keeps the bytes charged
+/// until it is dropped. A body that arrives as a single frame is returned as
+/// is, without copying.
+pub async fn read_body(
+    body: hyper::body::Incoming,
+    budget: &Rc<InflightBudget>,
+    rules: BodyRules,
+) -> Result<(Bytes, Held), BodyError> {
+    let mut r = Reader {
+        body,
+        timeout: rules.timeout,
+    };
+    let mut held = budget.hold();
+    let limit = rules.limit;
+    // Whoever holds the budget makes progress or is cut off within `timeout`
+    // of its last progress: waiting twice that covers a stalled holder.
+    let deadline = || Instant::now() + rules.timeout * 2;
+    let mut expected = r
+        .body
+        .size_hint()
+        .exact()
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    if let Some(n) = expected {
+        if n > limit {
+            return Err(r.too_large(0, rules).await);
+        }
+        budget
+            .reserve(&mut held, n, deadline())
+            .await
+            .map_err(|_| BodyError::Busy(rules.timeout * 2))?;
+    }
     let mut first: Option<Bytes> = None;
     let mut rest: Option<BytesMut> = None;
     let mut total = 0usize;
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else {
-            continue; // trailers
-        };
+    loop {
+        let complete = expected.is_some_and(|n| total >= n);
+        // The first frame of a body of unknown size is read without a
+        // reservation (it is within the stream window a client may fill
+        // anyway) and charged once it is here: a stream whose client has
+        // not sent anything yet holds nothing.
+        let first_frame = first.is_none() && rest.is_none();
+        if total >= held.bytes() && !complete && !first_frame {
+            // Nothing reserved for the next frame: wait for room for one.
+            budget
+                .reserve(&mut held, FRAME_GUESS, deadline())
+                .await
+                .map_err(|_| BodyError::Busy(rules.timeout * 2))?;
+        }
+        let Some(data) = r.next().await? else { break };
         total += data.len();
         if total > limit {
-            // Drain (bounded) so an HTTP/1.1 connection stays usable.
-            let mut drained = total;
-            while let Some(Ok(f)) = body.frame().await {
-                drained += f.data_ref().map_or(0, |d| d.len());
-                if drained > limit.saturating_mul(4).max(64 << 20) {
-                    break;
-                }
-            }
-            return Err(BodyError::TooLarge(limit));
+            return Err(r.too_large(total, rules).await);
         }
-        match (&mut first, &mut rest) {
-            (None, _) => first = Some(data),
+        if total > held.bytes() {
+            held.force(total - held.bytes());
+        }
+        match (first.take(), &mut rest) {
+            (None, None) => first = Some(data),
             (Some(f), None) => {
-                let mut b = BytesMut::with_capacity((f.len() + data.len()) * 2);
-                b.extend_from_slice(f);
+                // A second frame: join them (the first frame is released).
+                let cap = expected.unwrap_or((f.len() + data.len()) * 2).max(f.len() + data.len());
+                let mut b = BytesMut::with_capacity(cap);
+                b.extend_from_slice(&f);
                 b.extend_from_slice(&data);
                 rest = Some(b);
             }
-            (Some(_), Some(b)) => b.extend_from_slice(&data),
+            (_, Some(b)) => b.extend_from_slice(&data),
+        }
+        if rules.grpc && expected.is_none() {
+            let head: &[u8] = match (&first, &rest) {
+                (_, Some(b)) => b,
+                (Some(f), None) => f,
+                _ => &[],
+            };
+            if head.len() >= crate::grpc::PREFIX_LEN {
+                let declared = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+                let n = declared.saturating_add(crate::grpc::PREFIX_LEN);
+                if n > limit {
+                    return Err(r.too_large(total, rules).await);
+                }
+                expected = Some(n);
+                if n > held.bytes() {
+                    // Reserve the rest of the message before reading on.
+                    let more = n - held.bytes();
+                    if more > budget.capacity() / 16 {
+                        held.park();
+                    }
+                    budget
+                        .reserve(&mut held, more, deadline())
+                        .await
+                        .map_err(|_| BodyError::Busy(rules.timeout * 2))?;
+                }
+            }
         }
     }
-    Ok(match (first, rest) {
+    let bytes = match (first, rest) {
         (_, Some(b)) => b.freeze(),
         (Some(f), None) => f,
         (None, None) => Bytes::new(),
-    })
+    };
+    Ok((bytes, held))
+}
+
+/// Polls a body's frames, each wait bounded by `timeout`.
+struct Reader {
+    body: hyper::body::Incoming,
+    timeout: Duration,
+}
+
+impl Reader {
+    /// The next data frame; `None` at the end of the body.
+    async fn next(&mut self) -> Result<Option<Bytes>, BodyError> {
+        loop {
+            let mut fut = self.body.frame();
+            // Most frames are already buffered: no timer for those.
+            let polled = match futures_lite::future::poll_once(&mut fut).await {
+                Some(f) => f,
+                None => glommio::timer::timeout(self.timeout, async { Ok(fut.await) })
+                    .await
+                    .map_err(|_| BodyError::Stalled(self.timeout))?,
+            };
+            match polled {
+                None => return Ok(None),
+                Some(frame) => {
+                    if let Ok(data) = frame?.into_data() {
+                        return Ok(Some(data));
+                    }
+                    // Trailers: keep going to the end.
+                }
+            }
+        }
+    }
+
+    /// Reads and discards the rest of an oversized body when `rules.drain`
+    /// (bounded in bytes and by the progress timeout), then says it is too large.
+    async fn too_large(&mut self, mut drained: usize, rules: BodyRules) -> BodyError {
+        let cap = rules.limit.saturating_mul(4).max(64 << 20);
+        let declared = self.body.size_hint().exact().unwrap_or(0);
+        if rules.drain && declared <= cap as u64 {
+            while drained <= cap {
+                match self.next().await {
+                    Ok(Some(d)) => drained += d.len(),
+                    _ => break,
+                }
+            }
+        }
+        BodyError::TooLarge(rules.limit)
+    }
 }

@@ -2,5 +2,6 @@
 
 pub mod body;
 pub mod hyper_io;
+pub mod inflight;
 pub mod server;
 pub mod timer;

@@ -2,7 +2,14 @@
 //! SO_REUSEPORT glommio listener and serves each connection with hyper
 //! (HTTP/1.1 and h2c auto-detected), until the shard starts draining.
 
-use std::{convert::Infallible, future::Future, rc::Rc};
+use std::{
+    cell::Cell,
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    rc::Rc,
+    task::{Context, Poll},
+};
 
 use glommio::net::TcpListener;
 use http::{Request, Response};
@@ -17,24 +24,108 @@ use crate::{
     shutdown::Lifecycle,
 };
 
-/// HTTP/2 settings for receivers: large windows and frames so a request body
-/// usually arrives in one frame (no copy) and flow control never throttles.
+/// Connection settings. The HTTP/2 stream window bounds what a client can
+/// make sluice buffer for a stream before the request handler reads it (and
+/// charges it to the in-flight budget). The connection window is sized to
+/// cover every stream's window plus 1 MiB: a stream waiting for the budget
+/// holds at most its own window of the connection's, so streams that got
+/// their reservation always have room to receive the rest (a smaller
+/// connection window deadlocks streams admitted by the budget behind streams
+/// waiting for it). Frames are at most one stream window.
 #[derive(Clone, Copy, Debug)]
 pub struct ServerTuning {
     pub max_concurrent_streams: u32,
     pub max_frame_size: u32,
     pub stream_window: u32,
+    /// 0: every stream's window plus 1 MiB (see above).
     pub connection_window: u32,
+    /// Response bytes h2 buffers per stream beyond the client's window.
+    pub max_send_buf: usize,
+    /// HTTP/1.1 read buffer (bounds a request head and unread body bytes).
+    pub h1_max_buf: usize,
+    /// Responses a connection may leave unread (waiting for its flow-control
+    /// window) before new requests on it are refused without being read.
+    pub max_unread_responses: u32,
 }
 
 impl Default for ServerTuning {
     fn default() -> Self {
         ServerTuning {
             max_concurrent_streams: 1024,
-            max_frame_size: 1 << 20,
-            stream_window: 8 << 20,
-            connection_window: 32 << 20,
+            max_frame_size: 64 << 10,
+            stream_window: 64 << 10,
+            connection_window: 0,
+            max_send_buf: 64 << 10,
+            h1_max_buf: 256 << 10,
+            max_unread_responses: 32,
         }
+    }
+}
+
+impl ServerTuning {
+    /// The HTTP/2 connection window in use.
+    pub fn connection_window_size(&self) -> u32 {
+        if self.connection_window > 0 {
+            return self.connection_window;
+        }
+        let all = u64::from(self.max_concurrent_streams) * u64::from(self.stream_window) + (1 << 20);
+        all.min(i32::MAX as u64) as u32
+    }
+}
+
+/// Per-connection state shared by the connection's requests.
+#[derive(Debug, Default)]
+struct ConnState {
+    /// Responses created but not yet taken by the connection (sent or dropped).
+    unread: Cell<u32>,
+}
+
+/// A response body that counts as unread on its connection until it drops.
+pub struct TrackedBody {
+    inner: ResponseBody,
+    conn: Rc<ConnState>,
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        self.conn.unread.set(self.conn.unread.get().saturating_sub(1));
+    }
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Infallible>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The answer to a request on a connection whose client leaves responses
+/// unread: headers only (no flow control applies), so the stream closes at once.
+fn unread_refusal(req: &Request<Incoming>, unread: u32) -> Response<ResponseBody> {
+    let grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let msg = format!("{unread} responses on this connection are not read by the client; refusing new requests on it");
+    if grpc {
+        crate::receiver::otlp_grpc::status_response(crate::grpc::Code::Unavailable, &msg, None)
+    } else {
+        let mut r = Response::new(ResponseBody::empty());
+        *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        r
     }
 }
 
@@ -51,15 +142,19 @@ where
     F: Future<Output = Response<ResponseBody>> + 'static,
 {
     let mut builder = auto::Builder::new(ShardExecutor);
-    builder.http1().keep_alive(true).timer(crate::net::timer::GlommioTimer);
+    builder
+        .http1()
+        .keep_alive(true)
+        .timer(crate::net::timer::GlommioTimer)
+        .max_buf_size(tuning.h1_max_buf);
     builder
         .http2()
         .timer(crate::net::timer::GlommioTimer)
         .max_concurrent_streams(tuning.max_concurrent_streams)
         .max_frame_size(tuning.max_frame_size)
         .initial_stream_window_size(tuning.stream_window)
-        .initial_connection_window_size(tuning.connection_window)
-        .max_send_buf_size(1 << 20);
+        .initial_connection_window_size(tuning.connection_window_size())
+        .max_send_buf_size(tuning.max_send_buf);
     let builder = Rc::new(builder);
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
@@ -80,13 +175,29 @@ where
         let builder = builder.clone();
         glommio::spawn_local(async move {
             let io = HyperStream::new(stream);
-            let svc = hyper::service::service_fn(move |req| {
-                let fut = handler(req);
-                async move { Ok::<_, Infallible>(fut.await) }
+            let conn = Rc::new(ConnState::default());
+            let max_unread = tuning.max_unread_responses;
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let conn = conn.clone();
+                let unread = conn.unread.get();
+                // Boxed: a stream whose response waits for the client's window
+                // keeps only the small response, not the handler's state.
+                let fut: Pin<Box<dyn Future<Output = Response<ResponseBody>>>> = if unread >= max_unread {
+                    Box::pin(std::future::ready(unread_refusal(&req, unread)))
+                } else {
+                    Box::pin(handler(req))
+                };
+                async move {
+                    let resp = fut.await;
+                    conn.unread.set(conn.unread.get() + 1);
+                    Ok::<_, Infallible>(resp.map(|inner| TrackedBody { inner, conn }))
+                }
             });
             if let Err(e) = builder.serve_connection(io, svc).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            // What the connection leaves freed goes back to the OS.
+            crate::net::inflight::trim_soon();
         })
         .detach();
     }

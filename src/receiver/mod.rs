@@ -9,6 +9,7 @@ use std::{rc::Rc, time::Duration};
 use bytes::Bytes;
 
 use crate::{
+    net::inflight::InflightBudget,
     payload::Payload,
     pipeline::{SharedPipelines, SubmitError},
     shutdown::Lifecycle,
@@ -35,6 +36,10 @@ pub struct ReceiverCtx {
     pub stats_index: usize,
     /// Largest accepted (decompressed) message, bytes.
     pub max_message: usize,
+    /// The shard's in-flight byte budget, shared by its receivers.
+    pub budget: Rc<InflightBudget>,
+    /// Longest wait for the next part of a request body (`tuning.body_timeout`).
+    pub body_timeout: Duration,
 }
 
 /// Why a request was not accepted.
@@ -49,6 +54,13 @@ pub enum Rejection {
 impl ReceiverCtx {
     fn stats(&self) -> &ReceiverStats {
         &self.stats.shards[self.shard].receivers[self.stats_index]
+    }
+
+    /// Counts a request refused before its items could be counted (too large,
+    /// stalled, in-flight budget full) as one refused item of `signal`.
+    pub fn refused_unread(&self, signal: Signal) {
+        self.stats().requests.add(1);
+        self.stats().refused.add(signal, 1);
     }
 
     /// Absorbs a burst: while an `overflow: signal` sending queue is full, waits

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use crate::{
     compression,
     grpc::{self, Code},
-    net::body::{read_limited, BodyError, ResponseBody},
+    net::body::{read_body, BodyError, BodyRules, ResponseBody},
     receiver::{ReceiverCtx, Rejection, RETRY_HINT},
     signal::Signal,
 };
@@ -83,26 +83,36 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
         }
     };
     let limit = ctx.max_message;
-    let body = match read_limited(req.into_body(), limit + grpc::PREFIX_LEN).await {
+    let too_large = |what: &str| {
+        ctx.refused_unread(signal);
+        status_response(
+            Code::ResourceExhausted,
+            &format!("{what} larger than max_recv_msg_size ({limit} bytes)"),
+            None,
+        )
+    };
+    let rules = BodyRules {
+        limit: limit + grpc::PREFIX_LEN,
+        grpc: true,
+        timeout: ctx.body_timeout,
+        drain: false,
+    };
+    let (body, mut held) = match read_body(req.into_body(), &ctx.budget, rules).await {
         Ok(b) => b,
-        Err(BodyError::TooLarge(_)) => {
-            return status_response(
-                Code::ResourceExhausted,
-                &format!("message larger than max_recv_msg_size ({limit} bytes)"),
-                None,
-            )
+        Err(BodyError::TooLarge(_)) => return too_large("message"),
+        Err(e @ BodyError::Stalled(_)) => {
+            ctx.refused_unread(signal);
+            return status_response(Code::DeadlineExceeded, &e.to_string(), None);
+        }
+        Err(e @ BodyError::Busy(_)) => {
+            ctx.refused_unread(signal);
+            return status_response(Code::ResourceExhausted, &e.to_string(), Some(RETRY_HINT));
         }
         Err(e) => return status_response(Code::Internal, &e.to_string(), None),
     };
     let (compressed, msg) = match grpc::unframe(body, limit) {
         Ok(x) => x,
-        Err(grpc::FrameError::TooLarge(..)) => {
-            return status_response(
-                Code::ResourceExhausted,
-                &format!("message larger than max_recv_msg_size ({limit} bytes)"),
-                None,
-            )
-        }
+        Err(grpc::FrameError::TooLarge(..)) => return too_large("message"),
         Err(e) => return status_response(Code::InvalidArgument, &e.to_string(), None),
     };
     let msg = if compressed {
@@ -110,20 +120,21 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
             return status_response(Code::Internal, "compressed flag set without grpc-encoding", None);
         }
         match compression::gunzip(&msg, limit) {
-            Ok(m) => m,
-            Err(compression::CompressionError::TooLarge(_)) => {
-                return status_response(
-                    Code::ResourceExhausted,
-                    &format!("decompressed message larger than max_recv_msg_size ({limit} bytes)"),
-                    None,
-                )
+            Ok(m) => {
+                // The compressed copy goes now; the output is charged until hand-off.
+                drop(msg);
+                held.force(m.len());
+                m
             }
+            Err(compression::CompressionError::TooLarge(_)) => return too_large("decompressed message"),
             Err(e) => return status_response(Code::InvalidArgument, &e.to_string(), None),
         }
     } else {
         msg
     };
-    match ctx.accept(signal, msg).await {
+    let accepted = ctx.accept(signal, msg).await;
+    drop(held);
+    match accepted {
         Ok(_) => ok_response(),
         Err(Rejection::Malformed(m)) => {
             status_response(Code::InvalidArgument, &format!("malformed {signal} request: {m}"), None)

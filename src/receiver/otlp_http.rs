@@ -12,7 +12,7 @@ use prost::Message;
 use crate::{
     compression,
     grpc::{rpc, Code},
-    net::body::{read_limited, BodyError, ResponseBody},
+    net::body::{read_body, BodyError, BodyRules, ResponseBody},
     otlp_json,
     receiver::{ReceiverCtx, Rejection, RETRY_HINT},
     signal::Signal,
@@ -123,6 +123,7 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
     };
     let limit = ctx.max_message;
     let too_large = || {
+        ctx.refused_unread(signal);
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
             enc,
@@ -131,9 +132,35 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
             None,
         )
     };
-    let body = match read_limited(req.into_body(), limit).await {
+    let rules = BodyRules {
+        limit,
+        grpc: false,
+        timeout: ctx.body_timeout,
+        drain: req.version() < http::Version::HTTP_2,
+    };
+    let (body, mut held) = match read_body(req.into_body(), &ctx.budget, rules).await {
         Ok(b) => b,
         Err(BodyError::TooLarge(_)) => return too_large(),
+        Err(e @ BodyError::Stalled(_)) => {
+            ctx.refused_unread(signal);
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                enc,
+                Code::DeadlineExceeded,
+                &e.to_string(),
+                None,
+            );
+        }
+        Err(e @ BodyError::Busy(_)) => {
+            ctx.refused_unread(signal);
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                enc,
+                Code::ResourceExhausted,
+                &e.to_string(),
+                Some(RETRY_HINT.as_secs()),
+            );
+        }
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -145,8 +172,13 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
         }
     };
     let body = if gzip {
-        match compression::gunzip(&body, limit) {
-            Ok(b) => b,
+        let out = compression::gunzip(&body, limit);
+        drop(body);
+        match out {
+            Ok(b) => {
+                held.force(b.len());
+                b
+            }
             Err(compression::CompressionError::TooLarge(_)) => return too_large(),
             Err(e) => {
                 return error(
@@ -164,7 +196,10 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
     let body = match enc {
         Encoding::Protobuf => body,
         Encoding::Json => match otlp_json::decode_request_off_shard(signal, body).await {
-            Ok(b) => b,
+            Ok(b) => {
+                held.force(b.len());
+                b
+            }
             Err(e) => {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -176,7 +211,9 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
             }
         },
     };
-    match ctx.accept(signal, body).await {
+    let accepted = ctx.accept(signal, body).await;
+    drop(held);
+    match accepted {
         Ok(_) => ok(enc),
         Err(Rejection::Malformed(m)) => error(
             StatusCode::BAD_REQUEST,

@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod otlp_gen;
+pub mod stalled;
+
 use std::{
     collections::HashMap,
     fs::File,
