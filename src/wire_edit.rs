@@ -857,4 +857,157 @@ mod tests {
             _ => String::new(),
         }
     }
+
+    fn kv(k: &str, v: crate::proto::common::v1::any_value::Value) -> crate::proto::common::v1::KeyValue {
+        crate::proto::common::v1::KeyValue {
+            key: k.into(),
+            value: Some(crate::proto::common::v1::AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn attrs_edit_rebuilds_only_what_changed() {
+        use crate::proto::common::v1::any_value::Value as V;
+        let mut sp = span("a", 1);
+        sp.attributes = vec![
+            kv("a", V::IntValue(1)),
+            kv("b", V::StringValue("x".into())),
+            kv("c", V::BoolValue(true)),
+        ];
+        let bytes = sp.encode_to_vec();
+        let untouched = Attrs::read(&bytes, 9);
+        assert!(untouched.encode().is_none(), "no edit, no bytes");
+
+        let mut at = Attrs::read(&bytes, 9);
+        let b = at.find("b").unwrap();
+        at.set(b, AttrValue::Str("y".into()));
+        let c = at.find("c").unwrap();
+        at.remove(c);
+        at.insert("d".into(), AttrValue::Double(2.5));
+        at.insert("e".into(), AttrValue::Int(-3));
+        at.insert("f".into(), AttrValue::Bool(false));
+        let a = at.find("a").unwrap();
+        let copied = at.value(a).clone();
+        at.insert("g".into(), copied);
+        let got = Span::decode(&at.encode().unwrap()[..]).unwrap();
+        let mut want = sp.clone();
+        want.attributes = vec![
+            kv("a", V::IntValue(1)),
+            kv("b", V::StringValue("y".into())),
+            kv("d", V::DoubleValue(2.5)),
+            kv("e", V::IntValue(-3)),
+            kv("f", V::BoolValue(false)),
+            kv("g", V::IntValue(1)),
+        ];
+        assert_eq!(got, want);
+        // The unchanged entry is copied as it came: the rebuilt span starts
+        // with the received bytes up to the changed entry.
+        let rebuilt = at.encode().unwrap();
+        let a_end = bytes.windows(3).position(|w| w == b"\x0a\x01b").unwrap();
+        assert_eq!(rebuilt[..a_end], bytes[..a_end]);
+    }
+
+    #[test]
+    fn rewrite_replaces_items_and_resources() {
+        let mut one = ExportTraceServiceRequest::decode(traces(vec![vec![span("a", 0), span("b", 0)]])).unwrap();
+        let second = ExportTraceServiceRequest::decode(traces(vec![vec![span("c", 0)]])).unwrap();
+        one.resource_spans.extend(second.resource_spans);
+        // The first entry has no resource at all; give the second one.
+        one.resource_spans[1].resource = Some(crate::proto::resource::v1::Resource {
+            attributes: vec![kv(
+                "service.name",
+                crate::proto::common::v1::any_value::Value::StringValue("s".into()),
+            )],
+            ..Default::default()
+        });
+        let body = Bytes::from(one.encode_to_vec());
+
+        // Nothing changes: the body itself.
+        let e = rewrite(&body, Kind::Span, &mut |_| None, Some(&mut |_| Rewrite::Keep)).unwrap();
+        assert!(!e.changed);
+        assert_eq!((e.pieces.len(), e.pieces[0].as_ptr()), (1, body.as_ptr()));
+
+        // A resource edit on entries with a service only: the first entry
+        // stays a slice of the body.
+        let mut res = |r: &[u8]| {
+            let mut a = Attrs::read(r, 1);
+            let i = a.find("service.name")?;
+            a.set(i, AttrValue::Str("renamed".into()));
+            a.encode()
+        };
+        let e = rewrite(&body, Kind::Span, &mut res, None).unwrap();
+        assert!(e.changed);
+        assert_eq!(e.pieces.len(), 2);
+        assert!(
+            body.as_ptr_range().contains(&e.pieces[0].as_ptr()),
+            "untouched entry is a slice"
+        );
+        let got = ExportTraceServiceRequest::decode(e.to_bytes()).unwrap();
+        let mut want = one.clone();
+        want.resource_spans[1].resource.as_mut().unwrap().attributes[0] = kv(
+            "service.name",
+            crate::proto::common::v1::any_value::Value::StringValue("renamed".into()),
+        );
+        assert_eq!(got, want);
+
+        // A resource inserted where there was none, and an item replaced.
+        let mut res = |r: &[u8]| {
+            let mut a = Attrs::read(r, 1);
+            if a.find("service.name").is_none() {
+                a.insert("service.name".into(), AttrValue::Str("new".into()));
+            }
+            a.encode()
+        };
+        let mut item = |i: &Item<'_>| {
+            if named(i) == "b" {
+                let mut a = Attrs::read(i.item, 9);
+                a.insert("k".into(), AttrValue::Int(7));
+                Rewrite::Replace(a.encode().unwrap())
+            } else {
+                Rewrite::Keep
+            }
+        };
+        let e = rewrite(&body, Kind::Span, &mut res, Some(&mut item)).unwrap();
+        let got = ExportTraceServiceRequest::decode(e.to_bytes()).unwrap();
+        let mut want = one.clone();
+        want.resource_spans[0].resource = Some(crate::proto::resource::v1::Resource {
+            attributes: vec![kv(
+                "service.name",
+                crate::proto::common::v1::any_value::Value::StringValue("new".into()),
+            )],
+            ..Default::default()
+        });
+        want.resource_spans[0].scope_spans[0].spans[1]
+            .attributes
+            .push(kv("k", crate::proto::common::v1::any_value::Value::IntValue(7)));
+        assert_eq!(got, want);
+        assert!(
+            body.as_ptr_range().contains(&e.pieces[1].as_ptr()),
+            "second entry untouched"
+        );
+    }
+
+    #[test]
+    fn rewrite_data_points() {
+        let body = metrics(vec![gauge("m", &[1, 2])]);
+        let mut item = |i: &Item<'_>| {
+            let mut a = Attrs::read(i.item, i.attributes_field().unwrap());
+            a.insert("host".into(), AttrValue::Str("h".into()));
+            Rewrite::Replace(a.encode().unwrap())
+        };
+        let e = rewrite(&body, Kind::DataPoint, &mut |_| None, Some(&mut item)).unwrap();
+        assert_eq!(e.dropped, 0);
+        let got = ExportMetricsServiceRequest::decode(e.to_bytes()).unwrap();
+        let mut want = ExportMetricsServiceRequest::decode(body.clone()).unwrap();
+        if let Some(metric::Data::Gauge(g)) = &mut want.resource_metrics[0].scope_metrics[0].metrics[0].data {
+            for p in &mut g.data_points {
+                p.attributes.push(kv(
+                    "host",
+                    crate::proto::common::v1::any_value::Value::StringValue("h".into()),
+                ));
+            }
+        }
+        assert_eq!(got, want);
+    }
 }
