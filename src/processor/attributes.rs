@@ -244,7 +244,7 @@ fn text_of(v: &Value<'_>) -> Option<String> {
     }
 }
 
-fn str_field<'a>(msg: &'a [u8], number: u32) -> Option<&'a str> {
+fn str_field(msg: &[u8], number: u32) -> Option<&str> {
     std::str::from_utf8(wire_view::bytes_of(msg, number).unwrap_or_default()).ok()
 }
 
