@@ -598,9 +598,13 @@ impl<'a> Attrs<'a> {
         &self.list[i].value
     }
 
-    /// Sets the value of entry `i`.
+    /// Sets the value of entry `i`. Setting the value it has (same type and
+    /// value) changes nothing, so the message keeps its bytes.
     pub fn set(&mut self, i: usize, value: AttrValue<'a>) {
         let a = &mut self.list[i];
+        if a.value.get() == value.get() {
+            return;
+        }
         a.value = value;
         a.original = None;
         self.changed = true;
@@ -878,6 +882,10 @@ mod tests {
         let bytes = sp.encode_to_vec();
         let untouched = Attrs::read(&bytes, 9);
         assert!(untouched.encode().is_none(), "no edit, no bytes");
+        let mut same = Attrs::read(&bytes, 9);
+        let b = same.find("b").unwrap();
+        same.set(b, AttrValue::Str("x".into()));
+        assert!(same.encode().is_none(), "the value it had: no change");
 
         let mut at = Attrs::read(&bytes, 9);
         let b = at.find("b").unwrap();

@@ -633,6 +633,19 @@ async fn resourcedetection_adds_host_and_env_attributes() {
         backend.traces()[0].resource_spans[0].scope_spans[0].encode_to_vec(),
         req.resource_spans[0].scope_spans[0].encode_to_vec()
     );
+    // A resource that already carries the detected values arrives
+    // byte-identical.
+    let detected = vec![
+        kv("host.arch", s(arch)),
+        kv("deployment.environment", s("staging")),
+        kv("team", s("a,b c")),
+        kv("host.name", s(&host)),
+        kv("os.type", s("linux")),
+    ];
+    let same = traces(vec![(detected, vec![span(2, "y", vec![])])]);
+    grpc(&p, TRACES_PATH, &same.encode_to_vec()).await;
+    assert!(backend.wait_for(WAIT, |b| b.traces().len() == 2).await);
+    assert_eq!(backend.traces()[1].encode_to_vec(), same.encode_to_vec());
     tokio::task::spawn_blocking(move || sluice.stop(WAIT)).await.unwrap();
 }
 
@@ -680,6 +693,36 @@ fn config_errors_name_line_and_column() {
             "detector `ec2` is not yet supported",
         ),
     ];
+    // Keys the Collector has and sluice does not: named with their line.
+    for (processor, want) in [
+        (
+            "  attributes:\n    actions: [{key: a, action: delete}]\n    include:\n      match_type: strict\n      span_kinds: [SPAN_KIND_SERVER]",
+            "processors.attributes.include.span_kinds: `span_kinds` is not yet supported by sluice (line 10)",
+        ),
+        (
+            "  attributes:\n    actions: [{key: a, action: delete}]\n    exclude:\n      match_type: strict\n      libraries: [{name: x}]",
+            "processors.attributes.exclude.libraries: `libraries` is not yet supported by sluice (line 10)",
+        ),
+        (
+            "  attributes:\n    actions:\n      - {key: a, action: upsert, from_context: auth.x}",
+            "`from_context` is not yet supported by sluice (line 8)",
+        ),
+        (
+            "  resource:\n    attributes:\n      - {key: a, value: b, action: insert, regex: x}",
+            "`regex` is not yet supported by sluice (line 8)",
+        ),
+    ] {
+        let yaml = format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc: {{endpoint: 127.0.0.1:4317}}\nprocessors:\n{processor}\nexporters:\n  nop:\nservice:\n  pipelines:\n    traces: {{receivers: [otlp], processors: [{id}], exporters: [nop]}}\n",
+            id = processor.trim().split(':').next().unwrap()
+        );
+        let path = dir.path().join("u.yaml");
+        std::fs::write(&path, &yaml).unwrap();
+        let out = sluice_cmd(&["validate", "--config", path.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{processor} validated");
+        assert!(err.contains(want), "{processor}: {err}");
+    }
     for (processor, at, want) in cases {
         let yaml = format!(
             "receivers:
