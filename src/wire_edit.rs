@@ -636,7 +636,10 @@ impl<'a> Attrs<'a> {
         }
         let mut out = BytesMut::with_capacity(self.msg.len() + 64);
         let mut next = 0usize;
-        for f in Fields::all(self.msg).flatten() {
+        for f in Fields::all(self.msg) {
+            // Requests were validated at receipt; a message that does not
+            // walk is left as it came rather than cut short.
+            let Ok(f) = f else { return None };
             if f.number == self.field && range(f.value).is_some() && next < self.received {
                 let a = &self.list[next];
                 next += 1;

@@ -198,7 +198,12 @@ pub fn parse_env(s: &str) -> Result<Vec<(String, String)>, String> {
         };
         let v = query_unescape(v.trim())
             .ok_or_else(|| format!("invalid escape in OTEL_RESOURCE_ATTRIBUTES value {v:?}"))?;
-        out.push((k.trim().to_string(), v));
+        let k = k.trim().to_string();
+        // A key given twice: the last value wins (a map put, as in the Collector).
+        match out.iter_mut().find(|(have, _)| *have == k) {
+            Some(entry) => entry.1 = v,
+            None => out.push((k, v)),
+        }
     }
     Ok(out)
 }
@@ -283,6 +288,7 @@ mod tests {
                 ("team".to_string(), "a,b c".to_string())
             ]
         );
+        assert_eq!(parse_env("a=1,a=2").unwrap(), vec![("a".to_string(), "2".to_string())]);
         assert!(parse_env("novalue").is_err());
         assert!(parse_env("k=%zz").is_err());
         assert!(parse_env("").unwrap().is_empty());
