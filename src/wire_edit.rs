@@ -657,7 +657,7 @@ impl<'a> Attrs<'a> {
                 self.put(&mut out, a);
             }
         }
-        Some(out.to_vec())
+        Some(out.into())
     }
 
     /// Encodes one `KeyValue` field.
