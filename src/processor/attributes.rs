@@ -43,9 +43,8 @@ use bytes::Bytes;
 use regex::Regex;
 
 use crate::{
-    config::node::Node,
     config::{
-        node::Value as NodeValue,
+        node::{Node, Value as NodeValue},
         section::{scalar_string, Section},
         ConfigError,
     },
