@@ -15,10 +15,13 @@ use crate::{
     exporter::{queue::Item, ExporterHandle},
     payload::Payload,
     processor::{
+        attributes::Attributes,
         batch::{BatchSettings, Batcher},
         filter::Filter,
         memory_limiter::{self, ShardGate},
         probabilistic_sampler::ProbabilisticSampler,
+        resource::Resource,
+        resourcedetection,
     },
     signal::Signal,
     telemetry::{counters::BATCH_SIZE_BOUNDS, DropReason, Stats},
@@ -44,10 +47,14 @@ pub enum SubmitError {
 }
 
 /// A processor that changes data, with the index of its counters in
-/// `ShardStats::filters` / `ShardStats::samplers`.
+/// `ShardStats::filters` / `ShardStats::samplers` (the attribute processors
+/// have none, as in the Collector).
 enum Step {
     Filter(Filter, usize),
     Sample(ProbabilisticSampler, usize),
+    Attributes(Attributes),
+    /// `resource`, and `resourcedetection` (its detected attributes as actions).
+    Resource(Resource),
 }
 
 struct Pipeline {
@@ -119,6 +126,12 @@ impl ShardPipelines {
                             let at = sh.samplers.iter().position(|s| s.processor == id)?;
                             let sampler = ProbabilisticSampler::new(&id, c, shard);
                             sampler.touches(p.signal).then_some(Step::Sample(sampler, at))
+                        }
+                        Some(ProcessorConfig::Attributes(c)) => Some(Step::Attributes(Attributes::new(&id, c))),
+                        Some(ProcessorConfig::Resource(c)) => Some(Step::Resource(Resource::new(&id, c))),
+                        Some(ProcessorConfig::ResourceDetection(c)) => {
+                            let r = resourcedetection::runtime(&id, c);
+                            (!r.is_empty()).then_some(Step::Resource(r))
                         }
                         _ => None,
                     }
@@ -342,6 +355,24 @@ impl ShardPipelines {
                         st.samplers[*at].record(p.signal, &r.decisions);
                         (r.chunks, r.dropped)
                     }
+                    Step::Attributes(a) => {
+                        let r = a
+                            .apply(p.signal, &data.chunks)
+                            .map_err(|e| SubmitError::Processor(format!("{}: {e}", a.id)))?;
+                        if let Some(chunks) = r {
+                            data = rechunked(chunks, data.items);
+                        }
+                        continue;
+                    }
+                    Step::Resource(r) => {
+                        let r2 = r
+                            .apply(p.signal, &data.chunks)
+                            .map_err(|e| SubmitError::Processor(format!("{}: {e}", r.id)))?;
+                        if let Some(chunks) = r2 {
+                            data = rechunked(chunks, data.items);
+                        }
+                        continue;
+                    }
                 };
                 if dropped > 0 {
                     let mut next = Payload::new();
@@ -561,6 +592,17 @@ impl ShardPipelines {
             e.producer.borrow().close();
         }
     }
+}
+
+/// A payload of `chunks` holding `items` items (after an edit that changed
+/// bytes but dropped nothing).
+fn rechunked(chunks: Vec<bytes::Bytes>, items: u64) -> Payload {
+    let mut next = Payload::new();
+    for c in chunks {
+        next.push(c, 0);
+    }
+    next.items = items;
+    next
 }
 
 /// Shared per-shard handle used by receivers.

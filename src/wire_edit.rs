@@ -1,5 +1,5 @@
-//! Edits of a received OTLP request that drop items, without decoding it:
-//! the result is a list of pieces, each one or more whole top-level entries
+//! Edits of a received OTLP request that drop or rewrite items, without
+//! decoding it: the result is a list of pieces, each one or more whole top-level entries
 //! (`Resource{Spans,Metrics,Logs}`), whose concatenation is the edited
 //! request.
 //!
@@ -17,13 +17,41 @@
 //! The decision is taken per item by a caller's closure over an
 //! [`Item`](crate::wire_view::Item) view: per span, log record or metric
 //! (leaf level), per data point inside a metric, or per event inside a span.
+//! [`retain`] keeps or drops; [`rewrite`] may also replace an item with new
+//! bytes, and replace the `Resource` message of each resource entry. Only the
+//! envelopes around a replaced item are re-framed; a resource entry whose
+//! resource and items are unchanged stays a slice.
+//!
+//! [`Attrs`] is the attribute-list edit those replacements are made with:
+//! the `KeyValue` entries of one message, changed in place, removed or
+//! appended, and the message rebuilt from its original field slices in order
+//! (unchanged entries copied as they came, changed ones encoded by hand where
+//! they were, inserted ones at the end).
+
+use std::borrow::Cow;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
-    wire::{put_len_header, Fields, Value, WireError},
-    wire_view::{Item, Kind},
+    processor::ottl,
+    wire::{put_len_header, put_varint, Fields, Value, WireError},
+    wire_view::{self, Item, Kind},
 };
+
+/// What becomes of one item in [`rewrite`].
+#[derive(Debug, PartialEq)]
+pub enum Rewrite {
+    Keep,
+    Drop,
+    /// The item's new message (without tag and length).
+    Replace(Vec<u8>),
+}
+
+/// An item edit: decides each item from its view.
+pub type ItemEdit<'x> = dyn FnMut(&Item<'_>) -> Rewrite + 'x;
+/// A resource edit: the new `Resource` message (the received one is empty
+/// when the entry has none), or `None` to leave it.
+pub type ResourceEdit<'x> = dyn FnMut(&[u8]) -> Option<Vec<u8>> + 'x;
 
 /// The edited request and what the edit did.
 #[derive(Debug, Default)]
@@ -32,6 +60,8 @@ pub struct Edited {
     pub pieces: Vec<Bytes>,
     /// Items dropped: spans, log records, metric data points, or span events.
     pub dropped: u64,
+    /// Whether anything changed (else `pieces` is the body itself).
+    pub changed: bool,
 }
 
 impl Edited {
@@ -183,6 +213,20 @@ fn metric_points(body: &[u8], s: usize, e: usize) -> Result<u64, WireError> {
 /// `body` (an `Export{Trace,Metrics,Logs}ServiceRequest` of the signal that
 /// `kind` belongs to).
 pub fn retain(body: &Bytes, kind: Kind, keep: &mut dyn FnMut(&Item<'_>) -> bool) -> Result<Edited, WireError> {
+    let mut edit = |item: &Item<'_>| if keep(item) { Rewrite::Keep } else { Rewrite::Drop };
+    rewrite(body, kind, &mut |_| None, Some(&mut edit))
+}
+
+/// Rewrites the request `body`: `resource` may replace the `Resource` of
+/// each resource entry, `item` (when given) keeps, drops or replaces each
+/// item of `kind`. Items see the resource as `resource` left it. A request
+/// nothing changed in comes back as the body itself.
+pub fn rewrite(
+    body: &Bytes,
+    kind: Kind,
+    resource: &mut ResourceEdit<'_>,
+    mut item: Option<&mut ItemEdit<'_>>,
+) -> Result<Edited, WireError> {
     let mut out = Edited::default();
     let mut changed = false;
     let mut pieces = Vec::new();
@@ -192,13 +236,7 @@ pub fn retain(body: &Bytes, kind: Kind, keep: &mut dyn FnMut(&Item<'_>) -> bool)
             pieces.push(body.slice(rf.start..rf.end));
             continue;
         };
-        let resource = sub(body, rs, re, 1);
-        let outcome = edit_entry(body, 1, rs, re, 2, &mut |body, ss, se| {
-            let scope = sub(body, ss, se, 1);
-            edit_entry(body, 2, ss, se, 2, &mut |body, ls, le| {
-                leaf(body, kind, resource, scope, ls, le, keep)
-            })
-        })?;
+        let outcome = resource_entry(body, rs, re, kind, resource, item.as_deref_mut())?;
         match outcome {
             Outcome::Keep => pieces.push(body.slice(rf.start..rf.end)),
             Outcome::Drop(n) => {
@@ -213,7 +251,97 @@ pub fn retain(body: &Bytes, kind: Kind, keep: &mut dyn FnMut(&Item<'_>) -> bool)
         }
     }
     out.pieces = if changed { pieces } else { vec![body.clone()] };
+    out.changed = changed;
     Ok(out)
+}
+
+/// Edits one resource entry (`Resource{Spans,Metrics,Logs}` at
+/// `body[rs..re]`): its resource message, then (with `item`) its items.
+fn resource_entry(
+    body: &Bytes,
+    rs: usize,
+    re: usize,
+    kind: Kind,
+    resource_edit: &mut ResourceEdit<'_>,
+    mut item: Option<&mut ItemEdit<'_>>,
+) -> Result<Outcome, WireError> {
+    let received = sub(body, rs, re, 1);
+    let new_resource = resource_edit(received);
+    let resource: &[u8] = new_resource.as_deref().unwrap_or(received);
+    let mut pieces: Vec<Bytes> = Vec::new();
+    let mut changed = new_resource.is_some();
+    let mut written = false;
+    let mut dropped = 0u64;
+    let (mut children, mut kept_children) = (0usize, 0usize);
+    for f in Fields::new(body, rs, re) {
+        let f = f?;
+        match (f.number, range(f.value), new_resource.as_ref()) {
+            (1, Some(_), Some(new)) => {
+                // Several `resource` fields merge on decode; the edit saw the
+                // last one and its result replaces them all.
+                if !written {
+                    written = true;
+                    pieces.push(header(1, new.len()));
+                    pieces.push(Bytes::copy_from_slice(new));
+                }
+            }
+            (2, Some((ss, se)), _) => {
+                children += 1;
+                let Some(edit) = item.as_deref_mut() else {
+                    kept_children += 1;
+                    pieces.push(body.slice(f.start..f.end));
+                    continue;
+                };
+                let scope = sub(body, ss, se, 1);
+                let outcome = edit_entry(body, 2, ss, se, 2, &mut |body, ls, le| {
+                    leaf(body, kind, resource, scope, ls, le, edit)
+                })?;
+                match outcome {
+                    Outcome::Keep => {
+                        kept_children += 1;
+                        pieces.push(body.slice(f.start..f.end));
+                    }
+                    Outcome::Drop(n) => {
+                        dropped += n;
+                        changed = true;
+                    }
+                    Outcome::Replace(p, n) => {
+                        kept_children += 1;
+                        dropped += n;
+                        changed = true;
+                        pieces.extend(p);
+                    }
+                }
+            }
+            _ => pieces.push(body.slice(f.start..f.end)),
+        }
+    }
+    if !changed {
+        return Ok(Outcome::Keep);
+    }
+    if children > 0 && kept_children == 0 {
+        return Ok(Outcome::Drop(dropped));
+    }
+    if let (Some(new), false) = (&new_resource, written) {
+        // The entry had no resource: it goes first, where encoders put it.
+        pieces.insert(0, Bytes::copy_from_slice(new));
+        pieces.insert(0, header(1, new.len()));
+    }
+    let len: usize = pieces.iter().map(Bytes::len).sum();
+    let mut out = Vec::with_capacity(pieces.len() + 1);
+    out.push(header(1, len));
+    out.extend(pieces);
+    Ok(Outcome::Replace(out, dropped))
+}
+
+/// The outcome of an item edit for an item tagged `tag`, which holds
+/// `items` items when dropped.
+fn decided(r: Rewrite, tag: u32, items: impl FnOnce() -> Result<u64, WireError>) -> Result<Outcome, WireError> {
+    Ok(match r {
+        Rewrite::Keep => Outcome::Keep,
+        Rewrite::Drop => Outcome::Drop(items()?),
+        Rewrite::Replace(new) => Outcome::Replace(vec![header(tag, new.len()), Bytes::from(new)], 0),
+    })
 }
 
 /// Decides one leaf (span, log record or metric) at `body[ls..le]`.
@@ -224,7 +352,7 @@ fn leaf(
     scope: &[u8],
     ls: usize,
     le: usize,
-    keep: &mut dyn FnMut(&Item<'_>) -> bool,
+    edit: &mut ItemEdit<'_>,
 ) -> Result<Outcome, WireError> {
     let bytes = &body[ls..le];
     match kind {
@@ -236,7 +364,7 @@ fn leaf(
                 item: bytes,
                 parent: &[],
             };
-            Ok(if keep(&item) { Outcome::Keep } else { Outcome::Drop(1) })
+            decided(edit(&item), 2, || Ok(1))
         }
         Kind::Metric => {
             let item = Item {
@@ -246,11 +374,7 @@ fn leaf(
                 item: bytes,
                 parent: &[],
             };
-            Ok(if keep(&item) {
-                Outcome::Keep
-            } else {
-                Outcome::Drop(metric_points(body, ls, le)?)
-            })
+            decided(edit(&item), 2, || metric_points(body, ls, le))
         }
         Kind::DataPoint => {
             // Metric → data message (5/7/9/10/11) → points (field 1).
@@ -275,12 +399,11 @@ fn leaf(
                         item: &body[ps..pe],
                         parent: bytes,
                     };
-                    Ok(if keep(&item) {
+                    let r = edit(&item);
+                    if r != Rewrite::Drop {
                         kept_points += 1;
-                        Outcome::Keep
-                    } else {
-                        Outcome::Drop(1)
-                    })
+                    }
+                    decided(r, 1, || Ok(1))
                 })?;
                 match data_outcome {
                     Outcome::Keep => pieces.push(body.slice(f.start..f.end)),
@@ -318,7 +441,7 @@ fn leaf(
                     item: &body[es..ee],
                     parent: span,
                 };
-                Ok(if keep(&item) { Outcome::Keep } else { Outcome::Drop(1) })
+                decided(edit(&item), 11, || Ok(1))
             })?;
             // A span whose events were all dropped stays (it is the span
             // that carries the data); edit_entry reports it as dropped only
@@ -341,6 +464,218 @@ fn leaf(
                 other => other,
             })
         }
+    }
+}
+
+/// An attribute value set by an edit.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttrValue<'a> {
+    /// An `AnyValue` message as found on the wire (kept as it is).
+    Wire(&'a [u8]),
+    Str(Cow<'a, str>),
+    Int(i64),
+    Double(f64),
+    Bool(bool),
+}
+
+impl AttrValue<'_> {
+    /// The value as OTTL reads it.
+    pub fn get(&self) -> ottl::Value<'_> {
+        match self {
+            AttrValue::Wire(b) => wire_view::any_value(b),
+            AttrValue::Str(s) => ottl::Value::Str(Cow::Borrowed(s)),
+            AttrValue::Int(i) => ottl::Value::Int(*i),
+            AttrValue::Double(d) => ottl::Value::Double(*d),
+            AttrValue::Bool(b) => ottl::Value::Bool(*b),
+        }
+    }
+
+    /// Encodes the `AnyValue` message (without tag and length).
+    fn encode(&self, out: &mut BytesMut) {
+        match self {
+            AttrValue::Wire(b) => out.put_slice(b),
+            AttrValue::Str(s) => {
+                put_len_header(out, 1, s.len());
+                out.put_slice(s.as_bytes());
+            }
+            AttrValue::Bool(b) => {
+                put_varint(out, 2 << 3);
+                put_varint(out, u64::from(*b));
+            }
+            AttrValue::Int(i) => {
+                put_varint(out, 3 << 3);
+                put_varint(out, *i as u64);
+            }
+            AttrValue::Double(d) => {
+                put_varint(out, (4 << 3) | 1);
+                out.put_u64_le(d.to_bits());
+            }
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        let v = crate::wire::varint_len;
+        match self {
+            AttrValue::Wire(b) => b.len(),
+            AttrValue::Str(s) => 1 + v(s.len() as u64) + s.len(),
+            AttrValue::Bool(_) => 2,
+            AttrValue::Int(i) => 1 + v(*i as u64),
+            AttrValue::Double(_) => 9,
+        }
+    }
+}
+
+/// One `KeyValue` entry of a message being edited.
+#[derive(Clone, Debug)]
+pub struct Attr<'a> {
+    pub key: Cow<'a, str>,
+    pub value: AttrValue<'a>,
+    /// The entry's original field (`msg[s..e]`, tag included) while it is
+    /// unchanged; `None` once changed, or for an inserted entry.
+    original: Option<(usize, usize)>,
+    removed: bool,
+}
+
+/// The attributes (the `KeyValue` entries in field `field`) of one message,
+/// being edited: see the module docs.
+#[derive(Debug)]
+pub struct Attrs<'a> {
+    msg: &'a [u8],
+    field: u32,
+    /// The entries: the received ones in order, then the inserted ones.
+    list: Vec<Attr<'a>>,
+    received: usize,
+    changed: bool,
+}
+
+impl<'a> Attrs<'a> {
+    /// The attributes in field `field` of `msg`. Entries whose key is not
+    /// UTF-8 are left alone (and never match a key).
+    pub fn read(msg: &'a [u8], field: u32) -> Attrs<'a> {
+        let mut list = Vec::new();
+        for f in Fields::all(msg).flatten() {
+            let (true, Some((s, e))) = (f.number == field, range(f.value)) else {
+                continue;
+            };
+            let kv = &msg[s..e];
+            let key = std::str::from_utf8(wire_view::bytes_of(kv, 1).unwrap_or_default()).unwrap_or("\u{0}");
+            list.push(Attr {
+                key: Cow::Borrowed(key),
+                value: AttrValue::Wire(wire_view::bytes_of(kv, 2).unwrap_or_default()),
+                original: Some((f.start, f.end)),
+                removed: false,
+            });
+        }
+        let received = list.len();
+        Attrs {
+            msg,
+            field,
+            list,
+            received,
+            changed: false,
+        }
+    }
+
+    /// Whether an edit changed anything.
+    pub fn changed(&self) -> bool {
+        self.changed
+    }
+
+    /// The index of the first entry with `key` (as the Collector's map
+    /// lookup: the first one wins).
+    pub fn find(&self, key: &str) -> Option<usize> {
+        self.list.iter().position(|a| !a.removed && a.key == key)
+    }
+
+    /// The indices of the present entries whose key `pred` accepts.
+    pub fn matching(&self, mut pred: impl FnMut(&str) -> bool) -> Vec<usize> {
+        (0..self.list.len())
+            .filter(|&i| !self.list[i].removed && pred(&self.list[i].key))
+            .collect()
+    }
+
+    pub fn value(&self, i: usize) -> &AttrValue<'a> {
+        &self.list[i].value
+    }
+
+    /// Sets the value of entry `i`. Setting the value it has (same type and
+    /// value) changes nothing, so the message keeps its bytes.
+    pub fn set(&mut self, i: usize, value: AttrValue<'a>) {
+        let a = &mut self.list[i];
+        if a.value.get() == value.get() {
+            return;
+        }
+        a.value = value;
+        a.original = None;
+        self.changed = true;
+    }
+
+    /// Appends an entry.
+    pub fn insert(&mut self, key: Cow<'a, str>, value: AttrValue<'a>) {
+        self.list.push(Attr {
+            key,
+            value,
+            original: None,
+            removed: false,
+        });
+        self.changed = true;
+    }
+
+    /// Removes entry `i`.
+    pub fn remove(&mut self, i: usize) {
+        self.list[i].removed = true;
+        self.changed = true;
+    }
+
+    /// The message rebuilt with the edits, or `None` when nothing changed:
+    /// every field of the received message in order, with changed entries
+    /// re-encoded in place and removed ones left out, then the inserted ones.
+    pub fn encode(&self) -> Option<Vec<u8>> {
+        if !self.changed {
+            return None;
+        }
+        let mut out = BytesMut::with_capacity(self.msg.len() + 64);
+        let mut next = 0usize;
+        for f in Fields::all(self.msg) {
+            // Requests were validated at receipt; a message that does not
+            // walk is left as it came rather than cut short.
+            let Ok(f) = f else { return None };
+            if f.number == self.field && range(f.value).is_some() && next < self.received {
+                let a = &self.list[next];
+                next += 1;
+                match a.original {
+                    _ if a.removed => {}
+                    Some((s, e)) => out.put_slice(&self.msg[s..e]),
+                    None => self.put(&mut out, a),
+                }
+            } else {
+                out.put_slice(&self.msg[f.start..f.end]);
+            }
+        }
+        for a in &self.list[self.received..] {
+            if !a.removed {
+                self.put(&mut out, a);
+            }
+        }
+        Some(out.into())
+    }
+
+    /// Encodes one `KeyValue` field.
+    fn put(&self, out: &mut BytesMut, a: &Attr<'_>) {
+        let key = if a.key.is_empty() {
+            0
+        } else {
+            1 + crate::wire::varint_len(a.key.len() as u64) + a.key.len()
+        };
+        let vlen = a.value.encoded_len();
+        let len = key + 1 + crate::wire::varint_len(vlen as u64) + vlen;
+        put_len_header(out, self.field, len);
+        if !a.key.is_empty() {
+            put_len_header(out, 1, a.key.len());
+            out.put_slice(a.key.as_bytes());
+        }
+        put_len_header(out, 2, vlen);
+        a.value.encode(out);
     }
 }
 
@@ -528,5 +863,162 @@ mod tests {
             OValue::Str(s) => s.into_owned(),
             _ => String::new(),
         }
+    }
+
+    fn kv(k: &str, v: crate::proto::common::v1::any_value::Value) -> crate::proto::common::v1::KeyValue {
+        crate::proto::common::v1::KeyValue {
+            key: k.into(),
+            value: Some(crate::proto::common::v1::AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn attrs_edit_rebuilds_only_what_changed() {
+        use crate::proto::common::v1::any_value::Value as V;
+        let mut sp = span("a", 1);
+        sp.attributes = vec![
+            kv("a", V::IntValue(1)),
+            kv("b", V::StringValue("x".into())),
+            kv("c", V::BoolValue(true)),
+        ];
+        let bytes = sp.encode_to_vec();
+        let untouched = Attrs::read(&bytes, 9);
+        assert!(untouched.encode().is_none(), "no edit, no bytes");
+        let mut same = Attrs::read(&bytes, 9);
+        let b = same.find("b").unwrap();
+        same.set(b, AttrValue::Str("x".into()));
+        assert!(same.encode().is_none(), "the value it had: no change");
+
+        let mut at = Attrs::read(&bytes, 9);
+        let b = at.find("b").unwrap();
+        at.set(b, AttrValue::Str("y".into()));
+        let c = at.find("c").unwrap();
+        at.remove(c);
+        at.insert("d".into(), AttrValue::Double(2.5));
+        at.insert("e".into(), AttrValue::Int(-3));
+        at.insert("f".into(), AttrValue::Bool(false));
+        let a = at.find("a").unwrap();
+        let copied = at.value(a).clone();
+        at.insert("g".into(), copied);
+        let got = Span::decode(&at.encode().unwrap()[..]).unwrap();
+        let mut want = sp.clone();
+        want.attributes = vec![
+            kv("a", V::IntValue(1)),
+            kv("b", V::StringValue("y".into())),
+            kv("d", V::DoubleValue(2.5)),
+            kv("e", V::IntValue(-3)),
+            kv("f", V::BoolValue(false)),
+            kv("g", V::IntValue(1)),
+        ];
+        assert_eq!(got, want);
+        // The unchanged entry is copied as it came: the rebuilt span starts
+        // with the received bytes up to the changed entry.
+        let rebuilt = at.encode().unwrap();
+        let a_end = bytes.windows(3).position(|w| w == b"\x0a\x01b").unwrap();
+        assert_eq!(rebuilt[..a_end], bytes[..a_end]);
+    }
+
+    #[test]
+    fn rewrite_replaces_items_and_resources() {
+        let mut one = ExportTraceServiceRequest::decode(traces(vec![vec![span("a", 0), span("b", 0)]])).unwrap();
+        let second = ExportTraceServiceRequest::decode(traces(vec![vec![span("c", 0)]])).unwrap();
+        one.resource_spans.extend(second.resource_spans);
+        // The first entry has no resource at all; give the second one.
+        one.resource_spans[1].resource = Some(crate::proto::resource::v1::Resource {
+            attributes: vec![kv(
+                "service.name",
+                crate::proto::common::v1::any_value::Value::StringValue("s".into()),
+            )],
+            ..Default::default()
+        });
+        let body = Bytes::from(one.encode_to_vec());
+
+        // Nothing changes: the body itself.
+        let e = rewrite(&body, Kind::Span, &mut |_| None, Some(&mut |_| Rewrite::Keep)).unwrap();
+        assert!(!e.changed);
+        assert_eq!((e.pieces.len(), e.pieces[0].as_ptr()), (1, body.as_ptr()));
+
+        // A resource edit on entries with a service only: the first entry
+        // stays a slice of the body.
+        let mut res = |r: &[u8]| {
+            let mut a = Attrs::read(r, 1);
+            let i = a.find("service.name")?;
+            a.set(i, AttrValue::Str("renamed".into()));
+            a.encode()
+        };
+        let e = rewrite(&body, Kind::Span, &mut res, None).unwrap();
+        assert!(e.changed);
+        assert_eq!(e.pieces.len(), 2);
+        assert!(
+            body.as_ptr_range().contains(&e.pieces[0].as_ptr()),
+            "untouched entry is a slice"
+        );
+        let got = ExportTraceServiceRequest::decode(e.to_bytes()).unwrap();
+        let mut want = one.clone();
+        want.resource_spans[1].resource.as_mut().unwrap().attributes[0] = kv(
+            "service.name",
+            crate::proto::common::v1::any_value::Value::StringValue("renamed".into()),
+        );
+        assert_eq!(got, want);
+
+        // A resource inserted where there was none, and an item replaced.
+        let mut res = |r: &[u8]| {
+            let mut a = Attrs::read(r, 1);
+            if a.find("service.name").is_none() {
+                a.insert("service.name".into(), AttrValue::Str("new".into()));
+            }
+            a.encode()
+        };
+        let mut item = |i: &Item<'_>| {
+            if named(i) == "b" {
+                let mut a = Attrs::read(i.item, 9);
+                a.insert("k".into(), AttrValue::Int(7));
+                Rewrite::Replace(a.encode().unwrap())
+            } else {
+                Rewrite::Keep
+            }
+        };
+        let e = rewrite(&body, Kind::Span, &mut res, Some(&mut item)).unwrap();
+        let got = ExportTraceServiceRequest::decode(e.to_bytes()).unwrap();
+        let mut want = one.clone();
+        want.resource_spans[0].resource = Some(crate::proto::resource::v1::Resource {
+            attributes: vec![kv(
+                "service.name",
+                crate::proto::common::v1::any_value::Value::StringValue("new".into()),
+            )],
+            ..Default::default()
+        });
+        want.resource_spans[0].scope_spans[0].spans[1]
+            .attributes
+            .push(kv("k", crate::proto::common::v1::any_value::Value::IntValue(7)));
+        assert_eq!(got, want);
+        assert!(
+            body.as_ptr_range().contains(&e.pieces[1].as_ptr()),
+            "second entry untouched"
+        );
+    }
+
+    #[test]
+    fn rewrite_data_points() {
+        let body = metrics(vec![gauge("m", &[1, 2])]);
+        let mut item = |i: &Item<'_>| {
+            let mut a = Attrs::read(i.item, i.attributes_field().unwrap());
+            a.insert("host".into(), AttrValue::Str("h".into()));
+            Rewrite::Replace(a.encode().unwrap())
+        };
+        let e = rewrite(&body, Kind::DataPoint, &mut |_| None, Some(&mut item)).unwrap();
+        assert_eq!(e.dropped, 0);
+        let got = ExportMetricsServiceRequest::decode(e.to_bytes()).unwrap();
+        let mut want = ExportMetricsServiceRequest::decode(body.clone()).unwrap();
+        if let Some(metric::Data::Gauge(g)) = &mut want.resource_metrics[0].scope_metrics[0].metrics[0].data {
+            for p in &mut g.data_points {
+                p.attributes.push(kv(
+                    "host",
+                    crate::proto::common::v1::any_value::Value::StringValue("h".into()),
+                ));
+            }
+        }
+        assert_eq!(got, want);
     }
 }

@@ -190,6 +190,20 @@ impl Item<'_> {
     }
 }
 
+impl Item<'_> {
+    /// The field of the item's message that holds its attributes (`None`
+    /// for a metric, which has none).
+    pub fn attributes_field(&self) -> Option<u32> {
+        match self.kind {
+            Kind::Span => Some(9),
+            Kind::SpanEvent => Some(3),
+            Kind::LogRecord => Some(6),
+            Kind::DataPoint => Some(point_attributes_field(self.data_field())),
+            Kind::Metric => None,
+        }
+    }
+}
+
 impl ottl::Fields for Item<'_> {
     fn get(&self, path: &Path) -> Value<'_> {
         let it = self.item;

@@ -28,7 +28,15 @@ const TOP_KEYS: &[&str] = &[
 ];
 
 const RECEIVERS: &[&str] = &["otlp"];
-const PROCESSORS: &[&str] = &["batch", "memory_limiter", "filter", "probabilistic_sampler"];
+const PROCESSORS: &[&str] = &[
+    "batch",
+    "memory_limiter",
+    "filter",
+    "probabilistic_sampler",
+    "attributes",
+    "resource",
+    "resourcedetection",
+];
 const EXPORTERS: &[&str] = &["otlp", "otlphttp", "otlp_http", "file", "debug", "nop"];
 const EXTENSIONS: &[&str] = &["health_check", "file_storage"];
 
@@ -93,12 +101,9 @@ const RECEIVERS_NOT_BUILT: &[&str] = &[
     "vcenter",
 ];
 const PROCESSORS_NOT_BUILT: &[&str] = &[
-    "attributes",
-    "resource",
     "tail_sampling",
     "transform",
     "k8sattributes",
-    "resourcedetection",
     "span",
     "groupbytrace",
     "groupbyattrs",
@@ -427,6 +432,11 @@ fn processor(id: &ComponentId, node: &Node, (path, line): (&str, usize)) -> Resu
         "filter" => crate::processor::filter::config(node, path, line).map(ProcessorConfig::Filter),
         "probabilistic_sampler" => {
             crate::processor::probabilistic_sampler::config(node, path, line).map(ProcessorConfig::ProbabilisticSampler)
+        }
+        "attributes" => crate::processor::attributes::config(node, path, line).map(ProcessorConfig::Attributes),
+        "resource" => crate::processor::resource::config(node, path, line).map(ProcessorConfig::Resource),
+        "resourcedetection" => {
+            crate::processor::resourcedetection::config(node, path, line).map(ProcessorConfig::ResourceDetection)
         }
         _ => memory_limiter(node, path, line).map(ProcessorConfig::MemoryLimiter),
     }

@@ -337,6 +337,9 @@ pub enum ProcessorConfig {
     MemoryLimiter(MemoryLimiterConfig),
     Filter(crate::processor::filter::FilterConfig),
     ProbabilisticSampler(crate::processor::probabilistic_sampler::ProbabilisticSamplerConfig),
+    Attributes(crate::processor::attributes::AttributesConfig),
+    Resource(crate::processor::resource::ResourceConfig),
+    ResourceDetection(crate::processor::resourcedetection::ResourceDetectionConfig),
 }
 
 #[derive(Clone, Debug, PartialEq)]
