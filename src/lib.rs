@@ -8,6 +8,7 @@
 //! writes. Nothing on this path is shared between shards.
 
 pub mod bench;
+pub mod clock;
 pub mod compression;
 pub mod config;
 pub mod exporter;

@@ -581,7 +581,7 @@ async fn shard_main(
         let (pipelines, lifecycle, stats) = (pipelines.clone(), lifecycle.clone(), stats.clone());
         glommio::spawn_local(async move {
             while !lifecycle.is_draining() {
-                glommio::timer::sleep(interval).await;
+                crate::clock::sleep(interval).await;
                 let Some(g) = &pipelines.memory else { break };
                 if g.tick(&stats, shard, pipelines.held_bytes()) == Verdict::Hard {
                     let shed = pipelines.shed();
@@ -613,7 +613,7 @@ async fn shard_main(
     let until_deadline = || deadline.saturating_duration_since(Instant::now());
     // Requests already being received get at most half the budget: a client
     // that stalls mid-body must not eat the time the flush and export need.
-    let requests_by = Instant::now() + timeout / 2;
+    let requests_by = crate::clock::after(Instant::now(), timeout / 2);
     let _ = glommio::timer::timeout(requests_by.saturating_duration_since(Instant::now()), async {
         lifecycle.idle().await;
         Ok(())

@@ -44,7 +44,7 @@ impl Lifecycle {
     /// accepted must be flushed before `timeout` passes.
     pub fn start_draining(&self, timeout: Duration) {
         if !self.draining.replace(true) {
-            self.deadline.set(Some(Instant::now() + timeout));
+            self.deadline.set(Some(crate::clock::after(Instant::now(), timeout)));
         }
         self.drain_waiters.wake_all();
         self.idle_waiters.wake_all();

@@ -68,7 +68,7 @@ impl CircuitBreaker {
         match self.state {
             State::Closed => None,
             State::Open => {
-                let until = super::clock::after(self.opened_at.unwrap_or(now), self.cfg.recovery_timeout);
+                let until = crate::clock::after(self.opened_at.unwrap_or(now), self.cfg.recovery_timeout);
                 (until > now).then(|| until - now)
             }
             State::HalfOpen => self.probe_in_flight.then_some(PROBE_POLL),

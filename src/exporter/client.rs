@@ -303,7 +303,7 @@ pub async fn with_timeout<T>(
         return fut.await;
     }
     futures_lite::future::or(fut, async {
-        super::clock::sleep(timeout).await;
+        crate::clock::sleep(timeout).await;
         Err(ExportError::Timeout)
     })
     .await

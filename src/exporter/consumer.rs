@@ -16,7 +16,7 @@ use crate::{
     exporter::{
         circuit_breaker::{CircuitBreaker, Permit},
         client::{ClientSettings, ExportError, ExportOk},
-        clock, debug, file,
+        debug, file,
         otlp_grpc::GrpcExporter,
         otlp_http::HttpExporter,
         queue::{Overflow, QueueConsumer, QueueProducer},
@@ -435,18 +435,18 @@ fn connects(backend: &Backend) -> u64 {
 /// Sleeps `d` (any length: it may come from a server's retry hint), waking
 /// early when draining starts so the deadline can be honoured.
 pub(crate) async fn sleep_until_or_deadline(d: Duration, deadline: Option<Instant>, lifecycle: &Lifecycle) {
-    let until = clock::after(Instant::now(), d);
+    let until = crate::clock::after(Instant::now(), d);
     let until = deadline.map_or(until, |dl| until.min(dl));
     futures_lite::future::or(
         async {
-            clock::sleep(until.saturating_duration_since(Instant::now())).await;
+            crate::clock::sleep(until.saturating_duration_since(Instant::now())).await;
         },
         async {
             if deadline.is_none() {
                 lifecycle.drained_signal().await;
                 // Now draining: keep sleeping, but not past the new deadline.
                 if let Some(dl) = lifecycle.deadline() {
-                    clock::sleep(until.min(dl).saturating_duration_since(Instant::now())).await;
+                    crate::clock::sleep(until.min(dl).saturating_duration_since(Instant::now())).await;
                 }
             } else {
                 futures_lite::future::pending::<()>().await;

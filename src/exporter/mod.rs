@@ -6,7 +6,7 @@
 
 pub mod circuit_breaker;
 pub mod client;
-pub mod clock;
+
 pub mod consumer;
 pub mod debug;
 pub mod file;

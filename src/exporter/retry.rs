@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use super::clock;
+use crate::clock;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RetrySettings {

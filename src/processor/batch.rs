@@ -99,8 +99,7 @@ impl Batcher {
     /// When the pending batch must be sent, if anything is pending. Saturates
     /// (about 100 years out) for any `timeout` the config accepts.
     pub fn deadline(&self) -> Option<Instant> {
-        self.first_at
-            .map(|t| crate::exporter::clock::after(t, self.settings.timeout))
+        self.first_at.map(|t| crate::clock::after(t, self.settings.timeout))
     }
 
     /// Emits everything pending, cut to `send_batch_max_size`.

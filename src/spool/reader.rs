@@ -181,7 +181,7 @@ impl Spool {
             }
         });
         match timeout {
-            Some(t) => futures_lite::future::or(woken, glommio::timer::sleep(t)).await,
+            Some(t) => futures_lite::future::or(woken, crate::clock::sleep(t)).await,
             None => futures_lite::future::or(woken, glommio::timer::sleep(Duration::from_millis(200))).await,
         }
     }
@@ -239,7 +239,8 @@ impl Spool {
                         (None, _) if closed => return None,
                         (None, _) => self.wait_for_records(None).await,
                         (Some(_), Some(t)) if !closed => {
-                            let left = (t + self.settings.batch_timeout).saturating_duration_since(Instant::now());
+                            let left = crate::clock::after(t, self.settings.batch_timeout)
+                                .saturating_duration_since(Instant::now());
                             if left.is_zero() {
                                 return Some(self.hand_out(batch));
                             }

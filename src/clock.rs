@@ -1,8 +1,9 @@
-//! Saturating time arithmetic for the exporter's waits.
+//! Saturating time arithmetic for every wait whose length comes from outside.
 //!
-//! Every wait length here comes from the config (`timeout`, `max_interval`,
-//! `recovery_timeout`, up to `u64::MAX` seconds after parsing) or from a
-//! backend (`Retry-After`, gRPC `RetryInfo`). `Instant + Duration` and
+//! Wait lengths come from the config (`timeout`, `max_interval`,
+//! `recovery_timeout`, `shutdown_timeout`, `check_interval`, up to
+//! `u64::MAX` seconds after parsing) or from a backend (`Retry-After`, gRPC
+//! `RetryInfo`). `Instant + Duration` and
 //! glommio's `Timer::new` panic on overflow, so waits go through these
 //! helpers: instants saturate at [`FAR`] from now, sleeps are taken in
 //! bounded steps, and float seconds saturate instead of panicking.
