@@ -121,6 +121,65 @@ fn header(field: u32, len: usize) -> Bytes {
     out.freeze()
 }
 
+/// The pieces of an entry being rebuilt, and what its children became.
+#[derive(Default)]
+struct Gather {
+    pieces: Vec<Bytes>,
+    dropped: u64,
+    changed: bool,
+    children: usize,
+    kept: usize,
+}
+
+impl Gather {
+    /// A field that is not a child: kept as it came.
+    fn other(&mut self, field: Bytes) {
+        self.pieces.push(field);
+    }
+
+    /// A child (`original`: its field as received) and its outcome.
+    fn child(&mut self, outcome: Outcome, original: Bytes) {
+        self.children += 1;
+        match outcome {
+            Outcome::Keep => {
+                self.kept += 1;
+                self.pieces.push(original);
+            }
+            Outcome::Drop(n) => {
+                self.dropped += n;
+                self.changed = true;
+            }
+            Outcome::Replace(p, n) => {
+                self.kept += 1;
+                self.dropped += n;
+                self.changed = true;
+                self.pieces.extend(p);
+            }
+        }
+    }
+
+    /// The entry's outcome: kept when nothing changed, dropped when every
+    /// child went, else re-framed as field `tag`.
+    fn finish(self, tag: u32) -> Outcome {
+        if !self.changed {
+            return Outcome::Keep;
+        }
+        if self.children > 0 && self.kept == 0 {
+            return Outcome::Drop(self.dropped);
+        }
+        framed(tag, self.pieces, self.dropped)
+    }
+}
+
+/// `pieces` under a new length header for field `tag`.
+fn framed(tag: u32, pieces: Vec<Bytes>, dropped: u64) -> Outcome {
+    let len: usize = pieces.iter().map(Bytes::len).sum();
+    let mut out = Vec::with_capacity(pieces.len() + 1);
+    out.push(header(tag, len));
+    out.extend(pieces);
+    Outcome::Replace(out, dropped)
+}
+
 /// Decides one child entry, given the body and the child's value range.
 type ChildEdit<'x> = dyn FnMut(&Bytes, usize, usize) -> Result<Outcome, WireError> + 'x;
 
@@ -136,46 +195,16 @@ fn edit_entry(
     child: u32,
     edit_child: &mut ChildEdit<'_>,
 ) -> Result<Outcome, WireError> {
-    let mut pieces: Vec<Bytes> = Vec::new();
-    let mut dropped = 0u64;
-    let mut changed = false;
-    let mut children = 0usize;
-    let mut kept_children = 0usize;
+    let mut g = Gather::default();
     for f in Fields::new(body, s, e) {
         let f = f?;
-        let Some((cs, ce)) = range(f.value).filter(|_| f.number == child) else {
-            pieces.push(body.slice(f.start..f.end));
-            continue;
-        };
-        children += 1;
-        match edit_child(body, cs, ce)? {
-            Outcome::Keep => {
-                kept_children += 1;
-                pieces.push(body.slice(f.start..f.end));
-            }
-            Outcome::Drop(n) => {
-                dropped += n;
-                changed = true;
-            }
-            Outcome::Replace(p, n) => {
-                kept_children += 1;
-                dropped += n;
-                changed = true;
-                pieces.extend(p);
-            }
+        let original = body.slice(f.start..f.end);
+        match range(f.value).filter(|_| f.number == child) {
+            Some((cs, ce)) => g.child(edit_child(body, cs, ce)?, original),
+            None => g.other(original),
         }
     }
-    if !changed {
-        return Ok(Outcome::Keep);
-    }
-    if children > 0 && kept_children == 0 {
-        return Ok(Outcome::Drop(dropped));
-    }
-    let len: usize = pieces.iter().map(Bytes::len).sum();
-    let mut out = Vec::with_capacity(pieces.len() + 1);
-    out.push(header(tag, len));
-    out.extend(pieces);
-    Ok(Outcome::Replace(out, dropped))
+    Ok(g.finish(tag))
 }
 
 /// The message in field `number` of `body[s..e]` (the last one), or empty.
@@ -268,70 +297,45 @@ fn resource_entry(
     let received = sub(body, rs, re, 1);
     let new_resource = resource_edit(received);
     let resource: &[u8] = new_resource.as_deref().unwrap_or(received);
-    let mut pieces: Vec<Bytes> = Vec::new();
-    let mut changed = new_resource.is_some();
+    let mut g = Gather {
+        changed: new_resource.is_some(),
+        ..Gather::default()
+    };
     let mut written = false;
-    let mut dropped = 0u64;
-    let (mut children, mut kept_children) = (0usize, 0usize);
     for f in Fields::new(body, rs, re) {
         let f = f?;
+        let original = body.slice(f.start..f.end);
         match (f.number, range(f.value), new_resource.as_ref()) {
             (1, Some(_), Some(new)) => {
                 // Several `resource` fields merge on decode; the edit saw the
                 // last one and its result replaces them all.
                 if !written {
                     written = true;
-                    pieces.push(header(1, new.len()));
-                    pieces.push(Bytes::copy_from_slice(new));
+                    g.other(header(1, new.len()));
+                    g.other(Bytes::copy_from_slice(new));
                 }
             }
             (2, Some((ss, se)), _) => {
-                children += 1;
-                let Some(edit) = item.as_deref_mut() else {
-                    kept_children += 1;
-                    pieces.push(body.slice(f.start..f.end));
-                    continue;
+                let outcome = match item.as_deref_mut() {
+                    None => Outcome::Keep,
+                    Some(edit) => {
+                        let scope = sub(body, ss, se, 1);
+                        edit_entry(body, 2, ss, se, 2, &mut |body, ls, le| {
+                            leaf(body, kind, resource, scope, ls, le, edit)
+                        })?
+                    }
                 };
-                let scope = sub(body, ss, se, 1);
-                let outcome = edit_entry(body, 2, ss, se, 2, &mut |body, ls, le| {
-                    leaf(body, kind, resource, scope, ls, le, edit)
-                })?;
-                match outcome {
-                    Outcome::Keep => {
-                        kept_children += 1;
-                        pieces.push(body.slice(f.start..f.end));
-                    }
-                    Outcome::Drop(n) => {
-                        dropped += n;
-                        changed = true;
-                    }
-                    Outcome::Replace(p, n) => {
-                        kept_children += 1;
-                        dropped += n;
-                        changed = true;
-                        pieces.extend(p);
-                    }
-                }
+                g.child(outcome, original);
             }
-            _ => pieces.push(body.slice(f.start..f.end)),
+            _ => g.other(original),
         }
     }
-    if !changed {
-        return Ok(Outcome::Keep);
-    }
-    if children > 0 && kept_children == 0 {
-        return Ok(Outcome::Drop(dropped));
-    }
-    if let (Some(new), false) = (&new_resource, written) {
+    if let (Some(new), false, true) = (&new_resource, written, g.changed) {
         // The entry had no resource: it goes first, where encoders put it.
-        pieces.insert(0, Bytes::copy_from_slice(new));
-        pieces.insert(0, header(1, new.len()));
+        g.pieces.insert(0, Bytes::copy_from_slice(new));
+        g.pieces.insert(0, header(1, new.len()));
     }
-    let len: usize = pieces.iter().map(Bytes::len).sum();
-    let mut out = Vec::with_capacity(pieces.len() + 1);
-    out.push(header(1, len));
-    out.extend(pieces);
-    Ok(Outcome::Replace(out, dropped))
+    Ok(g.finish(1))
 }
 
 /// The outcome of an item edit for an item tagged `tag`, which holds
@@ -378,16 +382,15 @@ fn leaf(
         }
         Kind::DataPoint => {
             // Metric → data message (5/7/9/10/11) → points (field 1).
-            let mut pieces = Vec::new();
-            let mut dropped = 0u64;
-            let mut changed = false;
+            let mut g = Gather::default();
             let mut had_points = false;
             let mut kept_points = 0u64;
             for f in Fields::new(body, ls, le) {
                 let f = f?;
+                let original = body.slice(f.start..f.end);
                 let data = range(f.value).filter(|_| matches!(f.number, 5 | 7 | 9 | 10 | 11));
                 let Some((ds, de)) = data else {
-                    pieces.push(body.slice(f.start..f.end));
+                    g.other(original);
                     continue;
                 };
                 let data_outcome = edit_entry(body, f.number, ds, de, 1, &mut |body, ps, pe| {
@@ -405,31 +408,18 @@ fn leaf(
                     }
                     decided(r, 1, || Ok(1))
                 })?;
-                match data_outcome {
-                    Outcome::Keep => pieces.push(body.slice(f.start..f.end)),
-                    Outcome::Drop(n) => {
-                        dropped += n;
-                        changed = true;
-                    }
-                    Outcome::Replace(p, n) => {
-                        dropped += n;
-                        changed = true;
-                        pieces.extend(p);
-                    }
-                }
+                // The data message itself is never "all gone" on its own: a
+                // metric without points is judged below.
+                g.child(data_outcome, original);
             }
-            if !changed {
+            if !g.changed {
                 return Ok(Outcome::Keep);
             }
             // A metric left without data points is removed.
             if had_points && kept_points == 0 {
-                return Ok(Outcome::Drop(dropped));
+                return Ok(Outcome::Drop(g.dropped));
             }
-            let len: usize = pieces.iter().map(Bytes::len).sum();
-            let mut out = Vec::with_capacity(pieces.len() + 1);
-            out.push(header(2, len));
-            out.extend(pieces);
-            Ok(Outcome::Replace(out, dropped))
+            Ok(framed(2, g.pieces, g.dropped))
         }
         Kind::SpanEvent => {
             let span = bytes;
@@ -455,11 +445,7 @@ fn leaf(
                             pieces.push(body.slice(f.start..f.end));
                         }
                     }
-                    let len: usize = pieces.iter().map(Bytes::len).sum();
-                    let mut out = Vec::with_capacity(pieces.len() + 1);
-                    out.push(header(2, len));
-                    out.extend(pieces);
-                    Outcome::Replace(out, n)
+                    framed(2, pieces, n)
                 }
                 other => other,
             })
