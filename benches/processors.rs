@@ -1,7 +1,9 @@
-//! Cost per item of the attribute processors on the wire view: `resource`
-//! (2 actions), `attributes` (1 upsert, and 1 upsert behind an `include`
-//! that matches nothing). Throughput is reported in items (spans, data
-//! points, log records). Run: `cargo bench --bench processors`.
+//! Cost per item of each processor on the wire view: `filter` (2
+//! conditions, which drop nothing of the workload: the cost of asking),
+//! `probabilistic_sampler` (10%), `resource` (2 actions), `attributes` (1
+//! upsert, and 1 upsert behind an `include` that matches nothing).
+//! Throughput is reported in items (spans, data points, log records).
+//! Run: `cargo bench --bench processors`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sluice::{
@@ -9,6 +11,8 @@ use sluice::{
     processor::{
         actions::{ActionConfig, ActionKind, ConfigValue},
         attributes::{Attributes, AttributesConfig, MatchConfig},
+        filter::{ConditionText, Filter, FilterConfig},
+        probabilistic_sampler::{ProbabilisticSampler, ProbabilisticSamplerConfig},
         resource::{Resource, ResourceConfig},
     },
     signal::Signal,
@@ -53,10 +57,46 @@ fn processors(c: &mut Criterion) {
             exclude: None,
         },
     );
+    let cond = |text: &str| ConditionText {
+        text: text.into(),
+        line: 1,
+    };
+    let filter = Filter::new(
+        "filter",
+        &FilterConfig {
+            span: vec![
+                cond(r#"IsMatch(name, "^(health_check|readiness_probe)$")"#),
+                cond(r#"attributes["http.route"] == "/metrics""#),
+            ],
+            metric: vec![cond(r#"IsMatch(name, "^go_.*")"#), cond(r#"unit == "never""#)],
+            log_record: vec![
+                cond("severity_number < SEVERITY_NUMBER_TRACE"),
+                cond(r#"attributes["drop"] == true"#),
+            ],
+            ..Default::default()
+        },
+    );
+    let sampler = ProbabilisticSampler::new(
+        "probabilistic_sampler",
+        &ProbabilisticSamplerConfig {
+            sampling_percentage: 10.0,
+            hash_seed: 22,
+            ..Default::default()
+        },
+        0,
+    );
     for signal in Signal::ALL {
         let body = workload::requests(signal, ITEMS, 1, 7).remove(0);
         let chunks = vec![body];
         g.throughput(Throughput::Elements(ITEMS as u64));
+        g.bench_function(format!("filter_2_conditions/{}", signal.name()), |b| {
+            b.iter(|| filter.apply(signal, std::hint::black_box(&chunks)).unwrap())
+        });
+        if signal != Signal::Metrics {
+            g.bench_function(format!("probabilistic_sampler_10pct/{}", signal.name()), |b| {
+                b.iter(|| sampler.apply(signal, std::hint::black_box(&chunks)).unwrap())
+            });
+        }
         g.bench_function(format!("resource_2_actions/{}", signal.name()), |b| {
             b.iter(|| resource.apply(signal, std::hint::black_box(&chunks)).unwrap())
         });
