@@ -90,30 +90,8 @@ impl HintBackend {
         *st.script.lock().unwrap() = script.into();
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
-        let state = st.clone();
-        tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                tokio::select! {
-                    _ = &mut rx => break,
-                    acc = listener.accept() => {
-                        let Ok((stream, _)) = acc else { continue };
-                        let st = state.clone();
-                        conns.spawn(async move {
-                            let svc = hyper::service::service_fn(move |req| {
-                                let st = st.clone();
-                                async move { Ok::<_, std::convert::Infallible>(http_handle(st, req).await) }
-                            });
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                                .await;
-                        });
-                    }
-                }
-            }
-            conns.abort_all();
-        });
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        super::serve_http1(listener, rx, st.clone(), http_handle);
         HintBackend {
             port,
             st,

@@ -873,30 +873,8 @@ impl HttpBackend {
 
     pub async fn start(&self) {
         let listener = bind_retry(self.port).await;
-        let st = self.st.clone();
-        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
-        let h = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                tokio::select! {
-                    _ = &mut rx => break,
-                    acc = listener.accept() => {
-                        let Ok((stream, _)) = acc else { continue };
-                        let st = st.clone();
-                        conns.spawn(async move {
-                            let svc = hyper::service::service_fn(move |req| {
-                                let st = st.clone();
-                                async move { Ok::<_, std::convert::Infallible>(http_backend_handle(st, req).await) }
-                            });
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                                .await;
-                        });
-                    }
-                }
-            }
-            conns.abort_all();
-        });
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let h = serve_http1(listener, rx, self.st.clone(), http_backend_handle);
         *self.server.lock().unwrap() = Some((tx, h));
     }
 
@@ -913,6 +891,42 @@ impl HttpBackend {
     }
 
     recorder_methods!();
+}
+
+/// Serves HTTP/1.1 connections from `listener`, each request answered by
+/// `handle` with `state`, until `stop` fires (open connections are dropped).
+pub fn serve_http1<S, F>(
+    listener: tokio::net::TcpListener,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+    state: Arc<S>,
+    handle: fn(Arc<S>, hyper::Request<hyper::body::Incoming>) -> F,
+) -> tokio::task::JoinHandle<()>
+where
+    S: Send + Sync + 'static,
+    F: std::future::Future<Output = hyper::Response<Full<Bytes>>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                acc = listener.accept() => {
+                    let Ok((stream, _)) = acc else { continue };
+                    let st = state.clone();
+                    conns.spawn(async move {
+                        let svc = hyper::service::service_fn(move |req| {
+                            let fut = handle(st.clone(), req);
+                            async move { Ok::<_, std::convert::Infallible>(fut.await) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            }
+        }
+        conns.abort_all();
+    })
 }
 
 async fn http_backend_handle(
