@@ -340,47 +340,34 @@ impl ShardPipelines {
             };
             let st = &self.stats.shards[self.shard];
             for step in &p.steps {
-                let (chunks, dropped) = match step {
+                // What the step changed, if anything: the new chunks and the
+                // items it dropped.
+                let changed: Option<(Vec<bytes::Bytes>, u64)> = match step {
                     Step::Filter(filter, at) => {
                         let f = filter
                             .apply(p.signal, &data.chunks)
                             .map_err(|e| SubmitError::Processor(e.to_string()))?;
                         st.filters[*at].filtered.add(p.signal, f.dropped);
-                        (f.chunks, f.dropped)
+                        (f.dropped > 0).then_some((f.chunks, f.dropped))
                     }
                     Step::Sample(sampler, at) => {
                         let r = sampler
                             .apply(p.signal, &data.chunks)
                             .map_err(|e| SubmitError::Processor(format!("{}: {e}", sampler.id)))?;
                         st.samplers[*at].record(p.signal, &r.decisions);
-                        (r.chunks, r.dropped)
+                        (r.dropped > 0).then_some((r.chunks, r.dropped))
                     }
-                    Step::Attributes(a) => {
-                        let r = a
-                            .apply(p.signal, &data.chunks)
-                            .map_err(|e| SubmitError::Processor(format!("{}: {e}", a.id)))?;
-                        if let Some(chunks) = r {
-                            data = rechunked(chunks, data.items);
-                        }
-                        continue;
-                    }
-                    Step::Resource(r) => {
-                        let r2 = r
-                            .apply(p.signal, &data.chunks)
-                            .map_err(|e| SubmitError::Processor(format!("{}: {e}", r.id)))?;
-                        if let Some(chunks) = r2 {
-                            data = rechunked(chunks, data.items);
-                        }
-                        continue;
-                    }
+                    Step::Attributes(a) => a
+                        .apply(p.signal, &data.chunks)
+                        .map_err(|e| SubmitError::Processor(format!("{}: {e}", a.id)))?
+                        .map(|chunks| (chunks, 0)),
+                    Step::Resource(r) => r
+                        .apply(p.signal, &data.chunks)
+                        .map_err(|e| SubmitError::Processor(format!("{}: {e}", r.id)))?
+                        .map(|chunks| (chunks, 0)),
                 };
-                if dropped > 0 {
-                    let mut next = Payload::new();
-                    for c in chunks {
-                        next.push(c, 0);
-                    }
-                    next.items = data.items.saturating_sub(dropped);
-                    data = next;
+                if let Some((chunks, dropped)) = changed {
+                    data = rechunked(chunks, data.items.saturating_sub(dropped));
                 }
             }
             out.push(data);
@@ -594,8 +581,7 @@ impl ShardPipelines {
     }
 }
 
-/// A payload of `chunks` holding `items` items (after an edit that changed
-/// bytes but dropped nothing).
+/// A payload of `chunks` holding `items` items (after a processor edit).
 fn rechunked(chunks: Vec<bytes::Bytes>, items: u64) -> Payload {
     let mut next = Payload::new();
     for c in chunks {

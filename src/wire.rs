@@ -59,6 +59,17 @@ pub enum Value {
     Len(usize, usize),
 }
 
+impl Value {
+    /// The byte range of a length-delimited value; `None` for scalars.
+    #[inline]
+    pub fn range(self) -> Option<(usize, usize)> {
+        match self {
+            Value::Len(s, e) => Some((s, e)),
+            _ => None,
+        }
+    }
+}
+
 /// One field: number, value, and the byte offset where its tag starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Field {
@@ -229,7 +240,7 @@ fn message_range(f: &Field) -> Result<(usize, usize), WireError> {
 }
 
 /// Counts data points in one `Metric` message at `buf[s..e]`.
-fn metric_points(buf: &[u8], s: usize, e: usize) -> Result<u64, WireError> {
+pub(crate) fn metric_points(buf: &[u8], s: usize, e: usize) -> Result<u64, WireError> {
     let mut n = 0;
     for f in Fields::new(buf, s, e) {
         let f = f?;

@@ -34,7 +34,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
     processor::ottl,
-    wire::{put_len_header, put_varint, Fields, Value, WireError},
+    wire::{put_len_header, put_varint, Fields, WireError},
     wire_view::{self, Item, Kind},
 };
 
@@ -97,13 +97,6 @@ enum Outcome {
     Drop(u64),
     /// Re-framed: new pieces (with the entry's tag and length), items dropped.
     Replace(Vec<Bytes>, u64),
-}
-
-fn range(v: Value) -> Option<(usize, usize)> {
-    match v {
-        Value::Len(s, e) => Some((s, e)),
-        _ => None,
-    }
 }
 
 /// One buffer holding `pieces` in order.
@@ -199,7 +192,7 @@ fn edit_entry(
     for f in Fields::new(body, s, e) {
         let f = f?;
         let original = body.slice(f.start..f.end);
-        match range(f.value).filter(|_| f.number == child) {
+        match f.value.range().filter(|_| f.number == child) {
             Some((cs, ce)) => g.child(edit_child(body, cs, ce)?, original),
             None => g.other(original),
         }
@@ -212,30 +205,12 @@ fn sub(body: &[u8], s: usize, e: usize, number: u32) -> &[u8] {
     let mut out: &[u8] = &[];
     for f in Fields::new(body, s, e).flatten() {
         if f.number == number {
-            if let Some((a, b)) = range(f.value) {
+            if let Some((a, b)) = f.value.range() {
                 out = &body[a..b];
             }
         }
     }
     out
-}
-
-/// Data points in the `Metric` at `body[s..e]`.
-fn metric_points(body: &[u8], s: usize, e: usize) -> Result<u64, WireError> {
-    let mut n = 0;
-    for f in Fields::new(body, s, e) {
-        let f = f?;
-        if matches!(f.number, 5 | 7 | 9 | 10 | 11) {
-            if let Some((ds, de)) = range(f.value) {
-                for p in Fields::new(body, ds, de) {
-                    if p?.number == 1 {
-                        n += 1;
-                    }
-                }
-            }
-        }
-    }
-    Ok(n)
 }
 
 /// Drops the items of `kind` for which `keep` says false from the request
@@ -261,7 +236,7 @@ pub fn rewrite(
     let mut pieces = Vec::new();
     for rf in Fields::all(body) {
         let rf = rf?;
-        let Some((rs, re)) = range(rf.value).filter(|_| rf.number == 1) else {
+        let Some((rs, re)) = rf.value.range().filter(|_| rf.number == 1) else {
             pieces.push(body.slice(rf.start..rf.end));
             continue;
         };
@@ -305,7 +280,7 @@ fn resource_entry(
     for f in Fields::new(body, rs, re) {
         let f = f?;
         let original = body.slice(f.start..f.end);
-        match (f.number, range(f.value), new_resource.as_ref()) {
+        match (f.number, f.value.range(), new_resource.as_ref()) {
             (1, Some(_), Some(new)) => {
                 // Several `resource` fields merge on decode; the edit saw the
                 // last one and its result replaces them all.
@@ -360,7 +335,7 @@ fn leaf(
 ) -> Result<Outcome, WireError> {
     let bytes = &body[ls..le];
     match kind {
-        Kind::Span | Kind::LogRecord => {
+        Kind::Span | Kind::LogRecord | Kind::Metric => {
             let item = Item {
                 kind,
                 resource,
@@ -368,17 +343,11 @@ fn leaf(
                 item: bytes,
                 parent: &[],
             };
-            decided(edit(&item), 2, || Ok(1))
-        }
-        Kind::Metric => {
-            let item = Item {
-                kind,
-                resource,
-                scope,
-                item: bytes,
-                parent: &[],
-            };
-            decided(edit(&item), 2, || metric_points(body, ls, le))
+            // A dropped metric takes its data points with it.
+            decided(edit(&item), 2, || match kind {
+                Kind::Metric => crate::wire::metric_points(body, ls, le),
+                _ => Ok(1),
+            })
         }
         Kind::DataPoint => {
             // Metric → data message (5/7/9/10/11) → points (field 1).
@@ -388,7 +357,7 @@ fn leaf(
             for f in Fields::new(body, ls, le) {
                 let f = f?;
                 let original = body.slice(f.start..f.end);
-                let data = range(f.value).filter(|_| matches!(f.number, 5 | 7 | 9 | 10 | 11));
+                let data = f.value.range().filter(|_| matches!(f.number, 5 | 7 | 9 | 10 | 11));
                 let Some((ds, de)) = data else {
                     g.other(original);
                     continue;
@@ -540,7 +509,7 @@ impl<'a> Attrs<'a> {
     pub fn read(msg: &'a [u8], field: u32) -> Attrs<'a> {
         let mut list = Vec::new();
         for f in Fields::all(msg).flatten() {
-            let (true, Some((s, e))) = (f.number == field, range(f.value)) else {
+            let (true, Some((s, e))) = (f.number == field, f.value.range()) else {
                 continue;
             };
             let kv = &msg[s..e];
@@ -626,7 +595,7 @@ impl<'a> Attrs<'a> {
             // Requests were validated at receipt; a message that does not
             // walk is left as it came rather than cut short.
             let Ok(f) = f else { return None };
-            if f.number == self.field && range(f.value).is_some() && next < self.received {
+            if f.number == self.field && f.value.range().is_some() && next < self.received {
                 let a = &self.list[next];
                 next += 1;
                 match a.original {
@@ -833,7 +802,7 @@ mod tests {
         // Data points: drop value 4 and every point of go_gc.
         let e = retain(&body, Kind::DataPoint, &mut |i| {
             let v = crate::wire_view::last(i.item, 6);
-            named_metric(i) != "go_gc" && v != Some(Value::Fixed64(4))
+            named_metric(i) != "go_gc" && v != Some(crate::wire::Value::Fixed64(4))
         })
         .unwrap();
         assert_eq!(e.dropped, 3);

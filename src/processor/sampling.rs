@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use crate::{
     payload::Payload,
     signal::Signal,
-    wire::{put_len_header, Fields, Value, WireError},
+    wire::{put_len_header, Fields, WireError},
 };
 
 /// The hash threshold below which a trace id is kept, for a percentage in 0..=100.
@@ -58,19 +58,12 @@ pub struct Filtered {
     pub dropped: u64,
 }
 
-fn range(v: Value) -> Option<(usize, usize)> {
-    match v {
-        Value::Len(s, e) => Some((s, e)),
-        _ => None,
-    }
-}
-
 /// The trace id of the span at `body[s..e]` (empty if absent).
 fn span_trace_id(body: &[u8], s: usize, e: usize) -> Result<&[u8], WireError> {
     for f in Fields::new(body, s, e) {
         let f = f?;
         if f.number == 1 {
-            if let Some((a, b)) = range(f.value) {
+            if let Some((a, b)) = f.value.range() {
                 return Ok(&body[a..b]);
             }
         }
@@ -90,7 +83,7 @@ pub fn filter_traces(body: &Bytes, threshold: u64) -> Result<Filtered, WireError
     let mut out = Filtered::default();
     for rf in Fields::all(body) {
         let rf = rf?;
-        let Some((rs, re)) = range(rf.value).filter(|_| rf.number == 1) else {
+        let Some((rs, re)) = rf.value.range().filter(|_| rf.number == 1) else {
             // Not a resource entry: keep as is.
             out.pieces.push(body.slice(rf.start..rf.end));
             continue;
@@ -101,7 +94,7 @@ pub fn filter_traces(body: &Bytes, threshold: u64) -> Result<Filtered, WireError
         let (mut r_kept, mut r_dropped) = (0u64, 0u64);
         for sf in Fields::new(body, rs, re) {
             let sf = sf?;
-            let Some((ss, se)) = range(sf.value).filter(|_| sf.number == 2) else {
+            let Some((ss, se)) = sf.value.range().filter(|_| sf.number == 2) else {
                 r_header.push(body.slice(sf.start..sf.end));
                 continue;
             };
@@ -110,7 +103,7 @@ pub fn filter_traces(body: &Bytes, threshold: u64) -> Result<Filtered, WireError
             let (mut kept, mut dropped) = (0u64, 0u64);
             for pf in Fields::new(body, ss, se) {
                 let pf = pf?;
-                match range(pf.value).filter(|_| pf.number == 2) {
+                match pf.value.range().filter(|_| pf.number == 2) {
                     Some((ps, pe)) => {
                         if keep_trace(span_trace_id(body, ps, pe)?, threshold) {
                             spans.push(body.slice(pf.start..pf.end));
