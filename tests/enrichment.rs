@@ -655,8 +655,7 @@ async fn resourcedetection_adds_host_and_env_attributes() {
 /// through `[resource, attributes]`.
 #[tokio::test(flavor = "multi_thread")]
 async fn sdk_spans_are_enriched() {
-    use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
-    use opentelemetry_otlp::WithExportConfig;
+    use opentelemetry::trace::{Span as _, Tracer as _};
     let backend = Backend::start_new().await;
     let p = Ports::new();
     let processors = "
@@ -677,36 +676,16 @@ async fn sdk_spans_are_enriched() {
         "resource",
     ));
     let url = p.grpc_url();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let _g = rt.enter();
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(url)
-            .build()
-            .unwrap();
-        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-            .with_resource(
-                opentelemetry_sdk::Resource::builder_empty()
-                    .with_attributes([opentelemetry::KeyValue::new("service.name", "shop")])
-                    .build(),
-            )
-            .with_batch_exporter(exporter)
-            .build();
-        let tracer = provider.tracer("enrichment-test");
+    let resource = opentelemetry_sdk::Resource::builder_empty()
+        .with_attributes([opentelemetry::KeyValue::new("service.name", "shop")])
+        .build();
+    sdk_spans::record_spans(url, resource, "enrichment-test", |tracer| {
         for i in 0..5 {
             let mut sp = tracer.start(format!("op{i}"));
             sp.set_attribute(opentelemetry::KeyValue::new("user", "carol"));
             sp.end();
         }
-        provider.shutdown().unwrap();
-    })
-    .join()
-    .unwrap();
+    });
     assert!(backend.wait_for(WAIT, |b| b.spans().len() >= 5).await);
     tokio::task::spawn_blocking(move || sluice.stop(WAIT)).await.unwrap();
     let hashed = kv("user", s(&sha256_hex(b"carol")));

@@ -8,8 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry::trace::{Span as _, Tracer as _};
 use opentelemetry_proto::tonic::{
     collector::{
         logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
@@ -317,39 +316,26 @@ async fn sdk_spans_are_filtered() {
     let p = Ports::new();
     let mut sluice = Sluice::start(&config(&p, backend.port, FILTER));
     let url = p.grpc_url();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let _g = rt.enter();
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(url)
-            .build()
-            .unwrap();
-        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-            .with_batch_exporter(exporter)
-            .build();
-        let tracer = provider.tracer("filter-test");
-        for i in 0..30 {
-            let name = match i % 3 {
-                0 => "health_check",
-                1 => "readiness_probe",
-                _ => "checkout",
-            };
-            let mut s = tracer.start(name);
-            s.set_attribute(opentelemetry::KeyValue::new("i", i as i64));
+    sdk_spans::record_spans(
+        url,
+        opentelemetry_sdk::Resource::builder().build(),
+        "filter-test",
+        |tracer| {
+            for i in 0..30 {
+                let name = match i % 3 {
+                    0 => "health_check",
+                    1 => "readiness_probe",
+                    _ => "checkout",
+                };
+                let mut s = tracer.start(name);
+                s.set_attribute(opentelemetry::KeyValue::new("i", i as i64));
+                s.end();
+            }
+            let mut s = tracer.start("scrape");
+            s.set_attribute(opentelemetry::KeyValue::new("http.route", "/metrics"));
             s.end();
-        }
-        let mut s = tracer.start("scrape");
-        s.set_attribute(opentelemetry::KeyValue::new("http.route", "/metrics"));
-        s.end();
-        provider.shutdown().unwrap();
-    })
-    .join()
-    .unwrap();
+        },
+    );
     assert!(
         backend
             .wait_for(Duration::from_secs(30), |b| b.spans().len() >= 10)

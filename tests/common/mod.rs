@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod otlp_gen;
+pub mod sdk_spans;
 pub mod stalled;
 
 use std::{
