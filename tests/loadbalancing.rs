@@ -1,0 +1,290 @@
+//! The `loadbalancing` exporter end to end: an agent (`sluice run` with a
+//! `loadbalancing` exporter) in front of gateway processes (each a
+//! `sluice run` exporting to its own recording backend), all real sockets.
+//! Gateways listen on loopback aliases (127.0.0.x) at the default OTLP port,
+//! so the resolver's strings, hence the ring, are the same on every run.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use common::{lb::*, *};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+/// The agent: `shards` shards, small batches, a `loadbalancing` exporter with
+/// `resolver` (the indented body of `resolver:`) and extra `protocol.otlp` keys.
+fn agent_yaml(p: &Ports, resolver: &str, otlp_extra: &str, shards: usize) -> String {
+    format!(
+        "receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: 127.0.0.1:{grpc}}}
+processors:
+  batch: {{send_batch_size: 100, timeout: 20ms}}
+exporters:
+  loadbalancing:
+    routing_key: traceID
+    protocol:
+      otlp:
+        tls: {{insecure: true}}
+        compression: none
+        timeout: 2s
+{otlp_extra}
+    resolver:
+{resolver}
+service:
+  telemetry: {{metrics: {{address: 127.0.0.1:{metrics}}}}}
+  pipelines:
+    traces: {{receivers: [otlp], processors: [batch], exporters: [loadbalancing]}}
+tuning: {{shards: {shards}}}
+",
+        grpc = p.grpc,
+        metrics = p.metrics,
+    )
+}
+
+/// Sum of the agent's samples whose name starts with `prefix`.
+fn counter(p: &Ports, prefix: &str) -> f64 {
+    scrape_samples(p.metrics_addr())
+        .iter()
+        .filter(|s| s.name.starts_with(prefix))
+        .map(|s| s.value)
+        .sum()
+}
+
+async fn send_all(clients: &mut [OtlpClients], reqs: Vec<ExportTraceServiceRequest>) {
+    let n = clients.len();
+    for (i, r) in reqs.into_iter().enumerate() {
+        clients[i % n].traces.export(r).await.expect("the agent accepts");
+    }
+}
+
+fn total_spans(gws: &[&Backend]) -> u64 {
+    gws.iter().map(|b| b.span_count()).sum()
+}
+
+/// Waits until the gateways' backends hold `n` spans in all; panics otherwise.
+async fn wait_total(gws: &[&Backend], n: u64, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while total_spans(gws) < n {
+        assert!(
+            Instant::now() < deadline,
+            "gateways got {} spans of {n} within {timeout:?}",
+            total_spans(gws)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Which gateway got each trace id among the spans received after `from`
+/// (per-backend span counts); asserts each trace went whole to one gateway.
+fn owners_since(gws: &[&Backend], from: &[usize], spans_per_trace: u64) -> BTreeMap<Vec<u8>, usize> {
+    let mut seen: BTreeMap<Vec<u8>, (Vec<usize>, u64)> = BTreeMap::new();
+    for (i, b) in gws.iter().enumerate() {
+        for s in b.spans().into_iter().skip(from[i]) {
+            let e = seen.entry(s.0).or_default();
+            if !e.0.contains(&i) {
+                e.0.push(i);
+            }
+            e.1 += 1;
+        }
+    }
+    seen.into_iter()
+        .map(|(id, (g, n))| {
+            assert_eq!(g.len(), 1, "trace {} split across gateways {g:?}", hex_id(&id));
+            assert_eq!(n, spans_per_trace, "trace {} has {n} spans", hex_id(&id));
+            (id, g[0])
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_trace_reaches_one_gateway_whole_and_keys_spread_evenly() {
+    let ips = ["127.0.0.20", "127.0.0.21", "127.0.0.22"];
+    let gws = [
+        Gateway::start(ips[0]).await,
+        Gateway::start(ips[1]).await,
+        Gateway::start(ips[2]).await,
+    ];
+    let p = Ports::new();
+    let resolver = format!("      static: {{hostnames: [{}, {}, {}]}}", ips[2], ips[0], ips[1]);
+    let _agent = Sluice::start(&agent_yaml(&p, &resolver, "", 2));
+    // Two connections: both agent shards route (each has its own ring).
+    let mut clients = [OtlpClients::connect(&p).await, OtlpClients::connect(&p).await];
+
+    const TRACES: u64 = 3000;
+    const SPANS: u64 = 3;
+    send_all(&mut clients, spread_traces(7, TRACES, SPANS, 150)).await;
+    let backends: Vec<&Backend> = gws.iter().map(|g| &g.backend).collect();
+    wait_total(&backends, TRACES * SPANS, Duration::from_secs(30)).await;
+
+    let owners = owners_since(&backends, &[0, 0, 0], SPANS);
+    assert_eq!(owners.len() as u64, TRACES);
+    let mut per = [0u64; 3];
+    for (id, g) in &owners {
+        // The same gateway the Collector's ring picks for these hostnames.
+        assert_eq!(*g, collector_owner(&ips, id), "trace {}", hex_id(id));
+        per[*g] += 1;
+    }
+    let mean = TRACES as f64 / 3.0;
+    for (i, n) in per.iter().enumerate() {
+        let dev = (*n as f64 - mean) / mean;
+        assert!(
+            dev.abs() <= 0.15,
+            "gateway {i} got {n} traces ({:+.1}% of the mean); all: {per:?}",
+            dev * 100.0
+        );
+    }
+    eprintln!("traces per gateway: {per:?}");
+    assert_eq!(counter(&p, "otelcol_exporter_send_failed_spans"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_answer_change_moves_only_the_keys_of_the_changed_gateway() {
+    let ips = ["127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8"];
+    let mut gws = Vec::new();
+    for ip in ips {
+        gws.push(Gateway::start(ip).await);
+    }
+    let v4 = |i: usize| ips[i].parse::<Ipv4Addr>().unwrap();
+    let dns = DnsServer::start("gateways.lb.test", vec![v4(0), v4(1), v4(2)]).await;
+    let p = Ports::new();
+    let resolver = format!(
+        "      dns: {{hostname: gateways.lb.test, interval: 100ms, timeout: 1s, server: '{}'}}",
+        dns.addr
+    );
+    let _agent = Sluice::start(&agent_yaml(&p, &resolver, "", 1));
+    let mut clients = [OtlpClients::connect(&p).await];
+    let backends: Vec<&Backend> = gws.iter().map(|g| &g.backend).collect();
+    const TRACES: u64 = 1500;
+
+    let a = phase(&mut clients, &backends, TRACES).await;
+    assert!(a.values().all(|&g| g < 3), "the 4th gateway is not in the answer yet");
+
+    // The answer gains 127.0.0.8: only keys moving to it may move.
+    let q = dns.a_queries();
+    dns.set(vec![v4(0), v4(1), v4(2), v4(3)]);
+    wait_until(Duration::from_secs(10), || dns.a_queries() >= q + 2).await;
+    let b = phase(&mut clients, &backends, TRACES).await;
+    let moved: Vec<_> = a.iter().filter(|(id, g)| b[*id] != **g).collect();
+    for (id, _) in &moved {
+        assert_eq!(b[*id], 3, "trace {} moved between old gateways", hex_id(id));
+    }
+    for (id, g) in &b {
+        assert_eq!(*g, collector_owner(&ips, id));
+    }
+    let share = moved.len() as f64 / TRACES as f64;
+    eprintln!(
+        "gateway added: {:.1}% of the traces moved (all to the new gateway)",
+        share * 100.0
+    );
+    assert!((0.10..0.40).contains(&share), "moved share {share}");
+
+    // The answer loses 127.0.0.6: only its keys move.
+    let q = dns.a_queries();
+    dns.set(vec![v4(0), v4(2), v4(3)]);
+    wait_until(Duration::from_secs(10), || dns.a_queries() >= q + 2).await;
+    let c = phase(&mut clients, &backends, TRACES).await;
+    let mut moved = 0;
+    let remaining = ["127.0.0.5", "127.0.0.7", "127.0.0.8"];
+    for (id, g) in &c {
+        assert_ne!(*g, 1, "the removed gateway gets no new spans");
+        if b[id] != 1 {
+            assert_eq!(*g, b[id], "trace {} moved though its gateway stayed", hex_id(id));
+        } else {
+            moved += 1;
+        }
+        let want = collector_owner(&remaining, id);
+        assert_eq!(ips.iter().position(|x| *x == remaining[want]), Some(*g));
+    }
+    let share = moved as f64 / TRACES as f64;
+    eprintln!(
+        "gateway removed: {:.1}% of the traces moved (exactly its own)",
+        share * 100.0
+    );
+    assert!((0.10..0.40).contains(&share), "moved share {share}");
+    assert_eq!(counter(&p, "otelcol_exporter_send_failed_spans"), 0.0);
+}
+
+/// Sends the same trace ids again (seed 11, 2 spans each) and returns which
+/// gateway got each, looking only at the spans received since it began.
+async fn phase(clients: &mut [OtlpClients], backends: &[&Backend], traces: u64) -> BTreeMap<Vec<u8>, usize> {
+    let from: Vec<usize> = backends.iter().map(|b| b.spans().len()).collect();
+    let before = total_spans(backends);
+    send_all(clients, spread_traces(11, traces, 2, 100)).await;
+    wait_total(backends, before + traces * 2, Duration::from_secs(30)).await;
+    owners_since(backends, &from, 2)
+}
+
+async fn wait_until(timeout: Duration, mut pred: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !pred() {
+        assert!(Instant::now() < deadline, "condition not met within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_gateway_keeps_its_share_queued_while_the_others_keep_going() {
+    let ips = ["127.0.0.30", "127.0.0.31", "127.0.0.32"];
+    let mut gws = Vec::new();
+    for ip in ips {
+        gws.push(Gateway::start(ip).await);
+    }
+    let p = Ports::new();
+    let resolver = format!("      static: {{hostnames: [{}, {}, {}]}}", ips[0], ips[1], ips[2]);
+    let otlp = "        retry_on_failure: {initial_interval: 50ms, max_interval: 200ms, max_elapsed_time: 0}
+        sending_queue: {queue_size: 5000, num_consumers: 2}";
+    let _agent = Sluice::start(&agent_yaml(&p, &resolver, otlp, 1));
+    let mut clients = [OtlpClients::connect(&p).await];
+    const TRACES: u64 = 600;
+
+    let started = Instant::now();
+    send_all(&mut clients, spread_traces(3, TRACES, 2, 100)).await;
+    {
+        let backends: Vec<&Backend> = gws.iter().map(|g| &g.backend).collect();
+        wait_total(&backends, TRACES * 2, Duration::from_secs(30)).await;
+    }
+    let healthy = started.elapsed();
+
+    // Gateway 1 dies; a new set of traces is sent.
+    gws[1].process.as_mut().unwrap().kill9();
+    let before: Vec<u64> = gws.iter().map(|g| g.backend.span_count()).collect();
+    let reqs = spread_traces(4, TRACES, 2, 100);
+    let mut share = [0u64; 3];
+    for t in 0..TRACES {
+        share[collector_owner(&ips, &lb_trace_id(4, t))] += 2;
+    }
+    let started = Instant::now();
+    send_all(&mut clients, reqs).await;
+    // The live gateways get their whole share while gateway 1 is down.
+    for i in [0, 2] {
+        let b = &gws[i].backend;
+        b.wait_for(Duration::from_secs(30), |b| b.span_count() >= before[i] + share[i])
+            .await;
+        assert_eq!(b.span_count(), before[i] + share[i], "gateway {i}");
+    }
+    let degraded = started.elapsed();
+    assert_eq!(gws[1].backend.span_count(), before[1], "gateway 1 is down");
+    eprintln!("all traces, 3 gateways up: {healthy:?}; the live gateways' share with one down: {degraded:?}");
+    assert!(
+        counter(&p, "sluice_exporter_retries") > 0.0,
+        "the dead gateway's share is being retried"
+    );
+
+    // Back up: its share, kept in its queue and retried, arrives.
+    gws[1].restart();
+    let b = &gws[1].backend;
+    b.wait_for(Duration::from_secs(30), |b| b.span_count() >= before[1] + share[1])
+        .await;
+    assert_eq!(b.span_count(), before[1] + share[1]);
+    let backends: Vec<&Backend> = gws.iter().map(|g| &g.backend).collect();
+    let from: Vec<usize> = before.iter().map(|&n| n as usize).collect();
+    let owners = owners_since(&backends, &from, 2);
+    assert_eq!(owners.len() as u64, TRACES);
+    assert_eq!(counter(&p, "otelcol_exporter_send_failed_spans"), 0.0);
+}
