@@ -204,3 +204,132 @@ fn check_host_port(h: &str) -> Result<(), String> {
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load_str, ExporterConfig};
+
+    fn doc(exporter: &str) -> String {
+        format!(
+            "receivers:
+  otlp:
+    protocols:
+      grpc:
+exporters:
+  loadbalancing:
+{exporter}
+service:
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [loadbalancing]}}
+"
+        )
+    }
+
+    fn lb(exporter: &str) -> Result<LoadBalancingConfig, ConfigError> {
+        let c = load_str(&doc(exporter))?;
+        match c.exporters.into_values().next() {
+            Some(ExporterConfig::LoadBalancing(l)) => Ok(l),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_the_collector_keys() {
+        let l = lb("    routing_key: service
+    protocol:
+      otlp:
+        tls: {insecure: true}
+        timeout: 3s
+        retry_on_failure: {max_elapsed_time: 0}
+        sending_queue: {queue_size: 7}
+        circuit_breaker: {enabled: true}
+    resolver:
+      dns: {hostname: gw.example, port: 5317, interval: 2s, timeout: 300ms}")
+        .unwrap();
+        assert_eq!(l.routing_key, RoutingKey::Service);
+        assert_eq!(l.otlp.timeout, Duration::from_secs(3));
+        assert_eq!(l.otlp.sending_queue.queue_size, 7);
+        assert!(l.otlp.circuit_breaker.enabled);
+        assert_eq!(
+            l.resolver,
+            ResolverConfig::Dns {
+                hostname: "gw.example".into(),
+                port: Some(5317),
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_millis(300),
+                server: None,
+            }
+        );
+        let l = lb("    protocol: {otlp: {tls: {insecure: true}}}
+    resolver: {static: {hostnames: [a, 'b:4317']}}")
+        .unwrap();
+        assert_eq!(l.routing_key, RoutingKey::TraceId);
+        assert_eq!(
+            l.resolver,
+            ResolverConfig::Static {
+                hostnames: vec!["a".into(), "b:4317".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key_and_line() {
+        let cases = [
+            (
+                "    protocol: {otlp: {tls: {insecure: true}}}",
+                "exporters.loadbalancing.resolver",
+                "required",
+            ),
+            (
+                "    protocol: {otlp: {tls: {insecure: true}}}\n    resolver: {static: {hostnames: [a]}, dns: {hostname: b}}",
+                "exporters.loadbalancing.resolver.dns",
+                "only one resolver",
+            ),
+            (
+                "    protocol: {otlp: {endpoint: 'x:1', tls: {insecure: true}}}\n    resolver: {static: {hostnames: [a]}}",
+                "exporters.loadbalancing.protocol.otlp.endpoint",
+                "set by the resolver",
+            ),
+            (
+                "    protocol: {otlp: {tls: {insecure: true}}}\n    resolver:\n      static:\n        hostnames: ['a:99999']",
+                "exporters.loadbalancing.resolver.static.hostnames",
+                "invalid port",
+            ),
+            (
+                "    protocol: {otlp: {tls: {insecure: true}}}\n    resolver: {dns: {hostname: b, port: http}}",
+                "exporters.loadbalancing.resolver.dns.port",
+                "not a port",
+            ),
+            (
+                "    routing_key: spanID\n    protocol: {otlp: {tls: {insecure: true}}}\n    resolver: {static: {hostnames: [a]}}",
+                "exporters.loadbalancing.routing_key",
+                "spanID",
+            ),
+            (
+                "    resolver: {static: {hostnames: [a]}}",
+                "exporters.loadbalancing.protocol",
+                "required",
+            ),
+            (
+                "    protocol: {otlp: {tls: {insecure: true}}}\n    resolver: {k8s: {service: x}}",
+                "exporters.loadbalancing.resolver.k8s",
+                "not yet supported",
+            ),
+        ];
+        for (body, path, words) in cases {
+            let e = lb(body).unwrap_err();
+            assert_eq!(e.path, path, "{e}");
+            assert!(e.message.contains(words), "{e}");
+            assert!(e.line.is_some_and(|l| l >= 6), "{e}");
+        }
+        // A persistent queue is refused where it is set.
+        let e = lb("    protocol:
+      otlp:
+        tls: {insecure: true}
+        sending_queue: {storage: file_storage}
+    resolver: {static: {hostnames: [a]}}")
+        .unwrap_err();
+        assert!(e.path.starts_with("exporters.loadbalancing.protocol.otlp.sending_queue"), "{e}");
+    }
+}
