@@ -288,3 +288,101 @@ async fn a_killed_gateway_keeps_its_share_queued_while_the_others_keep_going() {
     assert_eq!(owners.len() as u64, TRACES);
     assert_eq!(counter(&p, "otelcol_exporter_send_failed_spans"), 0.0);
 }
+
+/// Metrics routed by metric name and logs by service: every metric (all its
+/// points) and every service's logs reach exactly one gateway, nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_by_name_and_logs_by_service_stay_together() {
+    let ips = ["127.0.0.40", "127.0.0.41", "127.0.0.42"];
+    let mut gws = Vec::new();
+    for ip in ips {
+        gws.push(Gateway::start(ip).await);
+    }
+    let p = Ports::new();
+    let lb = |key: &str| {
+        format!(
+            "  loadbalancing/{key}:
+    routing_key: {key}
+    protocol: {{otlp: {{tls: {{insecure: true}}, compression: gzip}}}}
+    resolver: {{static: {{hostnames: [{}, {}, {}]}}}}
+",
+            ips[0], ips[1], ips[2]
+        )
+    };
+    let yaml = format!(
+        "receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: 127.0.0.1:{grpc}}}
+processors:
+  batch: {{send_batch_size: 50, timeout: 20ms}}
+exporters:
+{m}{l}service:
+  telemetry: {{metrics: {{address: 127.0.0.1:{metrics}}}}}
+  pipelines:
+    metrics: {{receivers: [otlp], processors: [batch], exporters: [loadbalancing/metric]}}
+    logs: {{receivers: [otlp], processors: [batch], exporters: [loadbalancing/service]}}
+tuning: {{shards: 2}}
+",
+        grpc = p.grpc,
+        metrics = p.metrics,
+        m = lb("metric"),
+        l = lb("service"),
+    );
+    let _agent = Sluice::start(&yaml);
+    let mut c = OtlpClients::connect(&p).await;
+    let (mut points, mut logs) = (0, 0);
+    for seed in 0..30 {
+        let m = metrics_request(3, 2, seed);
+        points += count_points(&m);
+        c.metrics.export(m).await.unwrap();
+        let l = logs_request(3, 4, seed);
+        logs += count_logs(&l);
+        c.logs.export(l).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let totals = |gws: &[Gateway]| {
+        (
+            gws.iter().map(|g| g.backend.metric_points()).sum::<u64>(),
+            gws.iter().map(|g| g.backend.log_records()).sum::<u64>(),
+        )
+    };
+    while totals(&gws) != (points, logs) {
+        assert!(Instant::now() < deadline, "got {:?} of {:?}", totals(&gws), (points, logs));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut metric_at: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut service_at: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, g) in gws.iter().enumerate() {
+        for r in g.backend.metrics() {
+            for rm in r.resource_metrics {
+                for sm in rm.scope_metrics {
+                    for m in sm.metrics {
+                        let v = metric_at.entry(m.name).or_default();
+                        if !v.contains(&i) {
+                            v.push(i);
+                        }
+                    }
+                }
+            }
+        }
+        for r in g.backend.logs() {
+            for rl in r.resource_logs {
+                let svc = format!("{:?}", rl.resource.as_ref().map(|r| &r.attributes[0]));
+                let v = service_at.entry(svc).or_default();
+                if !v.contains(&i) {
+                    v.push(i);
+                }
+            }
+        }
+    }
+    assert_eq!(metric_at.len(), 30 * 3 * 2 * 5, "distinct metric names");
+    for (name, at) in &metric_at {
+        assert_eq!(at.len(), 1, "metric {name} at gateways {at:?}");
+        assert_eq!(at[0], collector_owner(&ips, name.as_bytes()), "metric {name}");
+    }
+    assert_eq!(service_at.len(), 30 * 3);
+    assert!(service_at.values().all(|at| at.len() == 1), "a service's logs split: {service_at:?}");
+    let used: std::collections::BTreeSet<usize> = metric_at.values().map(|v| v[0]).collect();
+    assert_eq!(used.len(), 3, "metric names spread over all gateways");
+}

@@ -46,6 +46,8 @@ service:
   telemetry: {{metrics: {{address: 127.0.0.1:{metrics}}}}}
   pipelines:
     traces: {{receivers: [otlp], processors: [batch], exporters: [otlp]}}
+    metrics: {{receivers: [otlp], processors: [batch], exporters: [otlp]}}
+    logs: {{receivers: [otlp], processors: [batch], exporters: [otlp]}}
 tuning: {{shards: 1}}
 "
     )
