@@ -81,25 +81,43 @@ async fn wait_total(gws: &[&Backend], n: u64, timeout: Duration) {
 }
 
 /// Which gateway got each trace id among the spans received after `from`
-/// (per-backend span counts); asserts each trace went whole to one gateway.
+/// (per-backend span counts); asserts each trace went whole to one gateway
+/// and no span arrived twice.
 fn owners_since(gws: &[&Backend], from: &[usize], spans_per_trace: u64) -> BTreeMap<Vec<u8>, usize> {
-    let mut seen: BTreeMap<Vec<u8>, (Vec<usize>, u64)> = BTreeMap::new();
+    let (owners, dups) = owners_allowing_duplicates(gws, from, spans_per_trace);
+    assert_eq!(dups, 0, "spans delivered twice");
+    owners
+}
+
+/// As `owners_since`, but counting (and allowing) spans delivered twice,
+/// as a retry after a timeout may.
+fn owners_allowing_duplicates(
+    gws: &[&Backend],
+    from: &[usize],
+    spans_per_trace: u64,
+) -> (BTreeMap<Vec<u8>, usize>, u64) {
+    let mut seen: BTreeMap<Vec<u8>, (Vec<usize>, std::collections::BTreeSet<Vec<u8>>)> = BTreeMap::new();
+    let mut dups = 0;
     for (i, b) in gws.iter().enumerate() {
         for s in b.spans().into_iter().skip(from[i]) {
             let e = seen.entry(s.0).or_default();
             if !e.0.contains(&i) {
                 e.0.push(i);
             }
-            e.1 += 1;
+            if !e.1.insert(s.1) {
+                dups += 1;
+            }
         }
     }
-    seen.into_iter()
-        .map(|(id, (g, n))| {
+    let owners = seen
+        .into_iter()
+        .map(|(id, (g, spans))| {
             assert_eq!(g.len(), 1, "trace {} split across gateways {g:?}", hex_id(&id));
-            assert_eq!(n, spans_per_trace, "trace {} has {n} spans", hex_id(&id));
+            assert_eq!(spans.len() as u64, spans_per_trace, "trace {}", hex_id(&id));
             (id, g[0])
         })
-        .collect()
+        .collect();
+    (owners, dups)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -348,7 +366,12 @@ tuning: {{shards: 2}}
         )
     };
     while totals(&gws) != (points, logs) {
-        assert!(Instant::now() < deadline, "got {:?} of {:?}", totals(&gws), (points, logs));
+        assert!(
+            Instant::now() < deadline,
+            "got {:?} of {:?}",
+            totals(&gws),
+            (points, logs)
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut metric_at: BTreeMap<String, Vec<usize>> = BTreeMap::new();
@@ -382,7 +405,153 @@ tuning: {{shards: 2}}
         assert_eq!(at[0], collector_owner(&ips, name.as_bytes()), "metric {name}");
     }
     assert_eq!(service_at.len(), 30 * 3);
-    assert!(service_at.values().all(|at| at.len() == 1), "a service's logs split: {service_at:?}");
+    assert!(
+        service_at.values().all(|at| at.len() == 1),
+        "a service's logs split: {service_at:?}"
+    );
     let used: std::collections::BTreeSet<usize> = metric_at.values().map(|v| v[0]).collect();
     assert_eq!(used.len(), 3, "metric names spread over all gateways");
+}
+
+/// Gateways as hosts of their own: each in its own network namespace behind
+/// a veth link (with `tc netem` delay when the kernel has it). One gateway's
+/// link is taken down mid-run (the route to it goes: sends fail at once),
+/// then the same gateway is frozen (exports to it time out): both times the
+/// others get their whole share at once, and the cut-off gateway's share,
+/// queued and retried, arrives when it is back.
+/// Skipped, with the reason, where namespaces cannot be made (not root).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_in_network_namespaces_one_cut_off_then_one_hung() {
+    use common::netns::{unavailable, Forward, Netns, NsSluice};
+    if let Some(why) = unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let net = 100 + (std::process::id() % 100) as u8;
+    let mut nss = Vec::new();
+    for i in 0..3u8 {
+        nss.push(Netns::create(net, i).expect("namespace setup"));
+    }
+    match nss.iter().try_for_each(|n| n.netem(&["delay", "5ms", "1ms"])) {
+        Ok(()) => eprintln!("netem: 5 ms ± 1 ms delay on each gateway link"),
+        Err(e) => eprintln!("netem unavailable, links without delay: {e}"),
+    }
+    let mut backends = Vec::new();
+    let mut relays = Vec::new();
+    let mut gateways = Vec::new();
+    for n in &nss {
+        let b = Backend::start_new().await;
+        // The gateway reaches its backend (on the test's 127.0.0.1) through a
+        // relay on the host side of its link.
+        let relay_port = free_port();
+        let relay: std::net::SocketAddr = format!("{}:{relay_port}", n.host_ip).parse().unwrap();
+        relays.push(Forward::start(relay, b.endpoint().parse().unwrap()).await);
+        let metrics = free_port();
+        let yaml = gateway_yaml(&n.ns_ip, metrics, relay_port)
+            .replace(
+                &format!("endpoint: 127.0.0.1:{relay_port}"),
+                &format!("endpoint: {relay}"),
+            )
+            .replace(
+                &format!("address: 127.0.0.1:{metrics}"),
+                &format!("address: {}:{metrics}", n.ns_ip),
+            );
+        let probe = format!("{}:4317", n.ns_ip).parse().unwrap();
+        gateways.push(NsSluice::start(n, &yaml, probe));
+        backends.push(b);
+    }
+    let names: Vec<String> = nss.iter().map(|n| n.ns_ip.clone()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    let sorted: Vec<&str> = sorted.iter().map(|s| s.as_str()).collect();
+    let p = Ports::new();
+    let resolver = format!("      static: {{hostnames: [{}]}}", names.join(", "));
+    let otlp = "        retry_on_failure: {initial_interval: 50ms, max_interval: 300ms, max_elapsed_time: 0}
+        sending_queue: {queue_size: 5000, num_consumers: 2}";
+    let yaml = agent_yaml(&p, &resolver, otlp, 2).replace("timeout: 2s", "timeout: 500ms");
+    let _agent = Sluice::start(&yaml);
+    let mut clients = [OtlpClients::connect(&p).await, OtlpClients::connect(&p).await];
+    let refs: Vec<&Backend> = backends.iter().collect();
+    let index_of = |id: &[u8]| {
+        let owner = sorted[collector_owner(&sorted, id)];
+        names.iter().position(|n| n == owner).unwrap()
+    };
+
+    const TRACES: u64 = 900;
+    send_all(&mut clients, spread_traces(21, TRACES, 2, 100)).await;
+    wait_total(&refs, TRACES * 2, Duration::from_secs(30)).await;
+    for (id, g) in owners_since(&refs, &[0, 0, 0], 2) {
+        assert_eq!(g, index_of(&id));
+    }
+
+    // Cut gateway 1's link and send new traces.
+    nss[1].link(false).unwrap();
+    let before: Vec<u64> = backends.iter().map(|b| b.span_count()).collect();
+    let mut share = [0u64; 3];
+    for t in 0..TRACES {
+        share[index_of(&lb_trace_id(22, t))] += 2;
+    }
+    let started = Instant::now();
+    send_all(&mut clients, spread_traces(22, TRACES, 2, 100)).await;
+    for i in [0, 2] {
+        let b = &backends[i];
+        b.wait_for(Duration::from_secs(30), |b| b.span_count() >= before[i] + share[i])
+            .await;
+        assert_eq!(b.span_count(), before[i] + share[i], "gateway {i}");
+    }
+    eprintln!("live gateways' share with one link cut: {:?}", started.elapsed());
+    assert_eq!(backends[1].span_count(), before[1], "gateway 1 is cut off");
+
+    nss[1].link(true).unwrap();
+    let b = &backends[1];
+    b.wait_for(Duration::from_secs(30), |b| b.span_count() >= before[1] + share[1])
+        .await;
+    let from: Vec<usize> = before.iter().map(|&n| n as usize).collect();
+    let owners = owners_since(&refs, &from, 2);
+    assert_eq!(owners.len() as u64, TRACES);
+    for (id, g) in owners {
+        assert_eq!(g, index_of(&id));
+    }
+
+    // Freeze gateway 1 (SIGSTOP): the kernel still accepts its connections
+    // and buffers what is sent, but nothing is answered, so the agent's
+    // exports to it time out and are retried. A hung gateway, not a dead one.
+    gateways[1].signal(libc::SIGSTOP);
+    let before: Vec<u64> = backends.iter().map(|b| b.span_count()).collect();
+    let mut share = [0u64; 3];
+    for t in 0..TRACES {
+        share[index_of(&lb_trace_id(23, t))] += 2;
+    }
+    let started = Instant::now();
+    send_all(&mut clients, spread_traces(23, TRACES, 2, 100)).await;
+    for i in [0, 2] {
+        let b = &backends[i];
+        b.wait_for(Duration::from_secs(30), |b| b.span_count() >= before[i] + share[i])
+            .await;
+        assert_eq!(b.span_count(), before[i] + share[i], "gateway {i}");
+    }
+    eprintln!("live gateways' share with one gateway hung: {:?}", started.elapsed());
+    assert_eq!(backends[1].span_count(), before[1], "gateway 1 is hung");
+    gateways[1].signal(libc::SIGCONT);
+    // Every span of its share arrives; an export that timed out while the
+    // gateway was frozen may arrive twice (at-least-once).
+    let from: Vec<usize> = before.iter().map(|&n| n as usize).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let dups = loop {
+        let got: u64 = backends.iter().map(|b| b.span_count()).sum::<u64>() - before.iter().sum::<u64>();
+        if got >= TRACES * 2 {
+            let (owners, dups) = owners_allowing_duplicates(&refs, &from, 2);
+            if owners.len() as u64 == TRACES {
+                for (id, g) in owners {
+                    assert_eq!(g, index_of(&id));
+                }
+                break dups;
+            }
+        }
+        assert!(Instant::now() < deadline, "the hung gateway's share did not arrive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!("after the hung gateway resumed: {dups} spans delivered twice (retried after a timeout)");
+    assert_eq!(counter(&p, "otelcol_exporter_send_failed_spans"), 0.0);
+    drop(gateways);
 }

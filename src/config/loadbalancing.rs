@@ -330,6 +330,10 @@ service:
         sending_queue: {storage: file_storage}
     resolver: {static: {hostnames: [a]}}")
         .unwrap_err();
-        assert!(e.path.starts_with("exporters.loadbalancing.protocol.otlp.sending_queue"), "{e}");
+        assert!(
+            e.path
+                .starts_with("exporters.loadbalancing.protocol.otlp.sending_queue"),
+            "{e}"
+        );
     }
 }

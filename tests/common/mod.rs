@@ -1883,3 +1883,4 @@ pub fn request_span_ids(r: &ExportTraceServiceRequest) -> Vec<String> {
 pub mod files;
 pub mod hint_backend;
 pub mod lb;
+pub mod netns;
