@@ -89,6 +89,9 @@ fn owners_since(gws: &[&Backend], from: &[usize], spans_per_trace: u64) -> BTree
     owners
 }
 
+/// The gateways a trace was seen at and its distinct span ids.
+type Seen = (Vec<usize>, std::collections::BTreeSet<Vec<u8>>);
+
 /// As `owners_since`, but counting (and allowing) spans delivered twice,
 /// as a retry after a timeout may.
 fn owners_allowing_duplicates(
@@ -96,7 +99,7 @@ fn owners_allowing_duplicates(
     from: &[usize],
     spans_per_trace: u64,
 ) -> (BTreeMap<Vec<u8>, usize>, u64) {
-    let mut seen: BTreeMap<Vec<u8>, (Vec<usize>, std::collections::BTreeSet<Vec<u8>>)> = BTreeMap::new();
+    let mut seen: BTreeMap<Vec<u8>, Seen> = BTreeMap::new();
     let mut dups = 0;
     for (i, b) in gws.iter().enumerate() {
         for s in b.spans().into_iter().skip(from[i]) {
