@@ -133,7 +133,7 @@ async fn every_trace_reaches_one_gateway_whole_and_keys_spread_evenly() {
     ];
     let p = Ports::new();
     let resolver = format!("      static: {{hostnames: [{}, {}, {}]}}", ips[2], ips[0], ips[1]);
-    let _agent = Sluice::start(&agent_yaml(&p, &resolver, "", 2));
+    let mut agent = Sluice::start(&agent_yaml(&p, &resolver, "", 2));
     // Two connections: both agent shards route (each has its own ring).
     let mut clients = [OtlpClients::connect(&p).await, OtlpClients::connect(&p).await];
 
@@ -162,6 +162,8 @@ async fn every_trace_reaches_one_gateway_whole_and_keys_spread_evenly() {
     }
     eprintln!("traces per gateway: {per:?}");
     assert_eq!(counter(&p, "otelcol_exporter_send_failed_spans"), 0.0);
+    // A clean shutdown: the router and every gateway queue drain and stop.
+    agent.stop(Duration::from_secs(15));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,9 @@ and its peak RSS (VmHWM), and reports items/s, items per collector CPU-second, a
 ratio sluice/Rotel of the medians.
 
 usage: benches/compare/compare.py [--runs 3] [--duration 10s] [--scenarios ingest,forward,...]
-Scenarios: ingest (traces), forward (traces), ingest-logs, ingest-metrics, sluice-2shards.
+Scenarios: ingest (traces), forward (traces), ingest-logs, ingest-metrics, sluice-2shards,
+forward-lb (traces through a `loadbalancing` exporter to 3 sinks; sluice only: Rotel has no
+trace-aware load balancer).
 Rotel 0.0.1a15 is installed from PyPI into target/compare/rotel-py on first use.
 """
 
@@ -65,10 +67,17 @@ def wait_port(port, proc, timeout=30):
 
 
 def sluice_config(grpc, http, metrics, exporter, shards=1):
-    exp = "nop:" if exporter is None else (
-        f"otlp:\n    endpoint: 127.0.0.1:{exporter}\n    tls: {{insecure: true}}\n    compression: none\n"
-        "    sending_queue: {num_consumers: 4, queue_size: 8}")
-    name = "nop" if exporter is None else "otlp"
+    if isinstance(exporter, list):
+        # forward-lb: by trace id over the sinks, each with its own queue and connection.
+        hosts = ", ".join(f"127.0.0.1:{p}" for p in exporter)
+        exp = ("loadbalancing:\n    protocol:\n      otlp:\n        tls: {insecure: true}\n        compression: none\n"
+               "        sending_queue: {num_consumers: 4, queue_size: 8}\n"
+               f"    resolver: {{static: {{hostnames: [{hosts}]}}}}")
+    else:
+        exp = "nop:" if exporter is None else (
+            f"otlp:\n    endpoint: 127.0.0.1:{exporter}\n    tls: {{insecure: true}}\n    compression: none\n"
+            "    sending_queue: {num_consumers: 4, queue_size: 8}")
+    name = "nop" if exporter is None else ("loadbalancing" if isinstance(exporter, list) else "otlp")
     # Forwarding: smaller batches and a short queue bound the memory held for a
     # sink that cannot keep up (the peak RSS target is 64 MiB).
     batch = "{}" if exporter is None else "{send_batch_size: 2048, send_batch_max_size: 4096}"
@@ -150,13 +159,17 @@ def load(port, signal_name, args, cpus="0"):
 def measure(tmp, peer, scenario, args):
     """One run of one scenario against one peer; returns a result dict."""
     sig = {"ingest-logs": "logs", "ingest-metrics": "metrics"}.get(scenario, "traces")
-    sink = None
+    sinks = []
     forward = scenario == "forward"
     # Fresh ports every run: a stopped peer leaves TIME_WAIT sockets behind.
     grpc, http, metrics, sink_port = free_port(), free_port(), free_port(), None
     if forward:
         sink_port = free_port()
-        sink = start_sluice(tmp, "sink", "0", sink_port, free_port(), free_port())
+        sinks.append(start_sluice(tmp, "sink", "0", sink_port, free_port(), free_port()))
+    if scenario == "forward-lb":
+        sink_port = [free_port() for _ in range(3)]
+        for i, port in enumerate(sink_port):
+            sinks.append(start_sluice(tmp, f"sink{i}", "0", port, free_port(), free_port()))
     try:
         if peer == "sluice":
             shards = 2 if scenario == "sluice-2shards" else 1
@@ -175,7 +188,7 @@ def measure(tmp, peer, scenario, args):
         finally:
             stop(proc)
     finally:
-        if sink is not None:
+        for sink in sinks:
             stop(sink)
     items = res["ok_items"]
     return {"peer": peer, "scenario": scenario, "items_per_s": res["items_per_s"],
@@ -198,7 +211,7 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for scenario in args.scenarios.split(","):
-            peers = ["sluice"] if scenario == "sluice-2shards" else args.peers.split(",")
+            peers = ["sluice"] if scenario in ("sluice-2shards", "forward-lb") else args.peers.split(",")
             for peer in peers:
                 runs = []
                 for _ in range(args.runs):
