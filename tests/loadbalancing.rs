@@ -294,6 +294,11 @@ async fn a_killed_gateway_keeps_its_share_queued_while_the_others_keep_going() {
     let degraded = started.elapsed();
     assert_eq!(gws[1].backend.span_count(), before[1], "gateway 1 is down");
     eprintln!("all traces, 3 gateways up: {healthy:?}; the live gateways' share with one down: {degraded:?}");
+    // Not stalled behind the dead gateway's retries (loose bound: shared machine).
+    assert!(
+        degraded <= healthy * 4 + Duration::from_secs(2),
+        "{degraded:?} with one gateway down against {healthy:?} with all up"
+    );
     assert!(
         counter(&p, "sluice_exporter_retries") > 0.0,
         "the dead gateway's share is being retried"
@@ -591,4 +596,47 @@ fn notes_lb_examples_are_valid() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// With `retry_on_failure` off, a dead gateway's share fails at once and is
+/// counted (exactly its share), while the others get all of theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_retry_a_dead_gateways_share_is_counted_failed() {
+    let ips = ["127.0.0.50", "127.0.0.51", "127.0.0.52"];
+    let mut gws = Vec::new();
+    for ip in ips {
+        gws.push(Gateway::start(ip).await);
+    }
+    let p = Ports::new();
+    let resolver = format!("      static: {{hostnames: [{}, {}, {}]}}", ips[0], ips[1], ips[2]);
+    let _agent = Sluice::start(&agent_yaml(
+        &p,
+        &resolver,
+        "        retry_on_failure: {enabled: false}",
+        1,
+    ));
+    let mut clients = [OtlpClients::connect(&p).await];
+    gws[2].process.as_mut().unwrap().kill9();
+    const TRACES: u64 = 600;
+    let mut share = [0u64; 3];
+    for t in 0..TRACES {
+        share[collector_owner(&ips, &lb_trace_id(5, t))] += 2;
+    }
+    send_all(&mut clients, spread_traces(5, TRACES, 2, 100)).await;
+    for i in [0, 1] {
+        let b = &gws[i].backend;
+        b.wait_for(Duration::from_secs(30), |b| b.span_count() >= share[i])
+            .await;
+        assert_eq!(b.span_count(), share[i], "gateway {i}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counter(&p, "otelcol_exporter_send_failed_spans") < share[2] as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "the dead gateway's share is not counted as failed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(counter(&p, "otelcol_exporter_send_failed_spans"), share[2] as f64);
+    assert_eq!(counter(&p, "otelcol_exporter_sent_spans"), (share[0] + share[1]) as f64);
 }
