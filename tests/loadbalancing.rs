@@ -260,8 +260,10 @@ async fn a_killed_gateway_keeps_its_share_queued_while_the_others_keep_going() {
     }
     let p = Ports::new();
     let resolver = format!("      static: {{hostnames: [{}, {}, {}]}}", ips[0], ips[1], ips[2]);
+    // The dead gateway's breaker opens after 3 failures; its keys stay with it.
     let otlp = "        retry_on_failure: {initial_interval: 50ms, max_interval: 200ms, max_elapsed_time: 0}
-        sending_queue: {queue_size: 5000, num_consumers: 2}";
+        sending_queue: {queue_size: 5000, num_consumers: 2}
+        circuit_breaker: {enabled: true, failure_threshold: 3, recovery_timeout: 300ms}";
     let _agent = Sluice::start(&agent_yaml(&p, &resolver, otlp, 1));
     let mut clients = [OtlpClients::connect(&p).await];
     const TRACES: u64 = 600;
