@@ -18,7 +18,9 @@ usage: benches/compare/compare.py [--runs 3] [--duration 10s] [--scenarios inges
                                   [--loads sluice-bench,h2load]
 Scenarios: ingest (traces), forward (traces), ingest-logs, ingest-metrics, sluice-2shards, pipeline
 (sluice only: memory_limiter, filter with 2 conditions, resource with 2 actions, attributes with 1
-upsert, batch -> nop; Rotel has no such processors, its plain ingest row is the reference).
+upsert, batch -> nop; Rotel has no such processors, its plain ingest row is the reference),
+forward-lb (traces through a `loadbalancing` exporter to 3 sinks; sluice only: Rotel has no
+trace-aware load balancer).
 Rotel 0.0.1a15 is installed from PyPI into target/compare/rotel-py on first use.
 """
 
@@ -90,10 +92,17 @@ PIPELINE_PROCESSORS = """
 
 
 def sluice_config(grpc, http, metrics, exporter, shards=1, pipeline=False):
-    exp = "nop:" if exporter is None else (
-        f"otlp:\n    endpoint: 127.0.0.1:{exporter}\n    tls: {{insecure: true}}\n    compression: none\n"
-        "    sending_queue: {num_consumers: 4, queue_size: 8}")
-    name = "nop" if exporter is None else "otlp"
+    if isinstance(exporter, list):
+        # forward-lb: by trace id over the sinks, each with its own queue and connection.
+        hosts = ", ".join(f"127.0.0.1:{p}" for p in exporter)
+        exp = ("loadbalancing:\n    protocol:\n      otlp:\n        tls: {insecure: true}\n        compression: none\n"
+               "        sending_queue: {num_consumers: 4, queue_size: 8}\n"
+               f"    resolver: {{static: {{hostnames: [{hosts}]}}}}")
+    else:
+        exp = "nop:" if exporter is None else (
+            f"otlp:\n    endpoint: 127.0.0.1:{exporter}\n    tls: {{insecure: true}}\n    compression: none\n"
+            "    sending_queue: {num_consumers: 4, queue_size: 8}")
+    name = "nop" if exporter is None else ("loadbalancing" if isinstance(exporter, list) else "otlp")
     # Forwarding: smaller batches and a short queue bound the memory held for a
     # sink that cannot keep up (the peak RSS target is 64 MiB).
     batch = "{}" if exporter is None else "{send_batch_size: 2048, send_batch_max_size: 4096}"
@@ -223,13 +232,17 @@ def h2load(port, signal_name, args, tmp, cpus="0"):
 def measure(tmp, peer, scenario, loadgen, args):
     """One run of one scenario against one peer under one load generator; returns a result dict."""
     sig = {"ingest-logs": "logs", "ingest-metrics": "metrics"}.get(scenario, "traces")
-    sink = None
+    sinks = []
     forward = scenario == "forward"
     # Fresh ports every run: a stopped peer leaves TIME_WAIT sockets behind.
     grpc, http, metrics, sink_port = free_port(), free_port(), free_port(), None
     if forward:
         sink_port = free_port()
-        sink = start_sluice(tmp, "sink", "0", sink_port, free_port(), free_port())
+        sinks.append(start_sluice(tmp, "sink", "0", sink_port, free_port(), free_port()))
+    if scenario == "forward-lb":
+        sink_port = [free_port() for _ in range(3)]
+        for i, port in enumerate(sink_port):
+            sinks.append(start_sluice(tmp, f"sink{i}", "0", port, free_port(), free_port()))
     try:
         if peer == "sluice":
             shards = 2 if scenario == "sluice-2shards" else 1
@@ -258,7 +271,7 @@ def measure(tmp, peer, scenario, loadgen, args):
         finally:
             stop(proc)
     finally:
-        if sink is not None:
+        for sink in sinks:
             stop(sink)
     items = res["ok_items"]
     return {"peer": peer, "scenario": scenario, "load": loadgen, "items_per_s": items / wall,
@@ -283,7 +296,7 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for scenario, loadgen in [(s, g) for s in args.scenarios.split(",") for g in args.loads.split(",")]:
-            peers = ["sluice"] if scenario in ("sluice-2shards", "pipeline") else args.peers.split(",")
+            peers = ["sluice"] if scenario in ("sluice-2shards", "pipeline", "forward-lb") else args.peers.split(",")
             for peer in peers:
                 runs = []
                 for _ in range(args.runs):

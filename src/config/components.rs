@@ -37,7 +37,7 @@ const PROCESSORS: &[&str] = &[
     "resource",
     "resourcedetection",
 ];
-const EXPORTERS: &[&str] = &["otlp", "otlphttp", "otlp_http", "file", "debug", "nop"];
+const EXPORTERS: &[&str] = &["otlp", "otlphttp", "otlp_http", "file", "debug", "nop", "loadbalancing"];
 const EXTENSIONS: &[&str] = &["health_check", "file_storage"];
 
 /// Collector (core and contrib) component types sluice does not have yet.
@@ -129,7 +129,6 @@ const PROCESSORS_NOT_BUILT: &[&str] = &[
 ];
 const EXPORTERS_NOT_BUILT: &[&str] = &[
     "kafka",
-    "loadbalancing",
     "logging",
     "prometheus",
     "prometheusremotewrite",
@@ -539,6 +538,9 @@ fn exporter(
     match id.kind.as_str() {
         "otlp" => otlp_exporter(node, path, line, true, extensions).map(ExporterConfig::Otlp),
         "otlphttp" | "otlp_http" => otlp_exporter(node, path, line, false, extensions).map(ExporterConfig::OtlpHttp),
+        "loadbalancing" => {
+            super::loadbalancing::section(node, path, line, extensions).map(ExporterConfig::LoadBalancing)
+        }
         "file" => {
             let s = Section::open(
                 node,
@@ -667,7 +669,7 @@ const OTLPHTTP_UNSUPPORTED: &[&str] = &[
 
 const TLS_NOT_SUPPORTED: &str = "TLS is not yet supported; set tls.insecure: true";
 
-fn otlp_exporter(
+pub(super) fn otlp_exporter(
     node: &Node,
     path: &str,
     line: usize,

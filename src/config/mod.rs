@@ -9,6 +9,7 @@
 
 mod components;
 mod env;
+mod loadbalancing;
 pub(crate) mod node;
 pub(crate) mod section;
 mod service;
@@ -27,6 +28,8 @@ use std::{
 };
 
 use crate::signal::Signal;
+
+pub use loadbalancing::{LoadBalancingConfig, ResolverConfig, RoutingKey};
 
 /// The configuration used when no file is given (`sluice run` without `--config`).
 pub const DEFAULT_YAML: &str = include_str!("default.yaml");
@@ -390,6 +393,7 @@ pub enum ExporterConfig {
     File(FileExporterConfig),
     Debug(DebugExporterConfig),
     Nop,
+    LoadBalancing(LoadBalancingConfig),
 }
 
 /// `otlp` (gRPC) and `otlphttp` exporters.

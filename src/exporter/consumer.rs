@@ -40,6 +40,8 @@ pub enum Backend {
     },
     Debug(debug::DebugSettings),
     Nop,
+    /// Per-gateway `otlp` exporters behind a router (`loadbalancing`).
+    LoadBalancing(Box<crate::config::LoadBalancingConfig>),
 }
 
 /// An exporter's per-shard settings, derived from its config.
@@ -113,6 +115,15 @@ impl ExporterPlan {
             ),
             ExporterConfig::Debug(d) => plain(Backend::Debug(debug::DebugSettings::from_config(d)), 1024),
             ExporterConfig::Nop => plain(Backend::Nop, 1024),
+            ExporterConfig::LoadBalancing(lb) => {
+                // The router's own queue: sized and admitted like the gateways'.
+                let q = &lb.otlp.sending_queue;
+                let queue_size = if q.enabled { q.queue_size.max(1) } else { 1 };
+                ExporterPlan {
+                    overflow: Overflow::new(q.overflow, q.sample_percentage, q.high_water_percentage, queue_size),
+                    ..plain(Backend::LoadBalancing(Box::new(lb.clone())), queue_size)
+                }
+            }
         }
     }
 }
@@ -172,33 +183,40 @@ pub async fn run(plan: ExporterPlan, mut consumer: QueueConsumer, ctx: ExportCon
                 ctx.stats().queue_bytes.set(consumer.bytes());
             }
         }
-        Backend::Grpc(_) | Backend::Http(_) => {
-            let sender = Sender::new(&plan.id, plan.backend, plan.retry, plan.breaker, &ctx);
-            let permits = Rc::new(Semaphore::new(plan.num_consumers as u64));
-            loop {
-                // While the breaker is open, batches wait in the queue.
-                sender.wait_admitted().await;
-                // Take a send slot first, so a batch leaves the queue only when
-                // it can go out: the queue holds exactly `queue_size` batches.
-                let Ok(permit) = permits.acquire_static_permit(1).await else {
-                    break;
-                };
-                let Some(item) = consumer.pop().await else {
-                    break;
-                };
-                ctx.stats().queue_size.set(consumer.len() as u64);
-                ctx.stats().queue_bytes.set(consumer.bytes());
-                let sender = sender.clone();
-                glommio::spawn_local(async move {
-                    sender.send(item.signal, &item.payload, false).await;
-                    drop(permit);
-                })
-                .detach();
-            }
-            // Wait for in-flight exports to finish.
-            let _ = permits.acquire(plan.num_consumers as u64).await;
+        Backend::LoadBalancing(lb) => {
+            crate::exporter::loadbalancing::run(plan.id, *lb, consumer, ctx).await;
         }
+        Backend::Grpc(_) | Backend::Http(_) => run_sender(plan, consumer, ctx).await,
     }
+}
+
+/// The consumer loop of an `otlp` / `otlphttp` exporter (also one gateway of
+/// a `loadbalancing` exporter): up to `num_consumers` batches in flight.
+pub async fn run_sender(plan: ExporterPlan, mut consumer: QueueConsumer, ctx: ExportContext) {
+    let sender = Sender::new(&plan.id, plan.backend, plan.retry, plan.breaker, &ctx);
+    let permits = Rc::new(Semaphore::new(plan.num_consumers as u64));
+    loop {
+        // While the breaker is open, batches wait in the queue.
+        sender.wait_admitted().await;
+        // Take a send slot first, so a batch leaves the queue only when
+        // it can go out: the queue holds exactly `queue_size` batches.
+        let Ok(permit) = permits.acquire_static_permit(1).await else {
+            break;
+        };
+        let Some(item) = consumer.pop().await else {
+            break;
+        };
+        ctx.stats().queue_size.set(consumer.len() as u64);
+        ctx.stats().queue_bytes.set(consumer.bytes());
+        let sender = sender.clone();
+        glommio::spawn_local(async move {
+            sender.send(item.signal, &item.payload, false).await;
+            drop(permit);
+        })
+        .detach();
+    }
+    // Wait for in-flight exports to finish.
+    let _ = permits.acquire(plan.num_consumers as u64).await;
 }
 
 /// How one batch's export ended.

@@ -10,6 +10,7 @@ pub mod client;
 pub mod consumer;
 pub mod debug;
 pub mod file;
+pub mod loadbalancing;
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod queue;
