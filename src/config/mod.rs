@@ -303,6 +303,8 @@ pub struct GrpcServerConfig {
     pub endpoint: SocketAddr,
     pub max_recv_msg_size_mib: u64,
     pub max_concurrent_streams: u32,
+    /// `auth.authenticator`.
+    pub auth: Option<AuthRef>,
 }
 
 impl Default for GrpcServerConfig {
@@ -311,6 +313,7 @@ impl Default for GrpcServerConfig {
             endpoint: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 4317)),
             max_recv_msg_size_mib: 4,
             max_concurrent_streams: 1024,
+            auth: None,
         }
     }
 }
@@ -320,6 +323,8 @@ pub struct HttpServerConfig {
     pub endpoint: SocketAddr,
     /// Largest accepted request body, in bytes (after decompression).
     pub max_request_body_size: u64,
+    /// `auth.authenticator`.
+    pub auth: Option<AuthRef>,
 }
 
 impl Default for HttpServerConfig {
@@ -327,6 +332,7 @@ impl Default for HttpServerConfig {
         HttpServerConfig {
             endpoint: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 4318)),
             max_request_body_size: 20 * 1024 * 1024,
+            auth: None,
         }
     }
 }
@@ -401,7 +407,10 @@ pub struct OtlpExporterConfig {
     /// `otlphttp` per-signal URLs (`traces_endpoint`, ...), by `Signal::index()`.
     pub signal_endpoints: [Option<String>; 3],
     pub compression: Compression,
+    /// Static headers, with the `auth` extension's header (if any) last.
     pub headers: Vec<(String, String)>,
+    /// `auth.authenticator` (client side).
+    pub auth: Option<AuthRef>,
     pub timeout: Duration,
     pub sending_queue: SendingQueueConfig,
     pub retry_on_failure: RetryConfig,
@@ -419,12 +428,8 @@ impl OtlpExporterConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Compression {
-    None,
-    #[default]
-    Gzip,
-}
+pub use crate::compression::Compression;
+pub use crate::extension::authenticator::AuthRef;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct SendingQueueConfig {
@@ -553,6 +558,8 @@ pub enum ExtensionConfig {
         /// 0 = no limit.
         max_size_mib: u64,
     },
+    BearerTokenAuth(crate::extension::bearertokenauth::BearerTokenConfig),
+    BasicAuth(crate::extension::basicauth::BasicAuthConfig),
 }
 
 #[derive(Clone, Debug, PartialEq, Default)]

@@ -234,7 +234,11 @@ impl Builder {
                 };
                 format!("{base}{path}")
             }),
-            gzip: self.gzip,
+            compression: if self.gzip {
+                crate::compression::Compression::Gzip
+            } else {
+                crate::compression::Compression::None
+            },
             headers: self.headers.clone(),
             timeout: self.timeout,
             max_conns: 1,
