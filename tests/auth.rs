@@ -334,3 +334,75 @@ fn auth_config_errors_name_the_key_and_line() {
     let e = check(&base("  bearertokenauth: {}", "bearertokenauth", "bearertokenauth"));
     assert!(e.contains("`token`, `tokens` or `filename`"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sluice_exporter_authenticates_to_a_sluice_receiver() {
+    // B requires a bearer token on gRPC and basic auth on HTTP; A forwards
+    // everything to B over both, compressed with zstd and snappy.
+    let backend = Backend::start_new().await;
+    let (pa, pb) = (Ports::new(), Ports::new());
+    let b = format!(
+        "extensions:
+  bearertokenauth: {{token: chain-token}}
+  basicauth: {{htpasswd: {{inline: 'edge:{hash}'}}}}
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: 127.0.0.1:{grpc}, auth: {{authenticator: bearertokenauth}}}}
+      http: {{endpoint: 127.0.0.1:{http}, auth: {{authenticator: basicauth}}}}
+exporters:
+  otlp: {{endpoint: 127.0.0.1:{backend}, tls: {{insecure: true}}}}
+service:
+  extensions: [bearertokenauth, basicauth]
+  telemetry: {{metrics: {{address: 127.0.0.1:{metrics}}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [otlp]}}
+tuning: {TUNING}
+",
+        hash = USERS[6].2,
+        grpc = pb.grpc,
+        http = pb.http,
+        metrics = pb.metrics,
+        backend = backend.port,
+    );
+    let a = format!(
+        "extensions:
+  bearertokenauth: {{token: chain-token}}
+  basicauth: {{client_auth: {{username: edge, password: {pass}}}}}
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: 127.0.0.1:{http}}}
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{b_grpc}
+    tls: {{insecure: true}}
+    compression: zstd
+    auth: {{authenticator: bearertokenauth}}
+  otlphttp:
+    endpoint: http://127.0.0.1:{b_http}
+    compression: snappy
+    auth: {{authenticator: basicauth}}
+service:
+  extensions: [bearertokenauth, basicauth]
+  telemetry: {{metrics: {{address: 127.0.0.1:{metrics}}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [otlp, otlphttp]}}
+tuning: {TUNING}
+",
+        pass = USERS[6].1,
+        http = pa.http,
+        b_grpc = pb.grpc,
+        b_http = pb.http,
+        metrics = pa.metrics,
+    );
+    let _b = Sluice::start(&b);
+    let _a = Sluice::start(&a);
+    let body = traces_request(2, 3, 77).encode_to_vec();
+    let r = HttpConn::connect(pa.http_addr()).post("/v1/traces", "application/x-protobuf", None, &body);
+    assert_eq!(r.status, 200);
+    // Both exporters deliver the 6 spans.
+    backend.expect_counts(12, 0, 0, Duration::from_secs(15)).await;
+    let s = scrape_samples(pb.metrics_addr());
+    assert_eq!(labelled(&s, "otelcol_receiver_refused_spans_total", &[]), 0.0);
+}
