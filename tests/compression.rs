@@ -187,12 +187,21 @@ async fn every_compression_is_exported_and_gzip_is_the_default() {
 #[test]
 fn the_test_bombs_are_valid_streams() {
     use std::io::Read;
-    for enc in ["gzip", "zlib"] {
+    for enc in ["gzip", "zlib", "zstd", "zstd-window", "snappy", "snappy-block"] {
         let b = codec::bomb(enc, 4 << 20);
         let mut out = Vec::new();
         match enc {
             "gzip" => flate2::read::MultiGzDecoder::new(&b[..]).read_to_end(&mut out),
-            _ => flate2::read::ZlibDecoder::new(&b[..]).read_to_end(&mut out),
+            "zlib" => flate2::read::ZlibDecoder::new(&b[..]).read_to_end(&mut out),
+            "snappy" => snap::read::FrameDecoder::new(&b[..]).read_to_end(&mut out),
+            "snappy-block" => snap::raw::Decoder::new()
+                .decompress_vec(&b)
+                .map(|v| {
+                    out = v;
+                    out.len()
+                })
+                .map_err(std::io::Error::other),
+            _ => zstd::stream::read::Decoder::new(&b[..]).and_then(|mut d| d.read_to_end(&mut out)),
         }
         .unwrap_or_else(|e| panic!("{enc}: {e}"));
         assert_eq!(out.len(), 4 << 20, "{enc}");

@@ -259,19 +259,13 @@ pub mod codec {
     }
 
     /// A bomb: `size` (a multiple of 1 MiB) zero bytes compressed with
-    /// `encoding`, built without ever holding the decompressed form. gzip is
-    /// a multi-member stream of 1 MiB members and zlib repeats one
-    /// sync-flushed deflate block of 1 MiB of zeros (with the right Adler-32
-    /// trailer), so both are valid streams made in milliseconds even in a
-    /// debug build.
+    /// `encoding`, built from 1 MiB compressed once and repeated as each
+    /// format allows (gzip members, a sync-flushed deflate block with the
+    /// right Adler-32 trailer, zstd frames, snappy chunks), so every bomb is
+    /// a valid stream made in milliseconds even in a debug build.
     pub fn bomb(encoding: &str, size: usize) -> Vec<u8> {
         let mib = vec![0u8; 1 << 20];
         let n = size >> 20;
-        let feed = |w: &mut dyn Write| {
-            for _ in 0..n {
-                w.write_all(&mib).unwrap();
-            }
-        };
         match encoding {
             "gzip" => gzip(&mib).repeat(n),
             "zlib" | "deflate" => {
@@ -292,28 +286,54 @@ pub mod codec {
                 out.extend_from_slice(&((((size % 65521) as u32) << 16) | 1).to_be_bytes());
                 out
             }
-            // A small window (128 KiB) and no content size: only
-            // decompressing tells how large it is.
+            // zstd reads concatenated frames: 1 MiB frames with a small
+            // window (128 KiB) and no content size, so only decompressing
+            // tells how large the whole is.
             "zstd" => {
                 let mut e = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
                 e.window_log(17).unwrap();
-                feed(&mut e);
-                e.finish().unwrap()
+                e.write_all(&mib).unwrap();
+                e.finish().unwrap().repeat(n)
             }
-            // An 8 MiB window (as Go's streaming writer), declared in the
+            // An 8 MiB window (as Go's streaming writer) declared in the
             // frame header.
             "zstd-window" => {
                 let mut e = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
                 e.window_log(23).unwrap();
-                feed(&mut e);
-                e.finish().unwrap()
+                e.write_all(&mib).unwrap();
+                e.finish().unwrap().repeat(n)
             }
+            // The framing format: the stream identifier, then the 1 MiB's
+            // chunks over and over.
             "snappy" => {
-                let mut e = snap::write::FrameEncoder::new(Vec::new());
-                feed(&mut e);
-                e.into_inner().unwrap()
+                let one = snappy_framed(&mib);
+                let mut out = one.clone();
+                for _ in 1..n {
+                    out.extend_from_slice(&one[10..]);
+                }
+                out
             }
-            "snappy-block" => snappy_block(&vec![0u8; size]),
+            // A block: its length varint, a literal zero, then copies of
+            // 64 bytes at offset 1 (3 bytes each) up to `size`.
+            "snappy-block" => {
+                let mut out = Vec::with_capacity(size / 21 + 16);
+                let mut v = size as u64;
+                while v >= 0x80 {
+                    out.push((v as u8) | 0x80);
+                    v >>= 7;
+                }
+                out.push(v as u8);
+                out.extend_from_slice(&[0x00, 0x00]);
+                let mut left = size - 1;
+                while left > 0 {
+                    let len = left.min(64);
+                    // A copy needs at least 4 bytes; the last one may be short.
+                    let len = if left - len > 0 && left - len < 4 { len - 4 } else { len };
+                    out.extend_from_slice(&[(((len - 1) << 2) | 2) as u8, 1, 0]);
+                    left -= len;
+                }
+                out
+            }
             other => panic!("unexpected encoding {other}"),
         }
     }
