@@ -406,3 +406,64 @@ tuning: {TUNING}
     let s = scrape_samples(pb.metrics_addr());
     assert_eq!(labelled(&s, "otelcol_receiver_refused_spans_total", &[]), 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exporter_follows_its_bearer_token_file() {
+    let cap = CaptureBackend::start().await;
+    let p = Ports::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "one\n").unwrap();
+    let yaml = format!(
+        "extensions:
+  bearertokenauth: {{filename: {file}}}
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: 127.0.0.1:{http}}}
+exporters:
+  otlp: {{endpoint: {ep}, tls: {{insecure: true}}, auth: {{authenticator: bearertokenauth}}}}
+  otlphttp: {{endpoint: {url}, auth: {{authenticator: bearertokenauth}}}}
+service:
+  extensions: [bearertokenauth]
+  telemetry: {{metrics: {{address: 127.0.0.1:{metrics}}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [otlp, otlphttp]}}
+tuning: {TUNING}
+",
+        file = file.display(),
+        http = p.http,
+        metrics = p.metrics,
+        ep = cap.endpoint(),
+        url = cap.url(),
+    );
+    let _s = Sluice::start(&yaml);
+    assert_eq!(http_with(&p, None, 1), 200);
+    let got = cap.wait_for(2, Duration::from_secs(10)).await;
+    for c in &got {
+        assert_eq!(c.header("authorization").as_deref(), Some("Bearer one"));
+    }
+    let tmp = dir.path().join("token.new");
+    std::fs::write(&tmp, "two\n").unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    // Export until both exporters send the new token (a look a second).
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let mut seed = 2;
+    loop {
+        assert_eq!(http_with(&p, None, seed), 200);
+        seed += 1;
+        let n = cap.requests().len();
+        let got = cap
+            .wait_for(n.max(2 * (seed as usize - 1)), Duration::from_secs(10))
+            .await;
+        let fresh: Vec<_> = got[got.len() - 2..]
+            .iter()
+            .map(|c| c.header("authorization").unwrap_or_default())
+            .collect();
+        if fresh.iter().all(|a| a == "Bearer two") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "exporters still send {fresh:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -809,12 +809,18 @@ fn otlp_exporter(
         }
     }
 
+    let token_file = match auth.as_ref().and_then(|a| extensions.get(&a.id)) {
+        Some(ExtensionConfig::BearerTokenAuth(b)) if b.filename.is_some() => Some(b.clone()),
+        _ => None,
+    };
+
     Ok(OtlpExporterConfig {
         endpoint,
         signal_endpoints,
         compression,
         headers,
         auth,
+        token_file,
         timeout: s.duration("timeout")?.unwrap_or(std::time::Duration::from_secs(5)),
         sending_queue: sending_queue(&s, extensions)?,
         retry_on_failure: retry(&s)?,

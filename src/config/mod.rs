@@ -411,6 +411,9 @@ pub struct OtlpExporterConfig {
     pub headers: Vec<(String, String)>,
     /// `auth.authenticator` (client side).
     pub auth: Option<AuthRef>,
+    /// A `bearertokenauth` authenticator reading its token from a file: the
+    /// exporter follows the file.
+    pub token_file: Option<crate::extension::bearertokenauth::BearerTokenConfig>,
     pub timeout: Duration,
     pub sending_queue: SendingQueueConfig,
     pub retry_on_failure: RetryConfig,

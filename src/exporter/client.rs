@@ -36,6 +36,8 @@ pub struct ClientSettings {
     pub compression: Compression,
     /// Extra request headers (e.g. authorization).
     pub headers: Vec<(String, String)>,
+    /// A bearer token file whose current token replaces the header's value.
+    pub token_file: Option<crate::extension::bearertokenauth::BearerTokenConfig>,
     /// Deadline for one whole export (connect included); zero = none.
     pub timeout: Duration,
     /// Idle connections kept (OTLP/HTTP).

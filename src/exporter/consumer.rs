@@ -77,6 +77,7 @@ impl ExporterPlan {
                     urls: std::array::from_fn(|i| o.signal_url(Signal::ALL[i])),
                     compression: o.compression,
                     headers: o.headers.clone(),
+                    token_file: o.token_file.clone(),
                     timeout: o.timeout,
                     max_conns: o.sending_queue.num_consumers.max(1),
                 };

@@ -20,6 +20,7 @@ use crate::{
         connect_tcp, parse_partial_success, read_body, user_headers, with_timeout, ChunkBody, ClientSettings,
         ExportError, ExportOk, MAX_RESPONSE_BYTES,
     },
+    extension::bearertokenauth::ClientToken,
     grpc::{self, Code},
     net::{hyper_io::ShardExecutor, timer::GlommioTimer},
     payload::Payload,
@@ -248,6 +249,7 @@ pub struct GrpcExporter {
     compression: Compression,
     timeout: Duration,
     headers: Result<HeaderMap, String>,
+    token: Option<ClientToken>,
     uris: [Result<Uri, String>; 3],
     /// The live connection and the attempt number that opened it.
     conn: RefCell<Option<(u64, H2Sender)>>,
@@ -272,6 +274,7 @@ impl GrpcExporter {
             compression: settings.compression,
             timeout: settings.timeout,
             headers: user_headers(&settings.headers).map_err(|e| e.to_string()),
+            token: settings.token_file.as_ref().and_then(ClientToken::new),
             uris,
             addr,
             conn: RefCell::new(None),
@@ -292,7 +295,10 @@ impl GrpcExporter {
         let headers = self.headers.as_ref().map_err(|e| ExportError::Invalid(e.clone()))?;
         let uri = self.uris[signal.index()].clone().map_err(ExportError::Invalid)?;
         let body = grpc_body(&payload.chunks, self.compression)?;
-        let req = grpc_request(uri, headers, self.compression, self.timeout, body);
+        let mut req = grpc_request(uri, headers, self.compression, self.timeout, body);
+        if let Some(t) = &self.token {
+            t.apply(req.headers_mut());
+        }
         let reply = with_timeout(self.timeout, async {
             let (id, mut send) = self.sender().await?;
             let r = unary(&mut send, req).await;
@@ -400,6 +406,7 @@ mod tests {
             urls: Default::default(),
             compression: if gzip { Compression::Gzip } else { Compression::None },
             headers: vec![("authorization".into(), "Bearer t".into())],
+            token_file: None,
             timeout: Duration::from_secs(5),
             max_conns: 2,
         }

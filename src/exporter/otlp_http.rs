@@ -20,6 +20,7 @@ use crate::{
         connect_tcp, parse_partial_success, read_body, user_headers, with_timeout, ChunkBody, ClientSettings,
         ExportError, ExportOk, MAX_RESPONSE_BYTES,
     },
+    extension::bearertokenauth::ClientToken,
     grpc,
     payload::Payload,
     signal::Signal,
@@ -98,6 +99,7 @@ pub struct HttpExporter {
     timeout: Duration,
     max_idle: usize,
     headers: Result<HeaderMap, String>,
+    token: Option<ClientToken>,
     targets: [Result<Target, String>; 3],
     /// Idle keep-alive connections per connect address.
     idle: RefCell<Vec<(String, H1Sender)>>,
@@ -112,6 +114,7 @@ impl HttpExporter {
             timeout: settings.timeout,
             max_idle: settings.max_conns.max(1),
             headers: user_headers(&settings.headers).map_err(|e| e.to_string()),
+            token: settings.token_file.as_ref().and_then(ClientToken::new),
             targets: std::array::from_fn(|i| parse_target(&settings.urls[i])),
             idle: RefCell::new(Vec::new()),
             connects: Cell::new(0),
@@ -202,6 +205,9 @@ impl HttpExporter {
         for (k, v) in headers {
             h.append(k, v.clone());
         }
+        if let Some(t) = &self.token {
+            t.apply(h);
+        }
         req
     }
 
@@ -263,6 +269,7 @@ mod tests {
             urls: Signal::ALL.map(|s| format!("{base}{}?x=1", s.http_path())),
             compression: if gzip { Compression::Gzip } else { Compression::None },
             headers: vec![("x-tenant".into(), "a".into())],
+            token_file: None,
             timeout: Duration::from_secs(5),
             max_conns: 2,
         }

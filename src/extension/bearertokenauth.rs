@@ -8,7 +8,7 @@
 //! looks at the file's modification stamp at most once a second, on the
 //! requests it serves, and keeps the last good tokens while the file is
 //! unreadable or empty. As a client authenticator it adds the header with the
-//! first token, read when sluice starts.
+//! first token, following the file the same way.
 
 use std::{
     cell::{Cell, RefCell},
@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -144,16 +144,63 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
+/// A watched token file: looked at once a second at most, re-read when its
+/// stamp changes; a failing read keeps what was read before.
+struct TokenFile {
+    path: PathBuf,
+    stamp: Cell<Option<Stamp>>,
+    next_check: Cell<Instant>,
+    failing: Cell<bool>,
+}
+
+impl TokenFile {
+    fn new(path: &Path) -> TokenFile {
+        TokenFile {
+            path: path.to_path_buf(),
+            stamp: Cell::new(stamp(path)),
+            next_check: Cell::new(Instant::now() + RELOAD_CHECK),
+            failing: Cell::new(false),
+        }
+    }
+
+    /// The file's tokens if it changed since the last look.
+    fn poll(&self) -> Option<Vec<String>> {
+        let now = Instant::now();
+        if now < self.next_check.get() {
+            return None;
+        }
+        self.next_check.set(now + RELOAD_CHECK);
+        let current = stamp(&self.path);
+        if current.is_some() && current == self.stamp.get() {
+            return None;
+        }
+        match read_tokens(&self.path) {
+            Ok(tokens) => {
+                self.stamp.set(current);
+                if self.failing.replace(false) {
+                    tracing::info!(file = %self.path.display(), "bearer token file readable again");
+                }
+                tracing::debug!(file = %self.path.display(), tokens = tokens.len(), "bearer token file re-read");
+                Some(tokens)
+            }
+            Err(e) => {
+                // Logged once per failing spell; the last good tokens stay.
+                if !self.failing.replace(true) {
+                    tracing::warn!(error = %e, "bearer token file unusable; keeping the previous tokens");
+                }
+                None
+            }
+        }
+    }
+}
+
 /// One shard's server-side checker.
 pub struct BearerServer {
     header: HeaderName,
     scheme: String,
     /// SHA-256 of each accepted header value.
     digests: RefCell<Vec<[u8; 32]>>,
-    file: Option<PathBuf>,
-    stamp: Cell<Option<Stamp>>,
-    next_check: Cell<Instant>,
-    failing: Cell<bool>,
+    file: Option<TokenFile>,
 }
 
 fn digests(scheme: &str, tokens: &[String]) -> Vec<[u8; 32]> {
@@ -169,40 +216,14 @@ impl BearerServer {
             header: HeaderName::from_bytes(c.header.as_bytes()).unwrap_or(http::header::AUTHORIZATION),
             scheme: c.scheme.clone(),
             digests: RefCell::new(digests(&c.scheme, &c.tokens)),
-            stamp: Cell::new(c.filename.as_deref().and_then(stamp)),
-            file: c.filename.clone(),
-            next_check: Cell::new(Instant::now() + RELOAD_CHECK),
-            failing: Cell::new(false),
+            file: c.filename.as_deref().map(TokenFile::new),
         }
     }
 
     /// Re-reads the token file if it changed (looked at once a second at most).
     fn refresh(&self) {
-        let Some(path) = &self.file else { return };
-        let now = Instant::now();
-        if now < self.next_check.get() {
-            return;
-        }
-        self.next_check.set(now + RELOAD_CHECK);
-        let current = stamp(path);
-        if current.is_some() && current == self.stamp.get() {
-            return;
-        }
-        match read_tokens(path) {
-            Ok(tokens) => {
-                *self.digests.borrow_mut() = digests(&self.scheme, &tokens);
-                self.stamp.set(current);
-                if self.failing.replace(false) {
-                    tracing::info!(file = %path.display(), "bearer token file readable again");
-                }
-                tracing::debug!(file = %path.display(), tokens = tokens.len(), "bearer token file re-read");
-            }
-            Err(e) => {
-                // Logged once per failing spell; the last good tokens stay.
-                if !self.failing.replace(true) {
-                    tracing::warn!(error = %e, "bearer token file unusable; keeping the previous tokens");
-                }
-            }
+        if let Some(tokens) = self.file.as_ref().and_then(TokenFile::poll) {
+            *self.digests.borrow_mut() = digests(&self.scheme, &tokens);
         }
     }
 
@@ -222,6 +243,42 @@ impl BearerServer {
         } else {
             Err(AuthError::Invalid)
         }
+    }
+}
+
+/// An exporter's token from a `filename`, kept current: the header it sets
+/// follows the file as the server side does.
+pub struct ClientToken {
+    header: HeaderName,
+    scheme: String,
+    value: RefCell<HeaderValue>,
+    file: TokenFile,
+}
+
+impl ClientToken {
+    /// `None` unless the extension reads its token from a file.
+    pub fn new(c: &BearerTokenConfig) -> Option<ClientToken> {
+        let (name, value) = client_header(c);
+        Some(ClientToken {
+            header: HeaderName::from_bytes(name.as_bytes()).ok()?,
+            scheme: c.scheme.clone(),
+            value: RefCell::new(HeaderValue::from_str(&value).ok()?),
+            file: TokenFile::new(c.filename.as_deref()?),
+        })
+    }
+
+    /// Sets the current token on a request's headers.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        if let Some(tokens) = self.file.poll() {
+            let first = tokens.first().map(String::as_str).unwrap_or_default();
+            match HeaderValue::from_str(&expected_value(&self.scheme, first)) {
+                Ok(v) => *self.value.borrow_mut() = v,
+                Err(_) => {
+                    tracing::warn!("the new bearer token holds characters a header cannot carry; keeping the old one")
+                }
+            }
+        }
+        headers.insert(self.header.clone(), self.value.borrow().clone());
     }
 }
 

@@ -240,6 +240,7 @@ impl Builder {
                 crate::compression::Compression::None
             },
             headers: self.headers.clone(),
+            token_file: None,
             timeout: self.timeout,
             max_conns: 1,
         };
