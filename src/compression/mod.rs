@@ -19,8 +19,6 @@ pub enum CompressionError {
     Invalid(&'static str, String),
     #[error("decompressed body exceeds the limit of {0} bytes")]
     TooLarge(usize),
-    #[error("unsupported encoding `{0}` (sluice reads gzip, zstd, snappy, x-snappy-framed, deflate and zlib)")]
-    Unsupported(String),
 }
 
 /// A body's compression: an exporter's `compression` setting, or what a

@@ -1,7 +1,7 @@
 //! OTLP/HTTP receiver: `POST /v1/{traces,metrics,logs}` with protobuf or JSON
 //! bodies, any of the Collector's content encodings (gzip, zstd, snappy,
-//! x-snappy-framed, deflate, zlib), authentication, replies in the request's encoding, and the HTTP
-//! statuses the OTLP spec gives for each failure.
+//! x-snappy-framed, deflate, zlib), authentication, replies in the request's
+//! encoding, and the HTTP statuses the OTLP spec gives for each failure.
 
 use std::rc::Rc;
 
