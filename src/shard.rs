@@ -471,6 +471,13 @@ async fn shard_main(
                 max_message,
                 budget: budget.clone(),
                 body_timeout: config.tuning.body_timeout,
+                auth: crate::extension::authenticator::ServerAuth::new(
+                    &config,
+                    match transport {
+                        "grpc" => o.grpc.as_ref().and_then(|g| g.auth.as_ref()),
+                        _ => o.http.as_ref().and_then(|h| h.auth.as_ref()),
+                    },
+                ),
             });
             let mut t = tuning;
             if let Some(g) = &o.grpc {

@@ -38,7 +38,7 @@ const PROCESSORS: &[&str] = &[
     "resourcedetection",
 ];
 const EXPORTERS: &[&str] = &["otlp", "otlphttp", "otlp_http", "file", "debug", "nop", "loadbalancing"];
-const EXTENSIONS: &[&str] = &["health_check", "file_storage"];
+const EXTENSIONS: &[&str] = &["health_check", "file_storage", "bearertokenauth", "basicauth"];
 
 /// Collector (core and contrib) component types sluice does not have yet.
 const RECEIVERS_NOT_BUILT: &[&str] = &[
@@ -176,8 +176,6 @@ const EXPORTERS_NOT_BUILT: &[&str] = &[
 const EXTENSIONS_NOT_BUILT: &[&str] = &[
     "pprof",
     "zpages",
-    "basicauth",
-    "bearertokenauth",
     "oauth2client",
     "oidc",
     "headers_setter",
@@ -240,7 +238,14 @@ pub fn config(root: &Node) -> Result<Config, ConfigError> {
         EXTENSIONS_NOT_BUILT,
         extension,
     )?;
-    let receivers = components(&top, "receivers", "receiver", RECEIVERS, RECEIVERS_NOT_BUILT, receiver)?;
+    let receivers = components(
+        &top,
+        "receivers",
+        "receiver",
+        RECEIVERS,
+        RECEIVERS_NOT_BUILT,
+        |id, n, at| receiver(id, n, at, &extensions),
+    )?;
     let processors = components(
         &top,
         "processors",
@@ -270,6 +275,7 @@ pub fn config(root: &Node) -> Result<Config, ConfigError> {
         tuning,
     };
     config.service = service::parse(&top, &config)?;
+    crate::extension::authenticator::check_listed(&config)?;
     Ok(config)
 }
 
@@ -320,7 +326,12 @@ pub const MAX_SEGMENT_MIB: u64 = 4096;
 
 // ---------------------------------------------------------------- receivers
 
-fn receiver(_id: &ComponentId, node: &Node, (path, line): (&str, usize)) -> Result<ReceiverConfig, ConfigError> {
+fn receiver(
+    _id: &ComponentId,
+    node: &Node,
+    (path, line): (&str, usize),
+    extensions: &BTreeMap<ComponentId, ExtensionConfig>,
+) -> Result<ReceiverConfig, ConfigError> {
     let s = Section::open(node, path, line, &["protocols"], &[])?;
     let p = s.section("protocols", &["grpc", "http"], &[])?;
     let mut o = OtlpReceiverConfig::default();
@@ -329,10 +340,9 @@ fn receiver(_id: &ComponentId, node: &Node, (path, line): (&str, usize)) -> Resu
             node,
             &p.child("grpc"),
             k.line,
-            &["endpoint", "max_recv_msg_size_mib", "max_concurrent_streams"],
+            &["endpoint", "max_recv_msg_size_mib", "max_concurrent_streams", "auth"],
             &[
                 "tls",
-                "auth",
                 "keepalive",
                 "read_buffer_size",
                 "write_buffer_size",
@@ -345,6 +355,7 @@ fn receiver(_id: &ComponentId, node: &Node, (path, line): (&str, usize)) -> Resu
             endpoint: g.listen_addr("endpoint")?.unwrap_or(d.endpoint),
             max_recv_msg_size_mib: g.uint("max_recv_msg_size_mib")?.unwrap_or(d.max_recv_msg_size_mib),
             max_concurrent_streams: g.uint("max_concurrent_streams")?.unwrap_or(d.max_concurrent_streams),
+            auth: crate::extension::authenticator::read_ref(&g, extensions, true)?,
         };
         if c.max_recv_msg_size_mib == 0 {
             return Err(g.error("max_recv_msg_size_mib", "must be at least 1"));
@@ -362,10 +373,9 @@ fn receiver(_id: &ComponentId, node: &Node, (path, line): (&str, usize)) -> Resu
             node,
             &p.child("http"),
             k.line,
-            &["endpoint", "max_request_body_size"],
+            &["endpoint", "max_request_body_size", "auth"],
             &[
                 "tls",
-                "auth",
                 "cors",
                 "include_metadata",
                 "response_headers",
@@ -387,6 +397,7 @@ fn receiver(_id: &ComponentId, node: &Node, (path, line): (&str, usize)) -> Resu
                 .uint("max_request_body_size")?
                 .filter(|&n: &u64| n > 0)
                 .unwrap_or(d.max_request_body_size),
+            auth: crate::extension::authenticator::read_ref(&h, extensions, true)?,
         };
         o.http = Some(c);
     }
@@ -622,11 +633,11 @@ const OTLP_KEYS: &[&str] = &[
     "sending_queue",
     "retry_on_failure",
     "circuit_breaker",
+    "auth",
 ];
 const OTLP_UNSUPPORTED: &[&str] = &[
     "balancer_name",
     "keepalive",
-    "auth",
     "wait_for_ready",
     "authority",
     "write_buffer_size",
@@ -647,9 +658,9 @@ const OTLPHTTP_KEYS: &[&str] = &[
     "retry_on_failure",
     "circuit_breaker",
     "encoding",
+    "auth",
 ];
 const OTLPHTTP_UNSUPPORTED: &[&str] = &[
-    "auth",
     "max_idle_conns",
     "max_idle_conns_per_host",
     "max_conns_per_host",
@@ -744,19 +755,30 @@ pub(super) fn otlp_exporter(
                 super::node::Value::Null => String::new(),
                 _ => scalar_string(n).map_err(|m| s.error("compression", m))?,
             };
-            match text.as_str() {
-                "gzip" => Compression::Gzip,
-                "none" | "" => Compression::None,
-                "zstd" | "snappy" | "zlib" | "deflate" | "lz4" | "x-snappy-framed" => {
+            match Compression::from_config(&text) {
+                Some(Compression::SnappyFramed) if grpc => {
                     return Err(s.error(
                         "compression",
-                        format!("`{text}` is not yet supported by sluice (use `gzip` or `none`)"),
+                        "`x-snappy-framed` is an OTLP/HTTP encoding; gRPC `snappy` is already framed",
                     ))
                 }
-                other => {
+                Some(c) => c,
+                None if text == "lz4" => {
                     return Err(s.error(
                         "compression",
-                        format!("unknown compression `{other}` (use `gzip` or `none`)"),
+                        format!(
+                            "`lz4` is not yet supported by sluice (use {})",
+                            crate::compression::CONFIG_NAMES
+                        ),
+                    ))
+                }
+                None => {
+                    return Err(s.error(
+                        "compression",
+                        format!(
+                            "unknown compression `{text}` (use {})",
+                            crate::compression::CONFIG_NAMES
+                        ),
                     ))
                 }
             }
@@ -777,11 +799,30 @@ pub(super) fn otlp_exporter(
         }
     }
 
+    let auth = crate::extension::authenticator::read_ref(&s, extensions, false)?;
+    if let Some(a) = &auth {
+        // As in the Collector, the authenticator's header wins over `headers`.
+        if let Some((name, value)) = extensions
+            .get(&a.id)
+            .and_then(crate::extension::authenticator::client_header)
+        {
+            headers.retain(|(k, _)| !k.eq_ignore_ascii_case(&name));
+            headers.push((name, value));
+        }
+    }
+
+    let token_file = match auth.as_ref().and_then(|a| extensions.get(&a.id)) {
+        Some(ExtensionConfig::BearerTokenAuth(b)) if b.filename.is_some() => Some(b.clone()),
+        _ => None,
+    };
+
     Ok(OtlpExporterConfig {
         endpoint,
         signal_endpoints,
         compression,
         headers,
+        auth,
+        token_file,
         timeout: s.duration("timeout")?.unwrap_or(std::time::Duration::from_secs(5)),
         sending_queue: sending_queue(&s, extensions)?,
         retry_on_failure: retry(&s)?,
@@ -1026,6 +1067,10 @@ fn extension(id: &ComponentId, node: &Node, (path, line): (&str, usize)) -> Resu
             }
             Ok(ExtensionConfig::HealthCheck { endpoint, path: p })
         }
+        "bearertokenauth" => {
+            crate::extension::bearertokenauth::config(node, path, line).map(ExtensionConfig::BearerTokenAuth)
+        }
+        "basicauth" => crate::extension::basicauth::config(node, path, line).map(ExtensionConfig::BasicAuth),
         _ => {
             let s = Section::open(
                 node,

@@ -306,6 +306,8 @@ pub struct GrpcServerConfig {
     pub endpoint: SocketAddr,
     pub max_recv_msg_size_mib: u64,
     pub max_concurrent_streams: u32,
+    /// `auth.authenticator`.
+    pub auth: Option<AuthRef>,
 }
 
 impl Default for GrpcServerConfig {
@@ -314,6 +316,7 @@ impl Default for GrpcServerConfig {
             endpoint: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 4317)),
             max_recv_msg_size_mib: 4,
             max_concurrent_streams: 1024,
+            auth: None,
         }
     }
 }
@@ -323,6 +326,8 @@ pub struct HttpServerConfig {
     pub endpoint: SocketAddr,
     /// Largest accepted request body, in bytes (after decompression).
     pub max_request_body_size: u64,
+    /// `auth.authenticator`.
+    pub auth: Option<AuthRef>,
 }
 
 impl Default for HttpServerConfig {
@@ -330,6 +335,7 @@ impl Default for HttpServerConfig {
         HttpServerConfig {
             endpoint: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 4318)),
             max_request_body_size: 20 * 1024 * 1024,
+            auth: None,
         }
     }
 }
@@ -405,7 +411,13 @@ pub struct OtlpExporterConfig {
     /// `otlphttp` per-signal URLs (`traces_endpoint`, ...), by `Signal::index()`.
     pub signal_endpoints: [Option<String>; 3],
     pub compression: Compression,
+    /// Static headers, with the `auth` extension's header (if any) last.
     pub headers: Vec<(String, String)>,
+    /// `auth.authenticator` (client side).
+    pub auth: Option<AuthRef>,
+    /// A `bearertokenauth` authenticator reading its token from a file: the
+    /// exporter follows the file.
+    pub token_file: Option<crate::extension::bearertokenauth::BearerTokenConfig>,
     pub timeout: Duration,
     pub sending_queue: SendingQueueConfig,
     pub retry_on_failure: RetryConfig,
@@ -423,12 +435,8 @@ impl OtlpExporterConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Compression {
-    None,
-    #[default]
-    Gzip,
-}
+pub use crate::compression::Compression;
+pub use crate::extension::authenticator::AuthRef;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct SendingQueueConfig {
@@ -557,6 +565,8 @@ pub enum ExtensionConfig {
         /// 0 = no limit.
         max_size_mib: u64,
     },
+    BearerTokenAuth(crate::extension::bearertokenauth::BearerTokenConfig),
+    BasicAuth(crate::extension::basicauth::BasicAuthConfig),
 }
 
 #[derive(Clone, Debug, PartialEq, Default)]

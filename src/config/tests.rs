@@ -210,6 +210,7 @@ fn full_collector_style_config() {
             endpoint: "127.0.0.1:14317".parse().unwrap(),
             max_recv_msg_size_mib: 16,
             max_concurrent_streams: 64,
+            auth: None,
         })
     );
     assert_eq!(
@@ -217,6 +218,7 @@ fn full_collector_style_config() {
         Some(HttpServerConfig {
             endpoint: "0.0.0.0:14318".parse().unwrap(),
             max_request_body_size: 1 << 20,
+            auth: None,
         })
     );
     let ReceiverConfig::Otlp(internal) = &c.receivers[&id("otlp/internal")];
@@ -599,11 +601,13 @@ fn otlp_exporter_endpoints_and_tls() {
     assert!(e.message.contains("port"), "{e}");
     let e = err(&with_otlp_exporter("    tls:\n      insecure: true"));
     assert_eq!(e.path, "exporters.otlp.endpoint");
-    let e = err(&with_otlp_exporter(
-        "    endpoint: http://c:4317\n    compression: zstd",
-    ));
+    let e = err(&with_otlp_exporter("    endpoint: http://c:4317\n    compression: lz4"));
     assert_eq!((e.path.as_str(), e.line), ("exporters.otlp.compression", Some(10)));
     assert!(e.message.contains("not yet supported"), "{e}");
+    let e = err(&with_otlp_exporter(
+        "    endpoint: http://c:4317\n    compression: brotli",
+    ));
+    assert!(e.message.contains("unknown compression `brotli`"), "{e}");
     let e = err(&with_otlp_exporter(
         "    endpoint: http://c:4317\n    headers:\n      \"bad header\": x",
     ));

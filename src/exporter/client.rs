@@ -15,6 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 use thiserror::Error;
 
 use crate::{
+    compression::Compression,
     grpc::Code,
     net::hyper_io::HyperStream,
     wire::{Fields, Value},
@@ -31,10 +32,12 @@ pub struct ClientSettings {
     pub addr: String,
     /// Full `http://` URL per signal (OTLP/HTTP), indexed by `Signal::index()`.
     pub urls: [String; 3],
-    /// Compress request bodies with gzip.
-    pub gzip: bool,
+    /// How request bodies are compressed.
+    pub compression: Compression,
     /// Extra request headers (e.g. authorization).
     pub headers: Vec<(String, String)>,
+    /// A bearer token file whose current token replaces the header's value.
+    pub token_file: Option<crate::extension::bearertokenauth::BearerTokenConfig>,
     /// Deadline for one whole export (connect included); zero = none.
     pub timeout: Duration,
     /// Idle connections kept (OTLP/HTTP).

@@ -12,7 +12,7 @@ use std::{
 use glommio::sync::Semaphore;
 
 use crate::{
-    config::{CircuitBreakerConfig, Compression, ExporterConfig},
+    config::{CircuitBreakerConfig, ExporterConfig},
     exporter::{
         circuit_breaker::{CircuitBreaker, Permit},
         client::{ClientSettings, ExportError, ExportOk},
@@ -77,8 +77,9 @@ impl ExporterPlan {
                     addr: o.endpoint.clone(),
                     // otlphttp connects to each URL's own host and port.
                     urls: std::array::from_fn(|i| o.signal_url(Signal::ALL[i])),
-                    gzip: o.compression == Compression::Gzip,
+                    compression: o.compression,
                     headers: o.headers.clone(),
+                    token_file: o.token_file.clone(),
                     timeout: o.timeout,
                     max_conns: o.sending_queue.num_consumers.max(1),
                 };

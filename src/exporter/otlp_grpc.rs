@@ -15,11 +15,12 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use hyper::{body::Incoming, client::conn::http2};
 
 use crate::{
-    compression,
+    compression::{self, Compression},
     exporter::client::{
         connect_tcp, parse_partial_success, read_body, user_headers, with_timeout, ChunkBody, ClientSettings,
         ExportError, ExportOk, MAX_RESPONSE_BYTES,
     },
+    extension::bearertokenauth::ClientToken,
     grpc::{self, Code},
     net::{hyper_io::ShardExecutor, timer::GlommioTimer},
     payload::Payload,
@@ -75,12 +76,12 @@ pub async fn connect_h2(addr: &str) -> Result<H2Sender, ExportError> {
 }
 
 /// A gRPC request body for `chunks`: the prefix frame, then each chunk (or the
-/// gzip of all of them, with the compressed flag set).
-pub fn grpc_body(chunks: &[Bytes], gzip: bool) -> Result<ChunkBody, ExportError> {
-    let (compressed, chunks) = if gzip {
-        (true, vec![compression::gzip(chunks)])
-    } else {
+/// compression of all of them, with the compressed flag set).
+pub fn grpc_body(chunks: &[Bytes], codec: Compression) -> Result<ChunkBody, ExportError> {
+    let (compressed, chunks) = if codec == Compression::None {
         (false, chunks.to_vec())
+    } else {
+        (true, vec![codec.compress(chunks)])
     };
     let len: usize = chunks.iter().map(Bytes::len).sum();
     if len > u32::MAX as usize {
@@ -93,7 +94,7 @@ pub fn grpc_body(chunks: &[Bytes], gzip: bool) -> Result<ChunkBody, ExportError>
 }
 
 /// A unary gRPC POST to `uri` (absolute: `http://host:port/pkg.Service/Method`).
-pub fn grpc_request<B>(uri: Uri, headers: &HeaderMap, gzip: bool, timeout: Duration, body: B) -> Request<B> {
+pub fn grpc_request<B>(uri: Uri, headers: &HeaderMap, codec: Compression, timeout: Duration, body: B) -> Request<B> {
     let mut req = Request::new(body);
     *req.method_mut() = Method::POST;
     *req.uri_mut() = uri;
@@ -104,9 +105,12 @@ pub fn grpc_request<B>(uri: Uri, headers: &HeaderMap, gzip: bool, timeout: Durat
         header::USER_AGENT,
         HeaderValue::from_static(concat!("sluice/", env!("CARGO_PKG_VERSION"))),
     );
-    h.insert("grpc-accept-encoding", HeaderValue::from_static("gzip"));
-    if gzip {
-        h.insert("grpc-encoding", HeaderValue::from_static("gzip"));
+    h.insert(
+        "grpc-accept-encoding",
+        HeaderValue::from_static(compression::GRPC_ACCEPT_ENCODING),
+    );
+    if let Some(token) = codec.token() {
+        h.insert("grpc-encoding", HeaderValue::from_static(token));
     }
     if !timeout.is_zero() {
         // grpc-timeout allows at most 8 digits.
@@ -216,14 +220,15 @@ pub async fn read_grpc_response(resp: Response<Incoming>) -> Result<GrpcReply, E
         Err(e) => return Ok(internal(format!("malformed response message: {e}"))),
     };
     let msg = if compressed {
-        let gzip = parts
+        let codec = parts
             .headers
             .get("grpc-encoding")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-        if !gzip {
+            .and_then(|v| Compression::from_token(v.as_bytes()))
+            .filter(|c| *c != Compression::None);
+        let Some(codec) = codec else {
             return Ok(internal("compressed response without a supported grpc-encoding".into()));
-        }
-        match compression::gunzip(&msg, MAX_RESPONSE_BYTES) {
+        };
+        match codec.decompress(&msg, MAX_RESPONSE_BYTES) {
             Ok(m) => m,
             Err(e) => return Ok(internal(format!("response message: {e}"))),
         }
@@ -241,9 +246,10 @@ pub async fn read_grpc_response(resp: Response<Incoming>) -> Result<GrpcReply, E
 /// An OTLP/gRPC exporter for one shard.
 pub struct GrpcExporter {
     addr: String,
-    gzip: bool,
+    compression: Compression,
     timeout: Duration,
     headers: Result<HeaderMap, String>,
+    token: Option<ClientToken>,
     uris: [Result<Uri, String>; 3],
     /// The live connection and the attempt number that opened it.
     conn: RefCell<Option<(u64, H2Sender)>>,
@@ -265,9 +271,10 @@ impl GrpcExporter {
                 .map_err(|e| format!("endpoint {addr:?}: {e}"))
         });
         GrpcExporter {
-            gzip: settings.gzip,
+            compression: settings.compression,
             timeout: settings.timeout,
             headers: user_headers(&settings.headers).map_err(|e| e.to_string()),
+            token: settings.token_file.as_ref().and_then(ClientToken::new),
             uris,
             addr,
             conn: RefCell::new(None),
@@ -287,8 +294,11 @@ impl GrpcExporter {
     pub async fn export(&self, signal: Signal, payload: &Payload) -> Result<ExportOk, ExportError> {
         let headers = self.headers.as_ref().map_err(|e| ExportError::Invalid(e.clone()))?;
         let uri = self.uris[signal.index()].clone().map_err(ExportError::Invalid)?;
-        let body = grpc_body(&payload.chunks, self.gzip)?;
-        let req = grpc_request(uri, headers, self.gzip, self.timeout, body);
+        let body = grpc_body(&payload.chunks, self.compression)?;
+        let mut req = grpc_request(uri, headers, self.compression, self.timeout, body);
+        if let Some(t) = &self.token {
+            t.apply(req.headers_mut());
+        }
         let reply = with_timeout(self.timeout, async {
             let (id, mut send) = self.sender().await?;
             let r = unary(&mut send, req).await;
@@ -394,8 +404,9 @@ mod tests {
         ClientSettings {
             addr,
             urls: Default::default(),
-            gzip,
+            compression: if gzip { Compression::Gzip } else { Compression::None },
             headers: vec![("authorization".into(), "Bearer t".into())],
+            token_file: None,
             timeout: Duration::from_secs(5),
             max_conns: 2,
         }

@@ -1,6 +1,7 @@
 //! The OTLP/HTTP exporter client (binary protobuf over HTTP/1.1 keep-alive):
 //! a small per-shard pool of idle connections, one request in flight per
-//! connection, bodies streamed from the payload's chunks (or their gzip).
+//! connection, bodies streamed from the payload's chunks (or their
+//! compression: gzip by default, zstd, snappy, zlib or deflate).
 //! Responses: 2xx carries an optional partial success; other statuses carry an
 //! optional `google.rpc.Status` and `Retry-After`.
 
@@ -14,11 +15,12 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
 use hyper::client::conn::http1;
 
 use crate::{
-    compression,
+    compression::Compression,
     exporter::client::{
         connect_tcp, parse_partial_success, read_body, user_headers, with_timeout, ChunkBody, ClientSettings,
         ExportError, ExportOk, MAX_RESPONSE_BYTES,
     },
+    extension::bearertokenauth::ClientToken,
     grpc,
     payload::Payload,
     signal::Signal,
@@ -93,10 +95,11 @@ fn error_message(status: StatusCode, body: &[u8]) -> (String, Option<Duration>) 
 
 /// An OTLP/HTTP exporter for one shard.
 pub struct HttpExporter {
-    gzip: bool,
+    compression: Compression,
     timeout: Duration,
     max_idle: usize,
     headers: Result<HeaderMap, String>,
+    token: Option<ClientToken>,
     targets: [Result<Target, String>; 3],
     /// Idle keep-alive connections per connect address.
     idle: RefCell<Vec<(String, H1Sender)>>,
@@ -107,10 +110,11 @@ impl HttpExporter {
     /// Prepares the exporter; nothing connects until the first export.
     pub fn new(settings: ClientSettings) -> Self {
         HttpExporter {
-            gzip: settings.gzip,
+            compression: settings.compression,
             timeout: settings.timeout,
             max_idle: settings.max_conns.max(1),
             headers: user_headers(&settings.headers).map_err(|e| e.to_string()),
+            token: settings.token_file.as_ref().and_then(ClientToken::new),
             targets: std::array::from_fn(|i| parse_target(&settings.urls[i])),
             idle: RefCell::new(Vec::new()),
             connects: Cell::new(0),
@@ -128,10 +132,10 @@ impl HttpExporter {
         let target = self.targets[signal.index()]
             .as_ref()
             .map_err(|e| ExportError::Invalid(e.clone()))?;
-        let chunks = if self.gzip {
-            vec![compression::gzip(&payload.chunks)]
-        } else {
+        let chunks = if self.compression == Compression::None {
             payload.chunks.clone()
+        } else {
+            vec![self.compression.compress(&payload.chunks)]
         };
         with_timeout(self.timeout, async {
             // A pooled connection may have been closed by the server while idle;
@@ -152,16 +156,19 @@ impl HttpExporter {
             let (data, _) = read_body(body, MAX_RESPONSE_BYTES).await?;
             // The exchange is complete: the connection can serve the next one.
             self.checkin(&target.connect, send);
-            let data = if parts
+            let codec = parts
                 .headers
                 .get(header::CONTENT_ENCODING)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"))
-            {
-                compression::gunzip(&data, MAX_RESPONSE_BYTES).map_err(|e| ExportError::Http {
-                    status: parts.status.as_u16(),
-                    message: format!("response body: {e}"),
-                    retry_after: None,
-                })?
+                .and_then(|v| Compression::from_token(v.as_bytes()))
+                .unwrap_or(Compression::None);
+            let data = if codec != Compression::None {
+                codec
+                    .decompress(&data, MAX_RESPONSE_BYTES)
+                    .map_err(|e| ExportError::Http {
+                        status: parts.status.as_u16(),
+                        message: format!("response body: {e}"),
+                        retry_after: None,
+                    })?
             } else {
                 data
             };
@@ -192,11 +199,14 @@ impl HttpExporter {
             header::USER_AGENT,
             HeaderValue::from_static(concat!("sluice/", env!("CARGO_PKG_VERSION"))),
         );
-        if self.gzip {
-            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        if let Some(token) = self.compression.token() {
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(token));
         }
         for (k, v) in headers {
             h.append(k, v.clone());
+        }
+        if let Some(t) = &self.token {
+            t.apply(h);
         }
         req
     }
@@ -257,8 +267,9 @@ mod tests {
         ClientSettings {
             addr: String::new(),
             urls: Signal::ALL.map(|s| format!("{base}{}?x=1", s.http_path())),
-            gzip,
+            compression: if gzip { Compression::Gzip } else { Compression::None },
             headers: vec![("x-tenant".into(), "a".into())],
+            token_file: None,
             timeout: Duration::from_secs(5),
             max_conns: 2,
         }
@@ -361,7 +372,7 @@ mod tests {
             ex.export(Signal::Traces, &p).await.unwrap();
             let got = srv.received.borrow()[0].clone();
             assert_eq!(got.headers["content-encoding"], "gzip");
-            assert_eq!(compression::gunzip(&got.body(), 1 << 20).unwrap(), p.to_bytes());
+            assert_eq!(crate::compression::gunzip(&got.body(), 1 << 20).unwrap(), p.to_bytes());
         });
     }
 

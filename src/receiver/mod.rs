@@ -9,6 +9,7 @@ use std::{rc::Rc, time::Duration};
 use bytes::Bytes;
 
 use crate::{
+    extension::authenticator::{AuthError, ServerAuth},
     net::inflight::InflightBudget,
     payload::Payload,
     pipeline::{SharedPipelines, SubmitError},
@@ -40,6 +41,8 @@ pub struct ReceiverCtx {
     pub budget: Rc<InflightBudget>,
     /// Longest wait for the next part of a request body (`tuning.body_timeout`).
     pub body_timeout: Duration,
+    /// `auth.authenticator`: requests without valid credentials are refused.
+    pub auth: Option<ServerAuth>,
 }
 
 /// Why a request was not accepted.
@@ -61,6 +64,19 @@ impl ReceiverCtx {
     pub fn refused_unread(&self, signal: Signal) {
         self.stats().requests.add(1);
         self.stats().refused.add(signal, 1);
+    }
+
+    /// Checks the request's credentials when the receiver has an
+    /// authenticator; a refusal is counted like any refused request.
+    pub async fn authenticate(&self, signal: Signal, headers: &http::HeaderMap) -> Result<(), AuthError> {
+        let Some(auth) = &self.auth else {
+            return Ok(());
+        };
+        let checked = auth.check(headers).await;
+        if checked.is_err() {
+            self.refused_unread(signal);
+        }
+        checked
     }
 
     /// Absorbs a burst: while an `overflow: signal` sending queue is full, waits

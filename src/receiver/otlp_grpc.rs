@@ -1,5 +1,6 @@
 //! OTLP/gRPC receiver: unary `Export` calls of the trace, metrics and logs
-//! services over h2c, with gzip, size limits and gRPC status codes.
+//! services over h2c, with every `grpc-encoding` the Collector speaks (gzip,
+//! zstd, snappy, deflate), size limits, authentication and gRPC status codes.
 
 use std::rc::Rc;
 
@@ -8,7 +9,7 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::{
-    compression,
+    compression::{self, Compression},
     grpc::{self, Code},
     net::body::{read_body, BodyError, BodyRules, ResponseBody},
     receiver::{ReceiverCtx, Rejection, RETRY_HINT},
@@ -71,16 +72,27 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
     if req.method() != http::Method::POST {
         return status_response(Code::Unimplemented, "gRPC requires POST", None);
     }
-    let gzip = match req.headers().get("grpc-encoding").map(|v| v.as_bytes()) {
-        None | Some(b"identity") => false,
-        Some(b"gzip") => true,
-        Some(other) => {
-            return status_response(
-                Code::Unimplemented,
-                &format!("unsupported grpc-encoding {}", String::from_utf8_lossy(other)),
-                None,
-            )
-        }
+    if let Err(e) = ctx.authenticate(signal, req.headers()).await {
+        return status_response(Code::Unauthenticated, &e.to_string(), None);
+    }
+    let codec = match req.headers().get("grpc-encoding").map(|v| v.as_bytes()) {
+        None => Compression::None,
+        Some(v) => match Compression::from_token(v) {
+            // `x-snappy-framed` is an HTTP name; gRPC's `snappy` covers it.
+            Some(c) if c != Compression::SnappyFramed => c,
+            _ => {
+                let mut r = status_response(
+                    Code::Unimplemented,
+                    &format!("unsupported grpc-encoding {}", String::from_utf8_lossy(v)),
+                    None,
+                );
+                r.headers_mut().insert(
+                    "grpc-accept-encoding",
+                    HeaderValue::from_static(compression::GRPC_ACCEPT_ENCODING),
+                );
+                return r;
+            }
+        },
     };
     let limit = ctx.max_message;
     let too_large = |what: &str| {
@@ -116,10 +128,10 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
         Err(e) => return status_response(Code::InvalidArgument, &e.to_string(), None),
     };
     let msg = if compressed {
-        if !gzip {
+        if codec == Compression::None {
             return status_response(Code::Internal, "compressed flag set without grpc-encoding", None);
         }
-        match compression::gunzip(&msg, limit) {
+        match codec.decompress(&msg, limit) {
             Ok(m) => {
                 // The compressed copy goes now; the output is charged until hand-off.
                 drop(msg);

@@ -1,6 +1,7 @@
 //! OTLP/HTTP receiver: `POST /v1/{traces,metrics,logs}` with protobuf or JSON
-//! bodies, optional gzip, replies in the request's encoding, and the HTTP
-//! statuses the OTLP spec gives for each failure.
+//! bodies, any of the Collector's content encodings (gzip, zstd, snappy,
+//! x-snappy-framed, deflate, zlib), authentication, replies in the request's
+//! encoding, and the HTTP statuses the OTLP spec gives for each failure.
 
 use std::rc::Rc;
 
@@ -10,7 +11,7 @@ use hyper::body::Incoming;
 use prost::Message;
 
 use crate::{
-    compression,
+    compression::{self, Compression},
     grpc::{rpc, Code},
     net::body::{read_body, BodyError, BodyRules, ResponseBody},
     otlp_json,
@@ -108,18 +109,35 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
             None,
         );
     };
-    let gzip = match req.headers().get(header::CONTENT_ENCODING).map(|v| v.as_bytes()) {
-        None | Some(b"identity") | Some(b"") => false,
-        Some(b"gzip") => true,
-        Some(other) => {
-            return error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                enc,
-                Code::InvalidArgument,
-                &format!("unsupported content-encoding {}", String::from_utf8_lossy(other)),
-                None,
-            )
-        }
+    if let Err(e) = ctx.authenticate(signal, req.headers()).await {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            enc,
+            Code::Unauthenticated,
+            &e.to_string(),
+            None,
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer, Basic"));
+        return r;
+    }
+    let codec = match req.headers().get(header::CONTENT_ENCODING).map(|v| v.as_bytes()) {
+        None => Compression::None,
+        Some(v) => match Compression::from_token(v) {
+            Some(c) => c,
+            None => {
+                return error(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    enc,
+                    Code::InvalidArgument,
+                    &format!(
+                        "unsupported content-encoding {} (sluice reads gzip, zstd, snappy, x-snappy-framed, deflate and zlib)",
+                        String::from_utf8_lossy(v)
+                    ),
+                    None,
+                )
+            }
+        },
     };
     let limit = ctx.max_message;
     let too_large = || {
@@ -171,8 +189,8 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
             )
         }
     };
-    let body = if gzip {
-        let out = compression::gunzip(&body, limit);
+    let body = if codec != Compression::None {
+        let out = codec.decompress(&body, limit);
         drop(body);
         match out {
             Ok(b) => {

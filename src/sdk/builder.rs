@@ -234,8 +234,13 @@ impl Builder {
                 };
                 format!("{base}{path}")
             }),
-            gzip: self.gzip,
+            compression: if self.gzip {
+                crate::compression::Compression::Gzip
+            } else {
+                crate::compression::Compression::None
+            },
             headers: self.headers.clone(),
+            token_file: None,
             timeout: self.timeout,
             max_conns: 1,
         };

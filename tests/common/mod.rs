@@ -1880,6 +1880,7 @@ pub fn request_span_ids(r: &ExportTraceServiceRequest) -> Vec<String> {
         .map(|s| hex_id(&s.span_id))
         .collect()
 }
+pub mod capture;
 pub mod files;
 pub mod hint_backend;
 pub mod lb;
