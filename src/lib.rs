@@ -29,6 +29,7 @@ pub mod signal;
 pub mod spool;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod wire;
 pub mod wire_edit;
 pub mod wire_validate;

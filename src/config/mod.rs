@@ -303,6 +303,8 @@ pub struct GrpcServerConfig {
     pub endpoint: SocketAddr,
     pub max_recv_msg_size_mib: u64,
     pub max_concurrent_streams: u32,
+    /// `tls`: serve TLS (absent: plaintext).
+    pub tls: Option<crate::tls::config::TlsServerConfig>,
 }
 
 impl Default for GrpcServerConfig {
@@ -311,6 +313,7 @@ impl Default for GrpcServerConfig {
             endpoint: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 4317)),
             max_recv_msg_size_mib: 4,
             max_concurrent_streams: 1024,
+            tls: None,
         }
     }
 }
@@ -320,6 +323,8 @@ pub struct HttpServerConfig {
     pub endpoint: SocketAddr,
     /// Largest accepted request body, in bytes (after decompression).
     pub max_request_body_size: u64,
+    /// `tls`: serve TLS (absent: plaintext).
+    pub tls: Option<crate::tls::config::TlsServerConfig>,
 }
 
 impl Default for HttpServerConfig {
@@ -327,6 +332,7 @@ impl Default for HttpServerConfig {
         HttpServerConfig {
             endpoint: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 4318)),
             max_request_body_size: 20 * 1024 * 1024,
+            tls: None,
         }
     }
 }
@@ -400,6 +406,9 @@ pub struct OtlpExporterConfig {
     pub endpoint: String,
     /// `otlphttp` per-signal URLs (`traces_endpoint`, ...), by `Signal::index()`.
     pub signal_endpoints: [Option<String>; 3],
+    /// TLS settings when TLS is used: `otlp` connects with TLS exactly when
+    /// this is set; `otlphttp` uses it for its `https://` URLs.
+    pub tls: Option<crate::tls::config::TlsClientConfig>,
     pub compression: Compression,
     pub headers: Vec<(String, String)>,
     pub timeout: Duration,

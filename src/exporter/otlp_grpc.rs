@@ -17,8 +17,8 @@ use hyper::{body::Incoming, client::conn::http2};
 use crate::{
     compression,
     exporter::client::{
-        connect_tcp, parse_partial_success, read_body, user_headers, with_timeout, ChunkBody, ClientSettings,
-        ExportError, ExportOk, MAX_RESPONSE_BYTES,
+        connect, parse_partial_success, read_body, user_headers, with_timeout, ChunkBody, ClientSettings, ExportError,
+        ExportOk, MAX_RESPONSE_BYTES,
     },
     grpc::{self, Code},
     net::{hyper_io::ShardExecutor, timer::GlommioTimer},
@@ -48,10 +48,14 @@ pub struct GrpcReply {
     pub body: Bytes,
 }
 
-/// Connects to `addr` and performs the h2c handshake; the connection is driven
-/// by a task on the current shard, which ends when the connection closes.
-pub async fn connect_h2(addr: &str) -> Result<H2Sender, ExportError> {
-    let io = connect_tcp(addr).await?;
+/// Connects to `addr` (with TLS when `tls` is set) and performs the HTTP/2
+/// handshake; the connection is driven by a task on the current shard, which
+/// ends when the connection closes.
+pub async fn connect_h2(
+    addr: &str,
+    tls: Option<&Result<crate::tls::client::Connector, String>>,
+) -> Result<H2Sender, ExportError> {
+    let io = connect(addr, tls).await?;
     let mut builder = http2::Builder::new(ShardExecutor);
     builder
         .timer(GlommioTimer)
@@ -245,6 +249,7 @@ pub struct GrpcExporter {
     timeout: Duration,
     headers: Result<HeaderMap, String>,
     uris: [Result<Uri, String>; 3],
+    tls: Option<Result<crate::tls::client::Connector, String>>,
     /// The live connection and the attempt number that opened it.
     conn: RefCell<Option<(u64, H2Sender)>>,
     /// Held while connecting: one attempt at a time.
@@ -259,8 +264,9 @@ impl GrpcExporter {
     /// Prepares the exporter; nothing connects until the first export.
     pub fn new(settings: ClientSettings) -> Self {
         let addr = settings.addr;
+        let scheme = if settings.tls.is_some() { "https" } else { "http" };
         let uris = Signal::ALL.map(|s| {
-            format!("http://{addr}{}", s.grpc_path())
+            format!("{scheme}://{addr}{}", s.grpc_path())
                 .parse::<Uri>()
                 .map_err(|e| format!("endpoint {addr:?}: {e}"))
         });
@@ -270,6 +276,7 @@ impl GrpcExporter {
             headers: user_headers(&settings.headers).map_err(|e| e.to_string()),
             uris,
             addr,
+            tls: settings.tls,
             conn: RefCell::new(None),
             connect_lock: glommio::sync::Semaphore::new(1),
             started: Cell::new(0),
@@ -357,7 +364,7 @@ impl GrpcExporter {
         }
         let id = self.started.get() + 1;
         self.started.set(id);
-        let result = connect_h2(&self.addr).await;
+        let result = connect_h2(&self.addr, self.tls.as_ref()).await;
         self.finished.set(self.finished.get() + 1);
         match result {
             Ok(send) => {
@@ -398,6 +405,7 @@ mod tests {
             headers: vec![("authorization".into(), "Bearer t".into())],
             timeout: Duration::from_secs(5),
             max_conns: 2,
+            tls: None,
         }
     }
 

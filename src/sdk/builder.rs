@@ -238,6 +238,7 @@ impl Builder {
             headers: self.headers.clone(),
             timeout: self.timeout,
             max_conns: 1,
+            tls: None,
         };
         crate::exporter::client::user_headers(&self.headers).map_err(|e| bad(&e.to_string()))?;
         let (protocol, queue_size, retry, breaker) = (
