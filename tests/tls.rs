@@ -1,8 +1,8 @@
 //! TLS and mTLS end to end: an OTel SDK client presenting a certificate →
 //! sluice (TLS receivers requiring client certificates) → a backend that
 //! requires sluice's own client certificate; refused handshakes (wrong CA,
-//! no or expired client certificate, plaintext, old TLS version) counted by
-//! reason; a certificate replaced on disk served after `reload_interval`
+//! no or expired client certificate, plaintext, old TLS version, unlisted
+//! cipher suite) counted by reason; a certificate replaced on disk served after `reload_interval`
 //! while open connections keep working; exporters' TLS defaults
 //! (system roots, `server_name_override`, `insecure_skip_verify`); and the
 //! errors of unusable TLS settings.
@@ -13,8 +13,8 @@ use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use common::{
     tls::{
-        client_config, client_config_versions, tls_post, write_pem, Ca, Leaf, TlsGrpcBackend, TlsHttpBackend,
-        TlsHttpConn,
+        client_config, client_config_tls12_suite, client_config_versions, tls_post, write_pem, yaml_block, Ca, Leaf,
+        TlsGrpcBackend, TlsHttpBackend, TlsHttpConn,
     },
     *,
 };
@@ -103,7 +103,8 @@ async fn mtls_end_to_end_sdk_to_sluice_to_mtls_backend() {
     // Clients of sluice and sluice's listener share one CA; the backend has
     // its own, and requires sluice's client certificate signed by it.
     let ca = Ca::new("ingest CA");
-    write_server_files(dir, &ca, &ca.leaf("sluice"));
+    let server = ca.leaf("sluice");
+    write_server_files(dir, &ca, &server);
     let backend_ca = Ca::new("backend CA");
     let backend = TlsGrpcBackend::start(&backend_ca.leaf("backend"), Some(&backend_ca.pem)).await;
     let sluice_client = backend_ca.leaf("sluice as a client");
@@ -121,7 +122,10 @@ async fn mtls_end_to_end_sdk_to_sluice_to_mtls_backend() {
 {tls}
       http:
         endpoint: 127.0.0.1:{http}
-{tls}
+        tls:
+          cert_pem: {cert_pem}
+          key_pem: {key_pem}
+          client_ca_file: {d}/ca.pem
 processors:
   batch:
     timeout: 100ms
@@ -143,6 +147,9 @@ service:
         backend = backend.port,
         tls = receiver_tls(dir, ""),
         d = dir.display(),
+        // The HTTP port has the same certificate inline (cert_pem / key_pem).
+        cert_pem = yaml_block(&server.cert_pem, 10),
+        key_pem = yaml_block(&server.key_pem, 10),
     );
     let _sluice = Sluice::start(&cfg);
 
@@ -182,6 +189,7 @@ service:
     let cfg_http = client_config(&ca.pem, Some(&ca.leaf("http client")), &[b"http/1.1"]);
     let mut conn = TlsHttpConn::connect(p.http_addr(), cfg_http).await.unwrap();
     assert_eq!(conn.alpn.as_deref(), Some(&b"http/1.1"[..]));
+    assert_eq!(conn.server_cert, server.der());
     assert_eq!(conn.post("/v1/traces", spans(&["http-a", "http-b"])).await, Ok(200));
 
     let want = vec!["http-a", "http-b", "sdk-a", "sdk-b", "sdk-c"];
@@ -226,7 +234,10 @@ service:
         http = p.http,
         metrics = p.metrics,
         grpc_tls = receiver_tls(dir, "\n          min_version: \"1.3\""),
-        http_tls = receiver_tls(dir, ""),
+        http_tls = receiver_tls(
+            dir,
+            "\n          cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]"
+        ),
     );
     let _sluice = Sluice::start(&cfg);
     let http = p.http_addr();
@@ -315,6 +326,29 @@ service:
         .await
     );
 
+    // The HTTP port takes TLS 1.2 (min_version defaults to 1.2), with the
+    // listed cipher suite only.
+    let listed = client_config_tls12_suite(
+        &ca.pem,
+        Some(&ca.leaf("listed suite")),
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    );
+    assert_eq!(tls_post(http, listed, "/v1/traces", body()).await, Ok(200));
+    let unlisted = client_config_tls12_suite(
+        &ca.pem,
+        Some(&ca.leaf("unlisted suite")),
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    );
+    assert!(tls_post(http, unlisted, "/v1/traces", body()).await.is_err());
+    assert!(
+        eventually(Duration::from_secs(10), || failures(
+            p.metrics_addr(),
+            "http",
+            "protocol_mismatch"
+        ) == 1.0)
+        .await
+    );
+
     // The good client is still served, and nothing else was counted.
     let good = client_config(&ca.pem, Some(&ca.leaf("good again")), &[b"http/1.1"]);
     assert_eq!(tls_post(http, good, "/v1/traces", body()).await, Ok(200));
@@ -323,7 +357,7 @@ service:
         .filter(|s| s.name == "sluice_tls_handshake_failures_total")
         .map(|s| s.value)
         .sum();
-    assert_eq!(total, 7.0, "unexpected handshake failures counted");
+    assert_eq!(total, 8.0, "unexpected handshake failures counted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

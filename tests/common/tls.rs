@@ -94,6 +94,13 @@ impl Ca {
     }
 }
 
+/// `text` as a YAML block scalar (`|`) for a key indented by `indent` spaces.
+pub fn yaml_block(text: &str, indent: usize) -> String {
+    let pad = " ".repeat(indent + 2);
+    let lines: Vec<String> = text.lines().map(|l| format!("{pad}{l}")).collect();
+    format!("|\n{}", lines.join("\n"))
+}
+
 /// Writes `text` to `dir/name` atomically (write, then rename over).
 pub fn write_pem(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
@@ -120,11 +127,35 @@ pub fn client_config_versions(
     alpn: &[&[u8]],
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Arc<rustls::ClientConfig> {
+    client_config_with(ca_pem, identity, alpn, versions, provider())
+}
+
+/// A TLS 1.2 client offering only the cipher suite named `suite` (rustls' name).
+pub fn client_config_tls12_suite(ca_pem: &str, identity: Option<&Leaf>, suite: &str) -> Arc<rustls::ClientConfig> {
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites.retain(|s| s.suite().as_str() == Some(suite));
+    assert_eq!(p.cipher_suites.len(), 1, "no suite {suite}");
+    client_config_with(
+        ca_pem,
+        identity,
+        &[b"http/1.1"],
+        &[&rustls::version::TLS12],
+        Arc::new(p),
+    )
+}
+
+fn client_config_with(
+    ca_pem: &str,
+    identity: Option<&Leaf>,
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
     }
-    let b = rustls::ClientConfig::builder_with_provider(provider())
+    let b = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots);
