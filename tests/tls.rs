@@ -444,6 +444,11 @@ async fn exporters_use_tls_defaults_system_roots_and_overrides() {
     let skip_backend = TlsGrpcBackend::start(&self_signed.leaf("skip backend"), None).await;
     // otlp with a ca_file that does not sign the backend: never delivered.
     let wrong_backend = TlsGrpcBackend::start(&self_signed.leaf("wrong backend"), None).await;
+    // otlphttp with min_version 1.3 to a TLS 1.2 backend: never delivered.
+    let old_backend =
+        TlsHttpBackend::start_with_versions(&ca.leaf("old backend"), None, &[&rustls::version::TLS12]).await;
+    // otlphttp with max_version 1.2 to another TLS 1.2 backend: delivered.
+    let old_ok = TlsHttpBackend::start_with_versions(&ca.leaf("old backend"), None, &[&rustls::version::TLS12]).await;
 
     let p = Ports::new();
     let cfg = format!(
@@ -469,16 +474,30 @@ exporters:
       server_name_override: localhost
     retry_on_failure:
       enabled: false
+  otlphttp/tls13:
+    endpoint: https://127.0.0.1:{ob}
+    tls:
+      ca_file: {d}/ca.pem
+      min_version: \"1.3\"
+    retry_on_failure:
+      enabled: false
+  otlphttp/tls12:
+    endpoint: https://127.0.0.1:{okb}
+    tls:
+      ca_file: {d}/ca.pem
+      max_version: \"1.2\"
 service:
   telemetry: {{metrics: {{address: 127.0.0.1:{metrics}}}}}
   pipelines:
-    traces: {{receivers: [otlp], exporters: [otlphttp, otlp/skip, otlp/wrong]}}
+    traces: {{receivers: [otlp], exporters: [otlphttp, otlp/skip, otlp/wrong, otlphttp/tls13, otlphttp/tls12]}}
 ",
         http = p.http,
         metrics = p.metrics,
         hb = http_backend.port,
         sb = skip_backend.port,
         wb = wrong_backend.port,
+        ob = old_backend.port,
+        okb = old_ok.port,
         d = dir.display(),
     );
     let ca_file = dir.join("ca.pem");
@@ -490,22 +509,27 @@ service:
     let want = vec!["x".to_string(), "y".to_string()];
     assert!(
         eventually(Duration::from_secs(15), || http_backend.span_names() == want
-            && skip_backend.span_names() == want)
+            && skip_backend.span_names() == want
+            && old_ok.span_names() == want)
         .await,
-        "https backend got {:?}, skip-verify backend got {:?}",
+        "https backend got {:?}, skip-verify backend got {:?}, TLS 1.2 backend got {:?}",
         http_backend.span_names(),
-        skip_backend.span_names()
+        skip_backend.span_names(),
+        old_ok.span_names()
     );
-    let failed = eventually(Duration::from_secs(15), || {
-        labelled(
-            &scrape_samples(p.metrics_addr()),
-            "otelcol_exporter_send_failed_spans_total",
-            &["exporter=\"otlp/wrong\""],
-        ) == 2.0
-    })
-    .await;
-    assert!(failed, "the exporter with the wrong CA did not fail its export");
+    for exporter in ["otlp/wrong", "otlphttp/tls13"] {
+        let failed = eventually(Duration::from_secs(15), || {
+            labelled(
+                &scrape_samples(p.metrics_addr()),
+                "otelcol_exporter_send_failed_spans_total",
+                &[&format!("exporter=\"{exporter}\"")],
+            ) == 2.0
+        })
+        .await;
+        assert!(failed, "{exporter} did not fail its export");
+    }
     assert!(wrong_backend.span_names().is_empty());
+    assert!(old_backend.span_names().is_empty());
 }
 
 #[test]

@@ -349,10 +349,19 @@ pub struct TlsHttpBackend {
 
 impl TlsHttpBackend {
     pub async fn start(identity: &Leaf, client_ca: Option<&str>) -> TlsHttpBackend {
+        Self::start_with_versions(identity, client_ca, rustls::DEFAULT_VERSIONS).await
+    }
+
+    /// A backend speaking only `versions`.
+    pub async fn start_with_versions(
+        identity: &Leaf,
+        client_ca: Option<&str>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> TlsHttpBackend {
         let port = free_port();
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let builder = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .unwrap();
         let builder = match client_ca {
             Some(ca) => {
