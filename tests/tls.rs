@@ -392,7 +392,7 @@ tuning: {{shards: 2, pin: false}}
         d = dir.display(),
         ms = reload.as_millis(),
     );
-    let _sluice = Sluice::start(&cfg);
+    let mut sluice = Sluice::start(&cfg);
     let client = client_config(&ca.pem, None, &[b"http/1.1"]);
 
     // A keep-alive connection made with the first certificate.
@@ -427,6 +427,12 @@ tuning: {{shards: 2, pin: false}}
 
     // The connection opened before the reload still works.
     assert_eq!(kept.post("/v1/traces", spans(&["after"])).await, Ok(200));
+
+    // Shutdown is not held up by the open TLS connection.
+    tokio::task::spawn_blocking(move || sluice.stop(Duration::from_secs(15)))
+        .await
+        .unwrap();
+    drop(kept);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
