@@ -22,17 +22,6 @@ pub enum Stream {
     Client(Box<futures_rustls::client::TlsStream<TcpStream>>),
 }
 
-impl Stream {
-    /// The ALPN protocol the TLS handshake agreed on, if any.
-    pub fn alpn(&self) -> Option<&[u8]> {
-        match self {
-            Stream::Plain(_) => None,
-            Stream::Server(s) => s.get_ref().1.alpn_protocol(),
-            Stream::Client(s) => s.get_ref().1.alpn_protocol(),
-        }
-    }
-}
-
 impl std::fmt::Debug for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
