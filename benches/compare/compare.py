@@ -8,8 +8,17 @@ For every run it reads the collector's utime+stime from /proc/PID/stat before an
 and its peak RSS (VmHWM), and reports items/s, items per collector CPU-second, and the
 ratio sluice/Rotel of the medians.
 
+Two independent load generators drive every scenario: `sluice bench` (16 KiB DATA frames, as gRPC
+clients send) and h2load from nghttp2-client (16 KiB DATA frames, nghttp2's default), posting the
+workload's first request (written by `sluice bench --write-request`). h2load counts HTTP statuses and a
+gRPC error travels in a 200's trailers, so for sluice the items counted are its own
+`otelcol_receiver_accepted_*` counters; for Rotel, h2load's 2xx (Rotel refuses nothing here).
+
 usage: benches/compare/compare.py [--runs 3] [--duration 10s] [--scenarios ingest,forward,...]
-Scenarios: ingest (traces), forward (traces), ingest-logs, ingest-metrics, sluice-2shards.
+                                  [--loads sluice-bench,h2load]
+Scenarios: ingest (traces), forward (traces), ingest-logs, ingest-metrics, sluice-2shards, pipeline
+(sluice only: memory_limiter, filter with 2 conditions, resource with 2 actions, attributes with 1
+upsert, batch -> nop; Rotel has no such processors, its plain ingest row is the reference).
 Rotel 0.0.1a15 is installed from PyPI into target/compare/rotel-py on first use.
 """
 
@@ -64,7 +73,23 @@ def wait_port(port, proc, timeout=30):
     raise RuntimeError(f"port {port} never opened")
 
 
-def sluice_config(grpc, http, metrics, exporter, shards=1):
+PIPELINE_PROCESSORS = """
+  memory_limiter: {check_interval: 1s, limit_mib: 512}
+  filter:
+    traces:
+      span:
+        - 'IsMatch(name, "^(health_check|readiness_probe)$")'
+        - 'attributes["http.route"] == "/metrics"'
+  resource:
+    attributes:
+      - {key: deployment.environment, value: production, action: upsert}
+      - {key: cloud.region, value: eu-west-1, action: insert}
+  attributes:
+    actions:
+      - {key: ingest.node, value: sluice-1, action: upsert}"""
+
+
+def sluice_config(grpc, http, metrics, exporter, shards=1, pipeline=False):
     exp = "nop:" if exporter is None else (
         f"otlp:\n    endpoint: 127.0.0.1:{exporter}\n    tls: {{insecure: true}}\n    compression: none\n"
         "    sending_queue: {num_consumers: 4, queue_size: 8}")
@@ -78,23 +103,23 @@ def sluice_config(grpc, http, metrics, exporter, shards=1):
       grpc: {{endpoint: 127.0.0.1:{grpc}}}
       http: {{endpoint: 127.0.0.1:{http}}}
 processors:
-  batch: {batch}
+  batch: {batch}{PIPELINE_PROCESSORS if pipeline else ""}
 exporters:
   {exp}
 service:
   telemetry: {{metrics: {{address: 127.0.0.1:{metrics}}}}}
   pipelines:
-    traces: {{receivers: [otlp], processors: [batch], exporters: [{name}]}}
+    traces: {{receivers: [otlp], processors: [{"memory_limiter, filter, resource, attributes, " if pipeline else ""}batch], exporters: [{name}]}}
     metrics: {{receivers: [otlp], processors: [batch], exporters: [{name}]}}
     logs: {{receivers: [otlp], processors: [batch], exporters: [{name}]}}
 tuning: {{shards: {shards}}}
 """
 
 
-def start_sluice(tmp, name, cpus, grpc, http, metrics, exporter=None, shards=1):
+def start_sluice(tmp, name, cpus, grpc, http, metrics, exporter=None, shards=1, pipeline=False):
     path = os.path.join(tmp, f"{name}.yaml")
     with open(path, "w") as f:
-        f.write(sluice_config(grpc, http, metrics, exporter, shards))
+        f.write(sluice_config(grpc, http, metrics, exporter, shards, pipeline))
     log = open(os.path.join(tmp, f"{name}.log"), "w")
     proc = subprocess.Popen(["taskset", "-c", cpus, SLUICE, "run", "--config", path],
                             stdout=log, stderr=log, env=dict(os.environ, SLUICE_LOG="warn"))
@@ -143,12 +168,60 @@ def load(port, signal_name, args, cpus="0"):
     out = subprocess.run(["taskset", "-c", cpus, SLUICE, "bench", "--endpoint", f"127.0.0.1:{port}",
                           "--signal", signal_name, "--connections", str(args.connections), "--streams",
                           str(args.streams), "--items-per-request", str(args.items), "--duration", args.duration,
-                          "--cpus", cpus, "--json"], capture_output=True, text=True, check=True)
+                          "--frame-size", str(args.frame_size), "--cpus", cpus, "--json"],
+                         capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(tmp, peer, scenario, args):
-    """One run of one scenario against one peer; returns a result dict."""
+GRPC_PATHS = {"traces": "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+              "metrics": "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+              "logs": "/opentelemetry.proto.collector.logs.v1.LogsService/Export"}
+ACCEPTED = {"traces": "otelcol_receiver_accepted_spans", "metrics": "otelcol_receiver_accepted_metric_points",
+            "logs": "otelcol_receiver_accepted_log_records"}
+
+
+def request_file(tmp, signal_name, items):
+    path = os.path.join(tmp, f"{signal_name}_{items}.grpc")
+    if not os.path.exists(path):
+        subprocess.run([SLUICE, "bench", "--signal", signal_name, "--items-per-request", str(items),
+                        "--write-request", path], check=True, capture_output=True)
+    return path
+
+
+def accepted(metrics_port, signal_name):
+    """The collector's own count of accepted items (sluice), from its Prometheus endpoint."""
+    import urllib.request
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return None
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(ACCEPTED[signal_name]) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def h2load(port, signal_name, args, tmp, cpus="0"):
+    body = request_file(tmp, signal_name, args.items)
+    secs = float(args.duration.rstrip("s"))
+    out = subprocess.run(["taskset", "-c", cpus, "h2load", "-D", args.duration, "-c", str(args.connections),
+                          "-m", str(args.streams), "-t", "1", "-d", body, "-H", "content-type: application/grpc",
+                          "-H", "te: trailers", f"http://127.0.0.1:{port}{GRPC_PATHS[signal_name]}"],
+                         capture_output=True, text=True, check=True).stdout
+    ok = failed = 0
+    for line in out.splitlines():
+        if line.startswith("status codes:"):
+            ok = int(line.split()[2])
+        if line.startswith("requests:"):
+            parts = line.replace(",", "").split()
+            failed = int(parts[parts.index("failed") - 1])
+    return {"ok_items": ok * args.items, "items_per_s": ok * args.items / secs, "failed_requests": failed,
+            "p99_us": 0}
+
+
+def measure(tmp, peer, scenario, loadgen, args):
+    """One run of one scenario against one peer under one load generator; returns a result dict."""
     sig = {"ingest-logs": "logs", "ingest-metrics": "metrics"}.get(scenario, "traces")
     sink = None
     forward = scenario == "forward"
@@ -161,24 +234,34 @@ def measure(tmp, peer, scenario, args):
         if peer == "sluice":
             shards = 2 if scenario == "sluice-2shards" else 1
             cpus = "0,1" if shards == 2 else "1"
-            proc = start_sluice(tmp, "sluice", cpus, grpc, http, metrics, sink_port, shards)
+            proc = start_sluice(tmp, "sluice", cpus, grpc, http, metrics, sink_port, shards,
+                                pipeline=scenario == "pipeline")
         else:
             proc = start_rotel(tmp, "1", grpc, http, sink_port)
         try:
             time.sleep(0.3)
             c0, t0 = cpu_seconds(proc.pid), time.time()
-            res = load(grpc, sig, args, "0,1" if scenario == "sluice-2shards" else "0")
+            cpus = "0,1" if scenario == "sluice-2shards" else "0"
+            if loadgen == "h2load":
+                res = h2load(grpc, sig, args, tmp, cpus)
+            else:
+                res = load(grpc, sig, args, cpus)
             wall = time.time() - t0
             time.sleep(0.5)
             cpu = cpu_seconds(proc.pid) - c0
             rss = peak_rss_mib(proc.pid)
+            if peer == "sluice":
+                # The collector's own count: what it accepted, not what the client saw.
+                counted = accepted(metrics, sig)
+                if counted is not None:
+                    res["ok_items"] = counted
         finally:
             stop(proc)
     finally:
         if sink is not None:
             stop(sink)
     items = res["ok_items"]
-    return {"peer": peer, "scenario": scenario, "items_per_s": res["items_per_s"],
+    return {"peer": peer, "scenario": scenario, "load": loadgen, "items_per_s": items / wall,
             "items_per_cpu_s": items / cpu if cpu > 0 else 0.0, "cpu_s": cpu, "wall_s": wall,
             "peak_rss_mib": rss, "failed": res["failed_requests"], "p99_ms": res["p99_us"] / 1000}
 
@@ -190,36 +273,41 @@ def main():
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--streams", type=int, default=64)
     ap.add_argument("--items", type=int, default=100)
-    ap.add_argument("--scenarios", default="ingest,forward,ingest-logs,ingest-metrics,sluice-2shards")
+    ap.add_argument("--frame-size", type=int, default=16384)
+    ap.add_argument("--loads", default="sluice-bench,h2load")
+    ap.add_argument("--scenarios", default="ingest,forward,ingest-logs,ingest-metrics,sluice-2shards,pipeline")
     ap.add_argument("--peers", default="sluice,rotel")
     args = ap.parse_args()
     if not os.path.exists(SLUICE):
         subprocess.check_call(["cargo", "build", "--release"], cwd=ROOT)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for scenario in args.scenarios.split(","):
-            peers = ["sluice"] if scenario == "sluice-2shards" else args.peers.split(",")
+        for scenario, loadgen in [(s, g) for s in args.scenarios.split(",") for g in args.loads.split(",")]:
+            peers = ["sluice"] if scenario in ("sluice-2shards", "pipeline") else args.peers.split(",")
             for peer in peers:
                 runs = []
                 for _ in range(args.runs):
-                    r = measure(tmp, peer, scenario, args)
-                    print(f"  {scenario:<15} {peer:<7} {r['items_per_s']:>12.0f}/s {r['items_per_cpu_s']:>12.0f}/cpu-s "
+                    r = measure(tmp, peer, scenario, loadgen, args)
+                    print(f"  {scenario:<15} {loadgen:<12} {peer:<7} {r['items_per_s']:>12.0f}/s "
+                          f"{r['items_per_cpu_s']:>12.0f}/cpu-s "
                           f"cpu {r['cpu_s']:.2f}s wall {r['wall_s']:.2f}s rss {r['peak_rss_mib']:.0f} MiB "
                           f"p99 {r['p99_ms']:.1f} ms failed {r['failed']}", file=sys.stderr)
                     runs.append(r)
-                rows.append({"scenario": scenario, "peer": peer,
+                rows.append({"scenario": scenario, "load": loadgen, "peer": peer,
                              "items_per_s": statistics.median(r["items_per_s"] for r in runs),
                              "items_per_cpu_s": statistics.median(r["items_per_cpu_s"] for r in runs),
                              "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
                              "failed": sum(r["failed"] for r in runs)})
-    print(f"| scenario | peer | items/s (median) | items per CPU-s (median) | peak RSS MiB | failed | ratio per CPU-s |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| scenario | load | peer | items/s (median) | items per CPU-s (median) | peak RSS MiB | failed "
+          "| ratio per CPU-s |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
     for row in rows:
-        base = [r for r in rows if r["scenario"] == row["scenario"] and r["peer"] == "rotel"]
+        ref = "ingest" if row["scenario"] == "pipeline" else row["scenario"]
+        base = [r for r in rows if r["scenario"] == ref and r["load"] == row["load"] and r["peer"] == "rotel"]
         ratio = ""
         if row["peer"] == "sluice" and base and base[0]["items_per_cpu_s"] > 0:
             ratio = f"{row['items_per_cpu_s'] / base[0]['items_per_cpu_s']:.1f}x"
-        print(f"| {row['scenario']} | {row['peer']} | {row['items_per_s']:.0f} | {row['items_per_cpu_s']:.0f} | "
+        print(f"| {row['scenario']} | {row['load']} | {row['peer']} | {row['items_per_s']:.0f} | {row['items_per_cpu_s']:.0f} | "
               f"{row['peak_rss_mib']:.0f} | {row['failed']} | {ratio} |")
 
 

@@ -52,6 +52,8 @@ pub struct LoadPlan {
     pub cpus: Vec<usize>,
     /// Pre-built request bodies (protobuf, unframed), used round-robin.
     pub bodies: Arc<Vec<Bytes>>,
+    /// gRPC: the largest DATA frame sent (0: the whole request in one).
+    pub frame_size: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -226,15 +228,16 @@ async fn connection(conn: usize, shared: Rc<Shared>) {
     let plan = &shared.plan;
     match plan.protocol {
         Protocol::Grpc => {
-            // Prefix and message in one buffer, built once: one DATA frame per
-            // request, as a client that encodes into one buffer sends it.
-            let bodies: Rc<Vec<Bytes>> = Rc::new(
+            // Prefix and message in one buffer, built once, cut into chunks of
+            // `frame_size`: each chunk goes out as one DATA frame, as gRPC
+            // clients send (16 KiB frames whatever the server allows).
+            let bodies: Rc<Vec<Vec<Bytes>>> = Rc::new(
                 plan.bodies
                     .iter()
                     .map(|b| {
                         let mut framed = grpc::prefix(false, b.len()).to_vec();
                         framed.extend_from_slice(b);
-                        Bytes::from(framed)
+                        frames(Bytes::from(framed), plan.frame_size)
                     })
                     .collect(),
             );
@@ -254,7 +257,7 @@ async fn connection(conn: usize, shared: Rc<Shared>) {
                                 .uri(&uri)
                                 .header(header::CONTENT_TYPE, "application/grpc")
                                 .header(header::TE, "trailers")
-                                .body(ChunkBody::new(None, vec![body]))
+                                .body(ChunkBody::new(None, body))
                                 .expect("valid request");
                             let t0 = Instant::now();
                             let result = match send.send_request(req).await {
@@ -317,6 +320,17 @@ async fn connection(conn: usize, shared: Rc<Shared>) {
             }
         }
     }
+}
+
+/// `body` cut into chunks of at most `frame_size` bytes (0: one chunk).
+fn frames(body: Bytes, frame_size: usize) -> Vec<Bytes> {
+    if frame_size == 0 || body.len() <= frame_size {
+        return vec![body];
+    }
+    (0..body.len())
+        .step_by(frame_size)
+        .map(|s| body.slice(s..(s + frame_size).min(body.len())))
+        .collect()
 }
 
 async fn tcp(shared: &Shared) -> Option<HyperStream> {

@@ -56,6 +56,15 @@ pub struct BenchArgs {
     /// Distinct request bodies to cycle through.
     #[arg(long, default_value_t = 64)]
     pub bodies: usize,
+    /// Largest HTTP/2 DATA frame the gRPC load sends, in bytes: 16384 (the
+    /// HTTP/2 default, what grpc-go, grpc-java, tonic and the OTel SDKs send),
+    /// or 0 for one frame per request (a path real clients never take).
+    #[arg(long, default_value_t = 16384)]
+    pub frame_size: usize,
+    /// Write one gRPC-framed request of the workload to this file and exit
+    /// (a body for another load generator, e.g. `h2load -d FILE`).
+    #[arg(long)]
+    pub write_request: Option<std::path::PathBuf>,
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -69,6 +78,10 @@ pub enum BenchError {
     Duration(String),
     #[error("{0} must be at least 1")]
     Zero(&'static str),
+    #[error("--frame-size {0}: a DATA frame holds 1 to 16777215 bytes (0: one frame per request)")]
+    FrameSize(usize),
+    #[error("--write-request {0}: {1}")]
+    Write(String, std::io::Error),
     #[error(transparent)]
     Load(#[from] load::LoadError),
 }
@@ -137,7 +150,24 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<Summary, BenchError
             StopAt::Duration(parse_duration(&args.duration).ok_or_else(|| BenchError::Duration(args.duration.clone()))?)
         }
     };
+    if args.frame_size > (1 << 24) - 1 {
+        return Err(BenchError::FrameSize(args.frame_size));
+    }
     let bodies = workload::requests(signal, args.items_per_request, args.bodies, 0x51u64);
+    if let Some(path) = &args.write_request {
+        let mut framed = crate::grpc::prefix(false, bodies[0].len()).to_vec();
+        framed.extend_from_slice(&bodies[0]);
+        std::fs::write(path, framed).map_err(|e| BenchError::Write(path.display().to_string(), e))?;
+        return Ok(Summary {
+            elapsed: Duration::ZERO,
+            ok_requests: 0,
+            ok_items: 0,
+            failures: BTreeMap::new(),
+            p50_us: 0,
+            p99_us: 0,
+            p999_us: 0,
+        });
+    }
     let plan = LoadPlan {
         addr,
         protocol: if args.protocol == "http" {
@@ -152,6 +182,7 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<Summary, BenchError
         stop,
         cpus: args.cpus.clone(),
         bodies: Arc::new(bodies),
+        frame_size: args.frame_size,
     };
     let executors = plan.cpus.len().max(1);
     let progress: Arc<Vec<Progress>> = Arc::new((0..executors).map(|_| Progress::default()).collect());

@@ -31,7 +31,10 @@
 //! How: per request, `wire::edit::rewrite` hands each item to the actions as
 //! an [`Attrs`] edit of its own bytes; an item they change is rebuilt from
 //! its field slices (changed entries re-encoded where they were, inserted
-//! ones at the end), and only its enclosing envelopes are re-framed. A
+//! ones at the end), and only its enclosing envelopes are re-framed. When
+//! every action sets a constant under its own key, an item holding none of
+//! the keys is its received bytes with the entries (encoded once at start)
+//! appended, without building its attribute list. A
 //! request no action changes leaves byte-identical. The Collector counts
 //! nothing for this processor; neither does sluice.
 //!
@@ -49,13 +52,13 @@ use crate::{
         ConfigError,
     },
     processor::{
-        actions::{self, Action, ActionConfig, ConfigValue},
+        actions::{self, Action, ActionConfig, ActionKind, ConfigValue},
         ottl::Value,
     },
     signal::Signal,
     wire::edit::{self, Attrs, Rewrite},
     wire::view::{self, Item, Kind},
-    wire::WireError,
+    wire::{Fields, WireError},
 };
 
 /// `include` / `exclude` as configured.
@@ -335,11 +338,74 @@ impl Matcher {
     }
 }
 
+/// The common case done without building the attribute list: every action
+/// sets a constant (`insert` / `upsert` with a `value`) under keys that are
+/// all different. An item holding none of the keys becomes its received
+/// bytes followed by the entries encoded once at start (a repeated field may
+/// continue anywhere in a message); an item holding any of them takes the
+/// general path.
+#[derive(Debug)]
+struct Appends {
+    keys: Vec<String>,
+    /// The entries encoded for each attribute field number: span 9, span
+    /// event 3, log record 6, data point 7, 9 (histogram) or 1 (exponential).
+    encoded: Vec<(u32, Vec<u8>)>,
+}
+
+impl Appends {
+    fn new(actions: &[Action]) -> Option<Appends> {
+        let mut keys: Vec<String> = Vec::new();
+        let mut values = Vec::new();
+        for a in actions {
+            let settable = matches!(a.action, ActionKind::Insert | ActionKind::Upsert);
+            match (settable, &a.key, &a.value) {
+                (true, Some(k), Some(v)) if !keys.contains(k) => {
+                    keys.push(k.clone());
+                    values.push(v);
+                }
+                _ => return None,
+            }
+        }
+        let encoded = [9u32, 3, 6, 7, 1]
+            .into_iter()
+            .map(|field| {
+                let mut attrs = Attrs::read(&[], field);
+                for (k, v) in keys.iter().zip(&values) {
+                    attrs.insert(k.as_str().into(), v.attr());
+                }
+                (field, attrs.encode().unwrap_or_default())
+            })
+            .collect();
+        Some(Appends { keys, encoded })
+    }
+
+    /// The entries to append to the item, or `None` when it holds one of
+    /// the keys (or its field is not one encoded).
+    fn apply(&self, item: &[u8], field: u32) -> Option<&[u8]> {
+        for f in Fields::all(item).flatten() {
+            if f.number != field {
+                continue;
+            }
+            if let Some((s, e)) = f.value.range() {
+                let key = view::bytes_of(&item[s..e], 1).unwrap_or_default();
+                if self.keys.iter().any(|k| k.as_bytes() == key) {
+                    return None;
+                }
+            }
+        }
+        self.encoded
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, entries)| entries.as_slice())
+    }
+}
+
 /// An attributes processor ready to run on one shard.
 #[derive(Debug)]
 pub struct Attributes {
     pub id: String,
     actions: Vec<Action>,
+    appends: Option<Appends>,
     include: Option<Matcher>,
     exclude: Option<Matcher>,
 }
@@ -349,6 +415,7 @@ impl Attributes {
         Attributes {
             id: id.to_string(),
             actions: c.actions.iter().map(Action::new).collect(),
+            appends: Appends::new(&c.actions.iter().map(Action::new).collect::<Vec<_>>()),
             include: c.include.as_ref().map(Matcher::new),
             exclude: c.exclude.as_ref().map(Matcher::new),
         }
@@ -376,6 +443,9 @@ impl Attributes {
                 };
                 if !self.selected(item) {
                     return Rewrite::Keep;
+                }
+                if let Some(more) = self.appends.as_ref().and_then(|a| a.apply(item.item, field)) {
+                    return Rewrite::Append(more);
                 }
                 let mut attrs = Attrs::read(item.item, field);
                 actions::apply(&self.actions, &mut attrs);

@@ -4,11 +4,12 @@
 //! request.
 //!
 //! Every untouched resource entry is a refcounted slice of the received body
-//! (no byte of it is copied); a resource entry that lost items is rebuilt from
-//! its kept slices and new length headers, in one buffer of its own, because
-//! the walkers downstream (batch split, spool, store) read each chunk of a
-//! payload as whole entries. Once they work across chunk boundaries, the
-//! rebuilt entry can stay a list of slices. Dropping the last item
+//! (no byte of it is copied). A changed resource entry is first described as
+//! a list of pieces that allocate nothing per item (ranges of the body,
+//! headers encoded in place, the caller's bytes), then written out in one
+//! copy, consecutive changed entries into one buffer, because the walkers
+//! downstream (batch split, spool, store) read each chunk of a payload as
+//! whole entries. Dropping the last item
 //! of a scope removes the scope entry, dropping the last scope entry of a
 //! resource removes the resource entry, as the Collector's filter processor
 //! does; entries that were empty to begin with are kept as they came. A
@@ -18,7 +19,9 @@
 //! [`Item`](crate::wire::view::Item) view: per span, log record or metric
 //! (leaf level), per data point inside a metric, or per event inside a span.
 //! [`retain`] keeps or drops; [`rewrite`] may also replace an item with new
-//! bytes, and replace the `Resource` message of each resource entry. Only the
+//! bytes or append fields to it ([`Rewrite::Append`], how attributes are
+//! added without rebuilding the item), and replace the `Resource` message of
+//! each resource entry. Only the
 //! envelopes around a replaced item are re-framed; a resource entry whose
 //! resource and items are unchanged stays a slice.
 //!
@@ -40,15 +43,20 @@ use crate::{
 
 /// What becomes of one item in [`rewrite`].
 #[derive(Debug, PartialEq)]
-pub enum Rewrite {
+pub enum Rewrite<'x> {
     Keep,
     Drop,
     /// The item's new message (without tag and length).
     Replace(Vec<u8>),
+    /// The item as received followed by these bytes: more fields of its
+    /// message (a repeated field may continue anywhere), e.g. attribute
+    /// entries encoded once by the caller. Nothing of the item is copied
+    /// until the edited entry is written out.
+    Append(&'x [u8]),
 }
 
 /// An item edit: decides each item from its view.
-pub type ItemEdit<'x> = dyn FnMut(&Item<'_>) -> Rewrite + 'x;
+pub type ItemEdit<'x> = dyn FnMut(&Item<'_>) -> Rewrite<'x> + 'x;
 /// A resource edit: the new `Resource` message (the received one is empty
 /// when the entry has none), or `None` to leave it.
 pub type ResourceEdit<'x> = dyn FnMut(&[u8]) -> Option<Vec<u8>> + 'x;
@@ -56,7 +64,8 @@ pub type ResourceEdit<'x> = dyn FnMut(&[u8]) -> Option<Vec<u8>> + 'x;
 /// The edited request and what the edit did.
 #[derive(Debug, Default)]
 pub struct Edited {
-    /// Pieces whose concatenation is the edited request.
+    /// Pieces whose concatenation is the edited request; each holds one or
+    /// more whole top-level entries.
     pub pieces: Vec<Bytes>,
     /// Items dropped: spans, log records, metric data points, or span events.
     pub dropped: u64,
@@ -89,115 +98,171 @@ impl Edited {
     }
 }
 
-/// What became of one entry.
+/// One piece of an entry being rebuilt. Pieces name what they hold (a range
+/// of the body, a header encoded in place, the caller's bytes) so building
+/// an edited entry allocates nothing per item; the entry is written out in
+/// one copy when it is complete.
+#[derive(Debug)]
+enum Piece<'x> {
+    /// `body[s..e]` as received.
+    Body(usize, usize),
+    /// A tag and length prefix: its bytes and how many are used.
+    Header([u8; 16], u8),
+    /// New bytes made by an edit.
+    New(Vec<u8>),
+    /// The caller's bytes (see [`Rewrite::Append`]).
+    Borrowed(&'x [u8]),
+}
+
+impl Piece<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Piece::Body(s, e) => e - s,
+            Piece::Header(_, n) => usize::from(*n),
+            Piece::New(v) => v.len(),
+            Piece::Borrowed(b) => b.len(),
+        }
+    }
+
+    fn write(&self, body: &[u8], out: &mut BytesMut) {
+        match self {
+            Piece::Body(s, e) => out.put_slice(&body[*s..*e]),
+            Piece::Header(b, n) => out.put_slice(&b[..usize::from(*n)]),
+            Piece::New(v) => out.put_slice(v),
+            Piece::Borrowed(b) => out.put_slice(b),
+        }
+    }
+
+    fn header(field: u32, len: usize) -> Piece<'static> {
+        let mut b = [0u8; 16];
+        let mut n = 0;
+        for mut v in [(u64::from(field) << 3) | 2, len as u64] {
+            while v >= 0x80 {
+                b[n] = (v as u8) | 0x80;
+                v >>= 7;
+                n += 1;
+            }
+            b[n] = v as u8;
+            n += 1;
+        }
+        Piece::Header(b, n as u8)
+    }
+}
+
+/// What became of one entry. Its pieces (when `Changed`) follow the mark
+/// its parent opened for it.
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Outcome {
-    /// Unchanged: the caller keeps its slice.
+    /// Unchanged: the parent keeps its received field.
     Keep,
     /// Removed, with the items it held.
     Drop(u64),
-    /// Re-framed: new pieces (with the entry's tag and length), items dropped.
-    Replace(Vec<Bytes>, u64),
+    /// Re-framed, with the items dropped inside it.
+    Changed(u64),
 }
 
-/// One buffer holding `pieces` in order.
-fn concat(pieces: &[Bytes]) -> Bytes {
-    let mut out = BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum());
-    for p in pieces {
-        out.put_slice(p);
-    }
-    out.freeze()
-}
-
-fn header(field: u32, len: usize) -> Bytes {
-    let mut out = BytesMut::with_capacity(11);
-    put_len_header(&mut out, field, len);
-    out.freeze()
-}
-
-/// The pieces of an entry being rebuilt, and what its children became.
+/// The pieces of the resource entry being rebuilt.
 #[derive(Default)]
-struct Gather {
-    pieces: Vec<Bytes>,
+struct Out<'x> {
+    pieces: Vec<Piece<'x>>,
+}
+
+impl<'x> Out<'x> {
+    /// A field kept as it came.
+    fn body(&mut self, s: usize, e: usize) {
+        self.pieces.push(Piece::Body(s, e));
+    }
+
+    /// Opens a child entry: a placeholder for its header, filled by `close`.
+    fn open(&mut self) -> usize {
+        self.pieces.push(Piece::Header([0; 16], 0));
+        self.pieces.len() - 1
+    }
+
+    /// Closes the child opened at `mark` (received as `body[whole]`, field
+    /// `tag`): kept as received, removed, or framed over its new pieces.
+    fn close(&mut self, mark: usize, tag: u32, whole: (usize, usize), outcome: Outcome) {
+        match outcome {
+            Outcome::Keep => {
+                self.pieces.truncate(mark);
+                self.body(whole.0, whole.1);
+            }
+            Outcome::Drop(_) => self.pieces.truncate(mark),
+            Outcome::Changed(_) => {
+                let len = self.pieces[mark + 1..].iter().map(Piece::len).sum();
+                self.pieces[mark] = Piece::header(tag, len);
+            }
+        }
+    }
+}
+
+/// What the children of one entry became.
+#[derive(Default)]
+struct Tally {
     dropped: u64,
     changed: bool,
     children: usize,
     kept: usize,
 }
 
-impl Gather {
-    /// A field that is not a child: kept as it came.
-    fn other(&mut self, field: Bytes) {
-        self.pieces.push(field);
-    }
-
-    /// A child (`original`: its field as received) and its outcome.
-    fn child(&mut self, outcome: Outcome, original: Bytes) {
+impl Tally {
+    fn child(&mut self, outcome: Outcome) {
         self.children += 1;
         match outcome {
-            Outcome::Keep => {
-                self.kept += 1;
-                self.pieces.push(original);
-            }
+            Outcome::Keep => self.kept += 1,
             Outcome::Drop(n) => {
                 self.dropped += n;
                 self.changed = true;
             }
-            Outcome::Replace(p, n) => {
+            Outcome::Changed(n) => {
                 self.kept += 1;
                 self.dropped += n;
                 self.changed = true;
-                self.pieces.extend(p);
             }
         }
     }
 
     /// The entry's outcome: kept when nothing changed, dropped when every
-    /// child went, else re-framed as field `tag`.
-    fn finish(self, tag: u32) -> Outcome {
+    /// child went, else changed.
+    fn finish(self) -> Outcome {
         if !self.changed {
-            return Outcome::Keep;
+            Outcome::Keep
+        } else if self.children > 0 && self.kept == 0 {
+            Outcome::Drop(self.dropped)
+        } else {
+            Outcome::Changed(self.dropped)
         }
-        if self.children > 0 && self.kept == 0 {
-            return Outcome::Drop(self.dropped);
-        }
-        framed(tag, self.pieces, self.dropped)
     }
 }
 
-/// `pieces` under a new length header for field `tag`.
-fn framed(tag: u32, pieces: Vec<Bytes>, dropped: u64) -> Outcome {
-    let len: usize = pieces.iter().map(Bytes::len).sum();
-    let mut out = Vec::with_capacity(pieces.len() + 1);
-    out.push(header(tag, len));
-    out.extend(pieces);
-    Outcome::Replace(out, dropped)
-}
+/// Decides one child entry, given the body and the child's value range; it
+/// writes its pieces after the mark its parent opened.
+type ChildEdit<'a, 'x> = dyn FnMut(&[u8], &mut Out<'x>, usize, usize) -> Result<Outcome, WireError> + 'a;
 
-/// Decides one child entry, given the body and the child's value range.
-type ChildEdit<'x> = dyn FnMut(&Bytes, usize, usize) -> Result<Outcome, WireError> + 'x;
-
-/// Walks the children (field `child`) of the entry at `body[s..e]`, applying
-/// `edit_child` to each; rebuilds the entry (tagged `tag`) when a child
-/// changed. `info` receives the entry's non-child field 1 (the resource or
-/// scope message) before the children are visited.
-fn edit_entry(
-    body: &Bytes,
-    tag: u32,
+/// Walks the entry at `body[s..e]`, handing each child (field `child`) to
+/// `edit_child`; every other field is kept as it came.
+fn edit_entry<'x>(
+    body: &[u8],
+    out: &mut Out<'x>,
     s: usize,
     e: usize,
     child: u32,
-    edit_child: &mut ChildEdit<'_>,
+    edit_child: &mut ChildEdit<'_, 'x>,
 ) -> Result<Outcome, WireError> {
-    let mut g = Gather::default();
+    let mut t = Tally::default();
     for f in Fields::new(body, s, e) {
         let f = f?;
-        let original = body.slice(f.start..f.end);
         match f.value.range().filter(|_| f.number == child) {
-            Some((cs, ce)) => g.child(edit_child(body, cs, ce)?, original),
-            None => g.other(original),
+            Some((cs, ce)) => {
+                let mark = out.open();
+                let outcome = edit_child(body, out, cs, ce)?;
+                out.close(mark, child, (f.start, f.end), outcome);
+                t.child(outcome);
+            }
+            None => out.body(f.start, f.end),
         }
     }
-    Ok(g.finish(tag))
+    Ok(t.finish())
 }
 
 /// The message in field `number` of `body[s..e]` (the last one), or empty.
@@ -224,114 +289,158 @@ pub fn retain(body: &Bytes, kind: Kind, keep: &mut dyn FnMut(&Item<'_>) -> bool)
 /// Rewrites the request `body`: `resource` may replace the `Resource` of
 /// each resource entry, `item` (when given) keeps, drops or replaces each
 /// item of `kind`. Items see the resource as `resource` left it. A request
-/// nothing changed in comes back as the body itself.
-pub fn rewrite(
+/// nothing changed in comes back as the body itself; otherwise unchanged
+/// resource entries stay slices of it and each run of changed ones is
+/// written into one new buffer.
+pub fn rewrite<'x>(
     body: &Bytes,
     kind: Kind,
     resource: &mut ResourceEdit<'_>,
-    mut item: Option<&mut ItemEdit<'_>>,
+    mut item: Option<&mut ItemEdit<'x>>,
 ) -> Result<Edited, WireError> {
-    let mut out = Edited::default();
-    let mut changed = false;
+    let mut edited = Edited::default();
+    let mut out: Out<'x> = Out::default();
+    let mut written = BytesMut::new();
     let mut pieces = Vec::new();
     for rf in Fields::all(body) {
         let rf = rf?;
         let Some((rs, re)) = rf.value.range().filter(|_| rf.number == 1) else {
+            if !written.is_empty() {
+                pieces.push(written.split().freeze());
+            }
             pieces.push(body.slice(rf.start..rf.end));
             continue;
         };
-        let outcome = resource_entry(body, rs, re, kind, resource, item.as_deref_mut())?;
+        let mark = out.open();
+        let outcome = resource_entry(body, &mut out, rs, re, kind, resource, item.as_deref_mut())?;
+        out.close(mark, 1, (rf.start, rf.end), outcome);
         match outcome {
-            Outcome::Keep => pieces.push(body.slice(rf.start..rf.end)),
-            Outcome::Drop(n) => {
-                out.dropped += n;
-                changed = true;
+            Outcome::Keep => {
+                if !written.is_empty() {
+                    pieces.push(written.split().freeze());
+                }
+                pieces.push(body.slice(rf.start..rf.end));
             }
-            Outcome::Replace(p, n) => {
-                out.dropped += n;
-                changed = true;
-                pieces.push(concat(&p));
+            Outcome::Drop(n) | Outcome::Changed(n) => {
+                edited.dropped += n;
+                edited.changed = true;
+                written.reserve(out.pieces.iter().map(Piece::len).sum());
+                for p in &out.pieces {
+                    p.write(body, &mut written);
+                }
             }
         }
+        out.pieces.clear();
     }
-    out.pieces = if changed { pieces } else { vec![body.clone()] };
-    out.changed = changed;
-    Ok(out)
+    if !written.is_empty() {
+        pieces.push(written.freeze());
+    }
+    edited.pieces = if edited.changed { pieces } else { vec![body.clone()] };
+    Ok(edited)
 }
 
 /// Edits one resource entry (`Resource{Spans,Metrics,Logs}` at
 /// `body[rs..re]`): its resource message, then (with `item`) its items.
-fn resource_entry(
-    body: &Bytes,
+fn resource_entry<'x>(
+    body: &[u8],
+    out: &mut Out<'x>,
     rs: usize,
     re: usize,
     kind: Kind,
     resource_edit: &mut ResourceEdit<'_>,
-    mut item: Option<&mut ItemEdit<'_>>,
+    mut item: Option<&mut ItemEdit<'x>>,
 ) -> Result<Outcome, WireError> {
     let received = sub(body, rs, re, 1);
-    let new_resource = resource_edit(received);
-    let resource: &[u8] = new_resource.as_deref().unwrap_or(received);
-    let mut g = Gather {
+    let mut new_resource = resource_edit(received);
+    let mut t = Tally {
         changed: new_resource.is_some(),
-        ..Gather::default()
+        ..Tally::default()
     };
-    let mut written = false;
-    for f in Fields::new(body, rs, re) {
-        let f = f?;
-        let original = body.slice(f.start..f.end);
-        match (f.number, f.value.range(), new_resource.as_ref()) {
-            (1, Some(_), Some(new)) => {
-                // Several `resource` fields merge on decode; the edit saw the
-                // last one and its result replaces them all.
-                if !written {
-                    written = true;
-                    g.other(header(1, new.len()));
-                    g.other(Bytes::copy_from_slice(new));
+    // Where the new resource goes: replacing the first `resource` field
+    // (several merge on decode; the edit saw the last one and its result
+    // replaces them all), or first in the entry, where encoders put it.
+    let start = out.pieces.len();
+    let mut at: Option<usize> = None;
+    {
+        let resource: &[u8] = new_resource.as_deref().unwrap_or(received);
+        for f in Fields::new(body, rs, re) {
+            let f = f?;
+            match (f.number, f.value.range()) {
+                (1, Some(_)) if new_resource.is_some() => {
+                    if at.is_none() {
+                        at = Some(out.pieces.len());
+                        out.pieces.push(Piece::Header([0; 16], 0));
+                        out.pieces.push(Piece::New(Vec::new()));
+                    }
                 }
-            }
-            (2, Some((ss, se)), _) => {
-                let outcome = match item.as_deref_mut() {
-                    None => Outcome::Keep,
+                (2, Some((ss, se))) => match item.as_deref_mut() {
+                    None => {
+                        out.body(f.start, f.end);
+                        t.child(Outcome::Keep);
+                    }
                     Some(edit) => {
                         let scope = sub(body, ss, se, 1);
-                        edit_entry(body, 2, ss, se, 2, &mut |body, ls, le| {
-                            leaf(body, kind, resource, scope, ls, le, edit)
-                        })?
+                        let mark = out.open();
+                        let outcome = edit_entry(body, out, ss, se, 2, &mut |body, out, ls, le| {
+                            leaf(body, out, kind, resource, scope, ls, le, edit)
+                        })?;
+                        out.close(mark, 2, (f.start, f.end), outcome);
+                        t.child(outcome);
                     }
-                };
-                g.child(outcome, original);
+                },
+                _ => out.body(f.start, f.end),
             }
-            _ => g.other(original),
         }
     }
-    if let (Some(new), false, true) = (&new_resource, written, g.changed) {
-        // The entry had no resource: it goes first, where encoders put it.
-        g.pieces.insert(0, Bytes::copy_from_slice(new));
-        g.pieces.insert(0, header(1, new.len()));
+    if let Some(new) = new_resource.take() {
+        let i = match at {
+            Some(i) => i,
+            None => {
+                out.pieces.insert(start, Piece::New(Vec::new()));
+                out.pieces.insert(start, Piece::Header([0; 16], 0));
+                start
+            }
+        };
+        out.pieces[i] = Piece::header(1, new.len());
+        out.pieces[i + 1] = Piece::New(new);
     }
-    Ok(g.finish(1))
+    Ok(t.finish())
 }
 
-/// The outcome of an item edit for an item tagged `tag`, which holds
-/// `items` items when dropped.
-fn decided(r: Rewrite, tag: u32, items: impl FnOnce() -> Result<u64, WireError>) -> Result<Outcome, WireError> {
+/// Writes the pieces of an item edit's result for an item at
+/// `body[s..e]`, and its outcome; `items` counts what a drop removes.
+fn decided<'x>(
+    r: Rewrite<'x>,
+    out: &mut Out<'x>,
+    (s, e): (usize, usize),
+    items: impl FnOnce() -> Result<u64, WireError>,
+) -> Result<Outcome, WireError> {
     Ok(match r {
         Rewrite::Keep => Outcome::Keep,
         Rewrite::Drop => Outcome::Drop(items()?),
-        Rewrite::Replace(new) => Outcome::Replace(vec![header(tag, new.len()), Bytes::from(new)], 0),
+        Rewrite::Replace(new) => {
+            out.pieces.push(Piece::New(new));
+            Outcome::Changed(0)
+        }
+        Rewrite::Append(more) => {
+            out.body(s, e);
+            out.pieces.push(Piece::Borrowed(more));
+            Outcome::Changed(0)
+        }
     })
 }
 
 /// Decides one leaf (span, log record or metric) at `body[ls..le]`.
-fn leaf(
-    body: &Bytes,
+#[allow(clippy::too_many_arguments)]
+fn leaf<'x>(
+    body: &[u8],
+    out: &mut Out<'x>,
     kind: Kind,
     resource: &[u8],
     scope: &[u8],
     ls: usize,
     le: usize,
-    edit: &mut ItemEdit<'_>,
+    edit: &mut ItemEdit<'x>,
 ) -> Result<Outcome, WireError> {
     let bytes = &body[ls..le];
     match kind {
@@ -344,25 +453,25 @@ fn leaf(
                 parent: &[],
             };
             // A dropped metric takes its data points with it.
-            decided(edit(&item), 2, || match kind {
+            decided(edit(&item), out, (ls, le), || match kind {
                 Kind::Metric => crate::wire::scan::metric_points(body, ls, le),
                 _ => Ok(1),
             })
         }
         Kind::DataPoint => {
             // Metric → data message (5/7/9/10/11) → points (field 1).
-            let mut g = Gather::default();
+            let mut t = Tally::default();
             let mut had_points = false;
             let mut kept_points = 0u64;
             for f in Fields::new(body, ls, le) {
                 let f = f?;
-                let original = body.slice(f.start..f.end);
                 let data = f.value.range().filter(|_| matches!(f.number, 5 | 7 | 9 | 10 | 11));
                 let Some((ds, de)) = data else {
-                    g.other(original);
+                    out.body(f.start, f.end);
                     continue;
                 };
-                let data_outcome = edit_entry(body, f.number, ds, de, 1, &mut |body, ps, pe| {
+                let mark = out.open();
+                let data_outcome = edit_entry(body, out, ds, de, 1, &mut |body, out, ps, pe| {
                     had_points = true;
                     let item = Item {
                         kind,
@@ -375,24 +484,25 @@ fn leaf(
                     if r != Rewrite::Drop {
                         kept_points += 1;
                     }
-                    decided(r, 1, || Ok(1))
+                    decided(r, out, (ps, pe), || Ok(1))
                 })?;
                 // The data message itself is never "all gone" on its own: a
                 // metric without points is judged below.
-                g.child(data_outcome, original);
+                out.close(mark, f.number, (f.start, f.end), data_outcome);
+                t.child(data_outcome);
             }
-            if !g.changed {
-                return Ok(Outcome::Keep);
-            }
-            // A metric left without data points is removed.
-            if had_points && kept_points == 0 {
-                return Ok(Outcome::Drop(g.dropped));
-            }
-            Ok(framed(2, g.pieces, g.dropped))
+            Ok(if !t.changed {
+                Outcome::Keep
+            } else if had_points && kept_points == 0 {
+                // A metric left without data points is removed.
+                Outcome::Drop(t.dropped)
+            } else {
+                Outcome::Changed(t.dropped)
+            })
         }
         Kind::SpanEvent => {
             let span = bytes;
-            let outcome = edit_entry(body, 2, ls, le, 11, &mut |body, es, ee| {
+            let outcome = edit_entry(body, out, ls, le, 11, &mut |body, out, es, ee| {
                 let item = Item {
                     kind,
                     resource,
@@ -400,22 +510,13 @@ fn leaf(
                     item: &body[es..ee],
                     parent: span,
                 };
-                decided(edit(&item), 11, || Ok(1))
+                decided(edit(&item), out, (es, ee), || Ok(1))
             })?;
-            // A span whose events were all dropped stays (it is the span
-            // that carries the data); edit_entry reports it as dropped only
-            // because no child was kept.
+            // A span whose events were all dropped stays (it is the span that
+            // carries the data), holding its other fields: edit_entry reports
+            // it as dropped only because no child was kept.
             Ok(match outcome {
-                Outcome::Drop(n) => {
-                    let mut pieces = Vec::new();
-                    for f in Fields::new(body, ls, le) {
-                        let f = f?;
-                        if f.number != 11 {
-                            pieces.push(body.slice(f.start..f.end));
-                        }
-                    }
-                    framed(2, pieces, n)
-                }
+                Outcome::Drop(n) => Outcome::Changed(n),
                 other => other,
             })
         }
@@ -690,6 +791,41 @@ mod tests {
             OValue::Str(s) => s.into_owned(),
             _ => String::new(),
         }
+    }
+
+    #[test]
+    fn append_adds_fields_to_the_item_and_reframes_its_envelopes() {
+        let body = traces(vec![vec![span("a", 1), span("b", 0)], vec![span("c", 0)]]);
+        let mut extra = Vec::new();
+        let mut attrs = Attrs::read(&[], 9);
+        attrs.insert("k".into(), AttrValue::Str("v".into()));
+        extra.extend(attrs.encode().unwrap());
+        let e = rewrite(
+            &body,
+            Kind::Span,
+            &mut |_| None,
+            Some(&mut |item: &Item<'_>| {
+                if named(item) == "b" {
+                    Rewrite::Append(&extra)
+                } else {
+                    Rewrite::Keep
+                }
+            }),
+        )
+        .unwrap();
+        assert!(e.changed);
+        let got = ExportTraceServiceRequest::decode(e.to_bytes()).unwrap();
+        let mut want = ExportTraceServiceRequest::decode(body.clone()).unwrap();
+        want.resource_spans[0].scope_spans[0].spans[1]
+            .attributes
+            .push(crate::proto::common::v1::KeyValue {
+                key: "k".into(),
+                value: Some(crate::proto::common::v1::AnyValue {
+                    value: Some(crate::proto::common::v1::any_value::Value::StringValue("v".into())),
+                }),
+                ..Default::default()
+            });
+        assert_eq!(got, want);
     }
 
     #[test]
