@@ -52,7 +52,7 @@ pub enum SubmitError {
 enum Step {
     Filter(Filter, usize),
     Sample(ProbabilisticSampler, usize),
-    Attributes(Attributes),
+    Attributes(Box<Attributes>),
     /// `resource`, and `resourcedetection` (its detected attributes as actions).
     Resource(Resource),
 }
@@ -127,7 +127,7 @@ impl ShardPipelines {
                             let sampler = ProbabilisticSampler::new(&id, c, shard);
                             sampler.touches(p.signal).then_some(Step::Sample(sampler, at))
                         }
-                        Some(ProcessorConfig::Attributes(c)) => Some(Step::Attributes(Attributes::new(&id, c))),
+                        Some(ProcessorConfig::Attributes(c)) => Some(Step::Attributes(Box::new(Attributes::new(&id, c)))),
                         Some(ProcessorConfig::Resource(c)) => Some(Step::Resource(Resource::new(&id, c))),
                         Some(ProcessorConfig::ResourceDetection(c)) => {
                             let r = resourcedetection::runtime(&id, c);
