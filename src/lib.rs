@@ -29,4 +29,5 @@ pub mod signal;
 pub mod spool;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod wire;

@@ -54,6 +54,8 @@ pub enum ShardError {
         exporter: String,
         message: String,
     },
+    #[error("{0}")]
+    Tls(crate::config::ConfigError),
     #[error("no CPU available in this process's affinity mask")]
     NoCpu,
     #[error(transparent)]
@@ -195,6 +197,7 @@ const RECOVERY_GRACE: Duration = Duration::from_millis(500);
 /// Runs all shards until `stop` is set, then drains them. Blocks.
 pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(RunReport, Stats), ShardError> {
     let lay = layout(&config)?;
+    crate::tls::check(&config).map_err(ShardError::Tls)?;
     let (receivers, exporter_ids) = components(&config);
     let stats = Stats::build(lay.cpus.len(), &receivers, &exporter_ids, &batch_processors(&config))
         .with_processors(&filter_processors(&config), &sampler_processors(&config));
@@ -483,13 +486,34 @@ async fn shard_main(
             if let Some(g) = &o.grpc {
                 t.max_concurrent_streams = g.max_concurrent_streams.max(1);
             }
+            let tls_settings = match transport {
+                "grpc" => o.grpc.as_ref().and_then(|g| g.tls.clone()),
+                _ => o.http.as_ref().and_then(|h| h.tls.clone()),
+            };
+            let tls = match tls_settings {
+                None => None,
+                Some(settings) => {
+                    let counts = crate::tls::server::FailureCounts {
+                        stats: stats.clone(),
+                        shard,
+                        index: stats_index,
+                    };
+                    match crate::tls::server::Acceptor::start(settings, counts) {
+                        Ok(a) => Some(a),
+                        Err(e) => {
+                            bind_error = Some(ShardError::Tls(e));
+                            break;
+                        }
+                    }
+                }
+            };
             if transport == "grpc" {
-                glommio::spawn_local(server::serve(listener, lifecycle.clone(), t, move |req| {
+                glommio::spawn_local(server::serve(listener, lifecycle.clone(), t, tls, move |req| {
                     otlp_grpc::handle(ctx.clone(), req)
                 }))
                 .detach();
             } else {
-                glommio::spawn_local(server::serve(listener, lifecycle.clone(), t, move |req| {
+                glommio::spawn_local(server::serve(listener, lifecycle.clone(), t, tls, move |req| {
                     otlp_http::handle(ctx.clone(), req)
                 }))
                 .detach();
@@ -503,7 +527,7 @@ async fn shard_main(
             match server::bind(addr) {
                 Ok(l) => {
                     let stats = stats.clone();
-                    glommio::spawn_local(server::serve(l, Lifecycle::new(), tuning, move |req| {
+                    glommio::spawn_local(server::serve(l, Lifecycle::new(), tuning, None, move |req| {
                         let stats = stats.clone();
                         async move { metrics_response(&stats, req.uri().path()) }
                     }))
@@ -527,7 +551,7 @@ async fn shard_main(
             match server::bind(h.endpoint) {
                 Ok(l) => {
                     let stats = stats.clone();
-                    glommio::spawn_local(server::serve(l, Lifecycle::new(), tuning, move |req| {
+                    glommio::spawn_local(server::serve(l, Lifecycle::new(), tuning, None, move |req| {
                         let r =
                             crate::extension::health_check::respond(&stats, &h.path, req.method(), req.uri().path());
                         async move { r }

@@ -345,7 +345,7 @@ async fn tcp(shared: &Shared) -> Option<HyperStream> {
 }
 
 async fn connect_h2(shared: &Shared) -> Option<H2Sender> {
-    match otlp_grpc::connect_h2(&shared.plan.addr.to_string()).await {
+    match otlp_grpc::connect_h2(&shared.plan.addr.to_string(), None).await {
         Ok(send) => Some(send),
         Err(e) => {
             shared.connect_errors.borrow_mut().push(e.to_string());

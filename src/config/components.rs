@@ -340,9 +340,8 @@ fn receiver(
             node,
             &p.child("grpc"),
             k.line,
-            &["endpoint", "max_recv_msg_size_mib", "max_concurrent_streams", "auth"],
+            &["endpoint", "max_recv_msg_size_mib", "max_concurrent_streams", "auth", "tls"],
             &[
-                "tls",
                 "keepalive",
                 "read_buffer_size",
                 "write_buffer_size",
@@ -356,6 +355,7 @@ fn receiver(
             max_recv_msg_size_mib: g.uint("max_recv_msg_size_mib")?.unwrap_or(d.max_recv_msg_size_mib),
             max_concurrent_streams: g.uint("max_concurrent_streams")?.unwrap_or(d.max_concurrent_streams),
             auth: crate::extension::authenticator::read_ref(&g, extensions, true)?,
+            tls: crate::tls::config::server(&g)?,
         };
         if c.max_recv_msg_size_mib == 0 {
             return Err(g.error("max_recv_msg_size_mib", "must be at least 1"));
@@ -373,9 +373,8 @@ fn receiver(
             node,
             &p.child("http"),
             k.line,
-            &["endpoint", "max_request_body_size", "auth"],
+            &["endpoint", "max_request_body_size", "auth", "tls"],
             &[
-                "tls",
                 "cors",
                 "include_metadata",
                 "response_headers",
@@ -398,6 +397,7 @@ fn receiver(
                 .filter(|&n: &u64| n > 0)
                 .unwrap_or(d.max_request_body_size),
             auth: crate::extension::authenticator::read_ref(&h, extensions, true)?,
+            tls: crate::tls::config::server(&h)?,
         };
         o.http = Some(c);
     }
@@ -678,8 +678,6 @@ const OTLPHTTP_UNSUPPORTED: &[&str] = &[
     "batcher",
 ];
 
-const TLS_NOT_SUPPORTED: &str = "TLS is not yet supported; set tls.insecure: true";
-
 pub(super) fn otlp_exporter(
     node: &Node,
     path: &str,
@@ -694,47 +692,50 @@ pub(super) fn otlp_exporter(
     };
     let s = Section::open(node, path, line, keys, unsupported)?;
 
-    // tls: only `insecure: true` (plaintext) is accepted.
-    let tls = s.section("tls", &["insecure"], &[]).map_err(|e| ConfigError {
-        message: TLS_NOT_SUPPORTED.to_string(),
-        ..e
-    })?;
-    let insecure = match tls.bool("insecure")? {
-        Some(false) => return Err(tls.error("insecure", TLS_NOT_SUPPORTED)),
-        Some(true) => true,
-        None => false,
-    };
-
+    let tls = crate::tls::config::client(&s)?;
     let endpoint = s.string("endpoint")?.unwrap_or_default();
     let mut signal_endpoints: [Option<String>; 3] = [None, None, None];
-    let endpoint = if grpc {
+    let (endpoint, use_tls) = if grpc {
         if endpoint.is_empty() {
-            return Err(s.error("endpoint", "required, e.g. `http://collector:4317`"));
+            return Err(s.error("endpoint", "required, e.g. `https://collector:4317`"));
         }
-        grpc_endpoint(&endpoint, insecure).map_err(|(on_tls, m)| {
-            if on_tls {
-                s.error("tls", m)
-            } else {
-                s.error("endpoint", m)
+        let (authority, use_tls) = grpc_endpoint(&endpoint, tls.insecure).map_err(|m| s.error("endpoint", m))?;
+        if !use_tls {
+            if let Some(key) = tls_only_key(&tls) {
+                return Err(s.error(
+                    "endpoint",
+                    format!(
+                        "`tls.{key}` is set but `{endpoint}` is plaintext (an http:// endpoint or tls.insecure: true); \
+                         use `https://` or a bare `host:port` for TLS"
+                    ),
+                ));
             }
-        })?
+        }
+        (authority, use_tls)
     } else {
+        let mut any_https = false;
         for signal in Signal::ALL {
             let key = format!("{}_endpoint", signal.name());
             if let Some(url) = s.string(&key)? {
-                signal_endpoints[signal.index()] = Some(http_url(&url).map_err(|m| s.error(&key, m))?);
+                let url = http_url(&url).map_err(|m| s.error(&key, m))?;
+                any_https |= url.starts_with("https://");
+                signal_endpoints[signal.index()] = Some(url);
             }
         }
         if endpoint.is_empty() {
             if signal_endpoints.iter().any(Option::is_none) {
                 return Err(s.error(
                     "endpoint",
-                    "required (or all of traces_endpoint, metrics_endpoint and logs_endpoint), e.g. `http://collector:4318`",
+                    "required (or all of traces_endpoint, metrics_endpoint and logs_endpoint), e.g. `https://collector:4318`",
                 ));
             }
-            String::new()
+            (String::new(), any_https)
         } else {
-            http_url(&endpoint).map_err(|m| s.error("endpoint", m))?
+            let url = http_url(&endpoint).map_err(|m| s.error("endpoint", m))?;
+            // Per-signal URLs replace the base URL for their signal.
+            let base_used = signal_endpoints.iter().any(Option::is_none);
+            any_https |= base_used && url.starts_with("https://");
+            (url, any_https)
         }
     };
     if !grpc {
@@ -819,6 +820,7 @@ pub(super) fn otlp_exporter(
     Ok(OtlpExporterConfig {
         endpoint,
         signal_endpoints,
+        tls: use_tls.then_some(tls),
         compression,
         headers,
         auth,
@@ -830,40 +832,51 @@ pub(super) fn otlp_exporter(
     })
 }
 
-/// Normalises an `otlp` (gRPC) endpoint to `host:port`. `Err((true, _))`
-/// means the problem is the missing `tls.insecure`.
-fn grpc_endpoint(text: &str, insecure: bool) -> Result<String, (bool, String)> {
+/// Normalises an `otlp` (gRPC) endpoint to `host:port`, and says whether it
+/// uses TLS: `https://` always, `http://` never, a bare `host:port` unless
+/// `tls.insecure: true` (as the Collector).
+fn grpc_endpoint(text: &str, insecure: bool) -> Result<(String, bool), String> {
     let t = text.trim();
-    let rest = if let Some(r) = t.strip_prefix("http://") {
-        r
-    } else if t.starts_with("https://") {
-        return Err((false, "TLS is not yet supported; use an http:// endpoint".to_string()));
+    let (rest, use_tls) = if let Some(r) = t.strip_prefix("http://") {
+        (r, false)
+    } else if let Some(r) = t.strip_prefix("https://") {
+        (r, true)
     } else if t.contains("://") {
-        return Err((
-            false,
-            format!("unsupported scheme in `{text}` (use `http://host:port` or `host:port`)"),
+        return Err(format!(
+            "unsupported scheme in `{text}` (use `https://host:port`, `http://host:port` or `host:port`)"
         ));
-    } else if !insecure {
-        return Err((true, TLS_NOT_SUPPORTED.to_string()));
     } else {
-        t
+        (t, !insecure)
     };
     let authority = rest.trim_end_matches('/');
     if authority.contains('/') {
-        return Err((false, format!("`{text}` must be `host:port` without a path")));
+        return Err(format!("`{text}` must be `host:port` without a path"));
     }
-    check_authority(authority, true).map_err(|m| (false, format!("`{text}`: {m}")))?;
-    Ok(authority.to_string())
+    check_authority(authority, true).map_err(|m| format!("`{text}`: {m}"))?;
+    Ok((authority.to_string(), use_tls))
 }
 
-/// Checks an `otlphttp` URL and trims its trailing slash.
+/// A `tls` key that only means something when TLS is used, if one is set.
+fn tls_only_key(t: &crate::tls::config::TlsClientConfig) -> Option<&'static str> {
+    let c = &t.common;
+    if c.ca.is_some() {
+        Some("ca_file")
+    } else if c.cert.is_some() {
+        Some("cert_file")
+    } else if t.insecure_skip_verify {
+        Some("insecure_skip_verify")
+    } else if t.server_name_override.is_some() {
+        Some("server_name_override")
+    } else {
+        None
+    }
+}
+
+/// Checks an `otlphttp` URL (`http://` or `https://`) and trims its trailing slash.
 fn http_url(text: &str) -> Result<String, String> {
     let t = text.trim();
-    let Some(rest) = t.strip_prefix("http://") else {
-        if t.starts_with("https://") {
-            return Err("TLS is not yet supported; use an http:// URL".to_string());
-        }
-        return Err(format!("`{text}` must be a URL starting with `http://`"));
+    let Some(rest) = t.strip_prefix("http://").or_else(|| t.strip_prefix("https://")) else {
+        return Err(format!("`{text}` must be a URL starting with `https://` or `http://`"));
     };
     let authority = rest.split('/').next().unwrap_or_default();
     check_authority(authority, false).map_err(|m| format!("`{text}`: {m}"))?;

@@ -308,6 +308,8 @@ pub struct GrpcServerConfig {
     pub max_concurrent_streams: u32,
     /// `auth.authenticator`.
     pub auth: Option<AuthRef>,
+    /// `tls`: serve TLS (absent: plaintext).
+    pub tls: Option<crate::tls::config::TlsServerConfig>,
 }
 
 impl Default for GrpcServerConfig {
@@ -317,6 +319,7 @@ impl Default for GrpcServerConfig {
             max_recv_msg_size_mib: 4,
             max_concurrent_streams: 1024,
             auth: None,
+            tls: None,
         }
     }
 }
@@ -328,6 +331,8 @@ pub struct HttpServerConfig {
     pub max_request_body_size: u64,
     /// `auth.authenticator`.
     pub auth: Option<AuthRef>,
+    /// `tls`: serve TLS (absent: plaintext).
+    pub tls: Option<crate::tls::config::TlsServerConfig>,
 }
 
 impl Default for HttpServerConfig {
@@ -336,6 +341,7 @@ impl Default for HttpServerConfig {
             endpoint: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 4318)),
             max_request_body_size: 20 * 1024 * 1024,
             auth: None,
+            tls: None,
         }
     }
 }
@@ -410,6 +416,9 @@ pub struct OtlpExporterConfig {
     pub endpoint: String,
     /// `otlphttp` per-signal URLs (`traces_endpoint`, ...), by `Signal::index()`.
     pub signal_endpoints: [Option<String>; 3],
+    /// TLS settings when TLS is used: `otlp` connects with TLS exactly when
+    /// this is set; `otlphttp` uses it for its `https://` URLs.
+    pub tls: Option<crate::tls::config::TlsClientConfig>,
     pub compression: Compression,
     /// Static headers, with the `auth` extension's header (if any) last.
     pub headers: Vec<(String, String)>,

@@ -211,6 +211,7 @@ fn full_collector_style_config() {
             max_recv_msg_size_mib: 16,
             max_concurrent_streams: 64,
             auth: None,
+            tls: None,
         })
     );
     assert_eq!(
@@ -219,6 +220,7 @@ fn full_collector_style_config() {
             endpoint: "0.0.0.0:14318".parse().unwrap(),
             max_request_body_size: 1 << 20,
             auth: None,
+            tls: None,
         })
     );
     let ReceiverConfig::Otlp(internal) = &c.receivers[&id("otlp/internal")];
@@ -541,10 +543,10 @@ fn not_yet_supported_components() {
     assert!(e.message.contains("`otlphttp`"), "{e}");
 
     // Settings the Collector has but sluice has not built.
-    let e = err(&MINIMAL.replace("      grpc:", "      grpc:\n        tls:\n          cert_file: x.pem"));
+    let e = err(&MINIMAL.replace("      grpc:", "      grpc:\n        include_metadata: true"));
     assert_eq!(
         (e.path.as_str(), e.line),
-        ("receivers.otlp.protocols.grpc.tls", Some(6))
+        ("receivers.otlp.protocols.grpc.include_metadata", Some(6))
     );
     assert!(e.message.contains("not yet supported"), "{e}");
 
@@ -579,24 +581,46 @@ fn otlp_exporter_endpoints_and_tls() {
         "[::1]:4317"
     );
 
-    // No scheme and no tls.insecure: the Collector would use TLS.
-    let e = err(&with_otlp_exporter("    endpoint: c:4317"));
+    // TLS as in the Collector: https:// always, a bare host:port unless
+    // tls.insecure: true, http:// never.
+    let tls_of = |yaml: &str| exporter(&with_otlp_exporter(yaml)).tls;
+    assert!(tls_of("    endpoint: c:4317").is_some());
+    assert!(tls_of("    endpoint: https://c:4317").is_some());
+    assert!(tls_of("    endpoint: https://c:4317\n    tls:\n      insecure: true").is_some());
+    assert!(tls_of("    endpoint: c:4317\n    tls:\n      insecure: true").is_none());
+    assert!(tls_of("    endpoint: http://c:4317").is_none());
+    let t = tls_of(
+        "    endpoint: c:4317\n    tls:\n      ca_file: /ca.pem\n      min_version: \"1.3\"\n      server_name_override: backend",
+    )
+    .unwrap();
+    assert_eq!(t.common.min_version, crate::tls::config::TlsVersion::V13);
+    assert_eq!(t.server_name_override.as_deref(), Some("backend"));
     assert_eq!(
-        e.to_string(),
-        "exporters.otlp.tls: TLS is not yet supported; set tls.insecure: true (line 8)"
+        t.common.ca.unwrap().source,
+        crate::tls::config::PemSource::File("/ca.pem".into())
     );
-    let e = err(&with_otlp_exporter("    endpoint: https://c:4317"));
-    assert_eq!((e.path.as_str(), e.line), ("exporters.otlp.endpoint", Some(9)));
-    assert!(e.message.contains("TLS is not yet supported"), "{e}");
-    let e = err(&with_otlp_exporter(
-        "    endpoint: c:4317\n    tls:\n      insecure: false",
-    ));
-    assert_eq!((e.path.as_str(), e.line), ("exporters.otlp.tls.insecure", Some(11)));
+    // TLS settings on a plaintext endpoint would be silently unused.
     let e = err(&with_otlp_exporter(
         "    endpoint: http://c:4317\n    tls:\n      ca_file: /ca.pem",
     ));
-    assert_eq!((e.path.as_str(), e.line), ("exporters.otlp.tls.ca_file", Some(11)));
-    assert!(e.message.contains("TLS is not yet supported"), "{e}");
+    assert_eq!((e.path.as_str(), e.line), ("exporters.otlp.endpoint", Some(9)));
+    assert!(e.message.contains("tls.ca_file"), "{e}");
+    let e = err(&with_otlp_exporter(
+        "    endpoint: c:4317\n    tls:\n      min_version: \"1.1\"",
+    ));
+    assert_eq!((e.path.as_str(), e.line), ("exporters.otlp.tls.min_version", Some(11)));
+    let e = err(&with_otlp_exporter(
+        "    endpoint: c:4317\n    tls:\n      cert_file: /c.pem",
+    ));
+    assert_eq!(e.path, "exporters.otlp.tls.key_file");
+    let e = err(&with_otlp_exporter(
+        "    endpoint: c:4317\n    tls:\n      cipher_suites: [TLS_AES_128_GCM_SHA256, TLS_RSA_WITH_RC4_128_SHA]",
+    ));
+    assert_eq!(
+        (e.path.as_str(), e.line),
+        ("exporters.otlp.tls.cipher_suites", Some(11))
+    );
+    assert!(e.message.contains("TLS_RSA_WITH_RC4_128_SHA"), "{e}");
     let e = err(&with_otlp_exporter("    endpoint: http://c"));
     assert!(e.message.contains("port"), "{e}");
     let e = err(&with_otlp_exporter("    tls:\n      insecure: true"));
@@ -613,11 +637,22 @@ fn otlp_exporter_endpoints_and_tls() {
     ));
     assert_eq!(e.path, "exporters.otlp.headers.bad header");
 
-    // otlphttp: base URL kept; https and scheme-less rejected.
-    let yaml = MINIMAL.replace("  nop:", "  nop:\n  otlphttp:\n    endpoint: https://c:4318");
-    let e = err(&yaml);
-    assert_eq!(e.path, "exporters.otlphttp.endpoint");
-    assert!(e.message.contains("TLS is not yet supported"), "{e}");
+    // otlphttp: base URL kept; https uses TLS; scheme-less rejected.
+    let http = |yaml: &str| match load(&MINIMAL.replace("  nop:", &format!("  nop:\n  otlphttp:\n{yaml}")))
+        .unwrap()
+        .exporters[&id("otlphttp")]
+        .clone()
+    {
+        ExporterConfig::OtlpHttp(o) => o,
+        other => panic!("{other:?}"),
+    };
+    assert!(http("    endpoint: https://c:4318").tls.is_some());
+    assert!(http("    endpoint: http://c:4318").tls.is_none());
+    assert!(
+        http("    endpoint: http://c:4318\n    logs_endpoint: https://l/v1/logs")
+            .tls
+            .is_some()
+    );
     let yaml = MINIMAL.replace("  nop:", "  nop:\n  otlphttp:\n    endpoint: c:4318");
     assert!(err(&yaml).message.contains("http://"));
     let yaml = MINIMAL.replace(
@@ -831,4 +866,57 @@ service: {{pipelines: {{traces: {{receivers: [otlp], exporters: [otlp]}}}}}}
     assert_eq!(e.path, "exporters.otlp.sending_queue.high_water_percentage");
     assert_eq!(e.line, Some(8));
     assert!(e.message.contains("between 0 and 100"), "{e}");
+}
+
+#[test]
+fn receiver_tls_settings() {
+    use crate::tls::config::{PemSource, TlsVersion};
+    let with_tls = |tls: &str| MINIMAL.replace("      grpc:", &format!("      grpc:\n        tls:\n{tls}"));
+    let c = load(&with_tls(
+        "          cert_file: /s.crt\n          key_pem: |\n            -----BEGIN PRIVATE KEY-----\n            x\n          client_ca_file: /ca.crt\n          reload_interval: 5m\n          max_version: \"1.2\"\n          cipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]",
+    ))
+    .unwrap();
+    let ReceiverConfig::Otlp(o) = &c.receivers[&id("otlp")];
+    let t = o.grpc.as_ref().unwrap().tls.clone().unwrap();
+    let cert = t.common.cert.unwrap();
+    assert_eq!(cert.source, PemSource::File("/s.crt".into()));
+    assert_eq!(
+        (cert.key.as_str(), cert.line),
+        ("receivers.otlp.protocols.grpc.tls.cert_file", 7)
+    );
+    assert!(matches!(t.common.key.unwrap().source, PemSource::Inline(k) if k.contains("BEGIN PRIVATE KEY")));
+    assert_eq!(t.client_ca.unwrap().source, PemSource::File("/ca.crt".into()));
+    assert_eq!(t.common.reload_interval, Duration::from_secs(300));
+    assert_eq!(
+        (t.common.min_version, t.common.max_version),
+        (TlsVersion::V12, TlsVersion::V12)
+    );
+    assert_eq!(o.http, None);
+
+    let e = err(&with_tls(
+        "          cert_file: /s.crt\n          cert_pem: x\n          key_file: /k",
+    ));
+    assert_eq!(
+        (e.path.as_str(), e.line),
+        ("receivers.otlp.protocols.grpc.tls.cert_pem", Some(8))
+    );
+    let e = err(&with_tls("          key_file: /k"));
+    assert_eq!(e.path, "receivers.otlp.protocols.grpc.tls.cert_file");
+    let e = err(&with_tls(
+        "          cert_file: /s\n          key_file: /k\n          min_version: \"1.3\"\n          max_version: \"1.2\"",
+    ));
+    assert_eq!(
+        (e.path.as_str(), e.line),
+        ("receivers.otlp.protocols.grpc.tls.max_version", Some(10))
+    );
+    let e = err(&with_tls(
+        "          cert_file: /s\n          key_file: /k\n          insecure: true",
+    ));
+    assert_eq!(e.path, "receivers.otlp.protocols.grpc.tls.insecure");
+    let e = err(&with_tls(
+        "          cert_file: /s\n          key_file: /k\n          curve_preferences: [X25519]",
+    ));
+    assert!(e.message.contains("not yet supported"), "{e}");
+    let e = err(&with_tls("          cert_fil: /s"));
+    assert!(e.message.contains("did you mean `cert_file`"), "{e}");
 }

@@ -42,6 +42,10 @@ pub struct ClientSettings {
     pub timeout: Duration,
     /// Idle connections kept (OTLP/HTTP).
     pub max_conns: usize,
+    /// TLS for the connections (`otlp`: all; `otlphttp`: its `https://`
+    /// URLs). `None`: plaintext. `Some(Err)`: the TLS settings could not be
+    /// loaded; every export fails with that message.
+    pub tls: Option<Result<crate::tls::client::Connector, String>>,
 }
 
 /// A backend accepted the export; `rejected_items` come from its partial success.
@@ -212,6 +216,25 @@ pub async fn connect_tcp(addr: &str) -> Result<HyperStream, ExportError> {
         .await
         .map_err(|e| ExportError::Connect(format!("{addr}: {e}")))?;
     Ok(HyperStream::new(stream))
+}
+
+/// Opens a connection to `addr` (`host:port`), with a TLS handshake when
+/// `tls` is set (the server name is `addr`'s host unless overridden).
+pub async fn connect(
+    addr: &str,
+    tls: Option<&Result<crate::tls::client::Connector, String>>,
+) -> Result<crate::tls::Stream, ExportError> {
+    match tls {
+        None => Ok(crate::tls::Stream::Plain(connect_tcp(addr).await?)),
+        Some(Err(m)) => Err(ExportError::Invalid(m.clone())),
+        Some(Ok(c)) => {
+            let tcp = connect_tcp(addr).await?.0;
+            let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+            c.handshake(tcp, host)
+                .await
+                .map_err(|m| ExportError::Connect(format!("{addr}: {m}")))
+        }
+    }
 }
 
 /// Builds the user headers once, refusing names or values HTTP cannot carry.

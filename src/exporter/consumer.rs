@@ -82,6 +82,17 @@ impl ExporterPlan {
                     token_file: o.token_file.clone(),
                     timeout: o.timeout,
                     max_conns: o.sending_queue.num_consumers.max(1),
+                    tls: o.tls.as_ref().map(|t| {
+                        let alpn = if grpc {
+                            crate::tls::client::ALPN_H2
+                        } else {
+                            crate::tls::client::ALPN_HTTP1
+                        };
+                        crate::tls::client::Connector::new(t, alpn).map_err(|e| {
+                            tracing::error!(exporter = %id, error = %e, "cannot load the exporter's TLS settings");
+                            e.to_string()
+                        })
+                    }),
                 };
                 let q = &o.sending_queue;
                 let queue_size = if q.enabled { q.queue_size.max(1) } else { 1 };

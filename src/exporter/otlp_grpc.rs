@@ -17,8 +17,8 @@ use hyper::{body::Incoming, client::conn::http2};
 use crate::{
     compression::{self, Compression},
     exporter::client::{
-        connect_tcp, parse_partial_success, read_body, user_headers, with_timeout, ChunkBody, ClientSettings,
-        ExportError, ExportOk, MAX_RESPONSE_BYTES,
+        connect, parse_partial_success, read_body, user_headers, with_timeout, ChunkBody, ClientSettings, ExportError,
+        ExportOk, MAX_RESPONSE_BYTES,
     },
     extension::bearertokenauth::ClientToken,
     grpc::{self, Code},
@@ -49,10 +49,14 @@ pub struct GrpcReply {
     pub body: Bytes,
 }
 
-/// Connects to `addr` and performs the h2c handshake; the connection is driven
-/// by a task on the current shard, which ends when the connection closes.
-pub async fn connect_h2(addr: &str) -> Result<H2Sender, ExportError> {
-    let io = connect_tcp(addr).await?;
+/// Connects to `addr` (with TLS when `tls` is set) and performs the HTTP/2
+/// handshake; the connection is driven by a task on the current shard, which
+/// ends when the connection closes.
+pub async fn connect_h2(
+    addr: &str,
+    tls: Option<&Result<crate::tls::client::Connector, String>>,
+) -> Result<H2Sender, ExportError> {
+    let io = connect(addr, tls).await?;
     let mut builder = http2::Builder::new(ShardExecutor);
     builder
         .timer(GlommioTimer)
@@ -251,6 +255,7 @@ pub struct GrpcExporter {
     headers: Result<HeaderMap, String>,
     token: Option<ClientToken>,
     uris: [Result<Uri, String>; 3],
+    tls: Option<Result<crate::tls::client::Connector, String>>,
     /// The live connection and the attempt number that opened it.
     conn: RefCell<Option<(u64, H2Sender)>>,
     /// Held while connecting: one attempt at a time.
@@ -265,8 +270,9 @@ impl GrpcExporter {
     /// Prepares the exporter; nothing connects until the first export.
     pub fn new(settings: ClientSettings) -> Self {
         let addr = settings.addr;
+        let scheme = if settings.tls.is_some() { "https" } else { "http" };
         let uris = Signal::ALL.map(|s| {
-            format!("http://{addr}{}", s.grpc_path())
+            format!("{scheme}://{addr}{}", s.grpc_path())
                 .parse::<Uri>()
                 .map_err(|e| format!("endpoint {addr:?}: {e}"))
         });
@@ -277,6 +283,7 @@ impl GrpcExporter {
             token: settings.token_file.as_ref().and_then(ClientToken::new),
             uris,
             addr,
+            tls: settings.tls,
             conn: RefCell::new(None),
             connect_lock: glommio::sync::Semaphore::new(1),
             started: Cell::new(0),
@@ -367,7 +374,7 @@ impl GrpcExporter {
         }
         let id = self.started.get() + 1;
         self.started.set(id);
-        let result = connect_h2(&self.addr).await;
+        let result = connect_h2(&self.addr, self.tls.as_ref()).await;
         self.finished.set(self.finished.get() + 1);
         match result {
             Ok(send) => {
@@ -409,6 +416,7 @@ mod tests {
             token_file: None,
             timeout: Duration::from_secs(5),
             max_conns: 2,
+            tls: None,
         }
     }
 

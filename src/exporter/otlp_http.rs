@@ -17,8 +17,8 @@ use hyper::client::conn::http1;
 use crate::{
     compression::Compression,
     exporter::client::{
-        connect_tcp, parse_partial_success, read_body, user_headers, with_timeout, ChunkBody, ClientSettings,
-        ExportError, ExportOk, MAX_RESPONSE_BYTES,
+        connect, parse_partial_success, read_body, user_headers, with_timeout, ChunkBody, ClientSettings, ExportError,
+        ExportOk, MAX_RESPONSE_BYTES,
     },
     extension::bearertokenauth::ClientToken,
     grpc,
@@ -33,6 +33,8 @@ type H1Sender = http1::SendRequest<ChunkBody>;
 struct Target {
     /// `host:port` to connect to.
     connect: String,
+    /// An `https://` URL: connect with TLS.
+    tls: bool,
     /// Value of the `Host` header.
     host: HeaderValue,
     /// Origin-form request target (path and query).
@@ -41,23 +43,37 @@ struct Target {
 
 fn parse_target(url: &str) -> Result<Target, String> {
     let uri: Uri = url.parse().map_err(|e| format!("endpoint {url:?}: {e}"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some(other) => return Err(format!("endpoint {url:?}: scheme {other} is not supported (http only)")),
-        None => return Err(format!("endpoint {url:?}: expected an http:// URL")),
-    }
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        Some(other) => {
+            return Err(format!(
+                "endpoint {url:?}: scheme {other} is not supported (http or https)"
+            ))
+        }
+        None => return Err(format!("endpoint {url:?}: expected an https:// or http:// URL")),
+    };
     let auth = uri.authority().ok_or_else(|| format!("endpoint {url:?}: no host"))?;
     if auth.as_str().contains('@') {
         return Err(format!("endpoint {url:?}: user info is not supported"));
     }
-    let connect = format!("{}:{}", auth.host(), auth.port_u16().unwrap_or(80));
+    let connect = format!(
+        "{}:{}",
+        auth.host(),
+        auth.port_u16().unwrap_or(if tls { 443 } else { 80 })
+    );
     let host = HeaderValue::from_str(auth.as_str()).map_err(|e| format!("endpoint {url:?}: {e}"))?;
     let path = uri
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .parse::<Uri>()
         .map_err(|e| format!("endpoint {url:?}: {e}"))?;
-    Ok(Target { connect, host, path })
+    Ok(Target {
+        connect,
+        tls,
+        host,
+        path,
+    })
 }
 
 /// The `Retry-After` delay (RFC 9110 §10.2.3): delta-seconds or an HTTP-date.
@@ -101,8 +117,10 @@ pub struct HttpExporter {
     headers: Result<HeaderMap, String>,
     token: Option<ClientToken>,
     targets: [Result<Target, String>; 3],
-    /// Idle keep-alive connections per connect address.
-    idle: RefCell<Vec<(String, H1Sender)>>,
+    /// For the `https://` targets.
+    tls: Option<Result<crate::tls::client::Connector, String>>,
+    /// Idle keep-alive connections per connect address and TLS.
+    idle: RefCell<Vec<((String, bool), H1Sender)>>,
     connects: Cell<u64>,
 }
 
@@ -116,6 +134,7 @@ impl HttpExporter {
             headers: user_headers(&settings.headers).map_err(|e| e.to_string()),
             token: settings.token_file.as_ref().and_then(ClientToken::new),
             targets: std::array::from_fn(|i| parse_target(&settings.urls[i])),
+            tls: settings.tls,
             idle: RefCell::new(Vec::new()),
             connects: Cell::new(0),
         }
@@ -140,12 +159,12 @@ impl HttpExporter {
         with_timeout(self.timeout, async {
             // A pooled connection may have been closed by the server while idle;
             // if it fails before any response, retry once on a fresh one.
-            let (mut send, reused) = self.checkout(&target.connect).await?;
+            let (mut send, reused) = self.checkout(target).await?;
             let resp = match send.send_request(self.request(target, headers, &chunks)).await {
                 Ok(r) => r,
                 Err(e) if reused && (e.is_canceled() || e.is_incomplete_message() || e.is_closed()) => {
                     tracing::debug!(error = %e, "pooled connection was closed; reconnecting");
-                    send = self.connect(&target.connect).await?;
+                    send = self.connect(target).await?;
                     send.send_request(self.request(target, headers, &chunks))
                         .await
                         .map_err(|e| ExportError::Transport(e.to_string()))?
@@ -155,7 +174,7 @@ impl HttpExporter {
             let (parts, body) = resp.into_parts();
             let (data, _) = read_body(body, MAX_RESPONSE_BYTES).await?;
             // The exchange is complete: the connection can serve the next one.
-            self.checkin(&target.connect, send);
+            self.checkin(target, send);
             let codec = parts
                 .headers
                 .get(header::CONTENT_ENCODING)
@@ -211,31 +230,43 @@ impl HttpExporter {
         req
     }
 
-    /// An idle connection to `addr` that is still open, or a new one.
-    async fn checkout(&self, addr: &str) -> Result<(H1Sender, bool), ExportError> {
+    /// An idle connection to `target` that is still open, or a new one.
+    async fn checkout(&self, target: &Target) -> Result<(H1Sender, bool), ExportError> {
         loop {
             let found = {
                 let mut idle = self.idle.borrow_mut();
-                idle.iter().rposition(|(a, _)| a == addr).map(|i| idle.swap_remove(i).1)
+                idle.iter()
+                    .rposition(|((a, tls), _)| *a == target.connect && *tls == target.tls)
+                    .map(|i| idle.swap_remove(i).1)
             };
             let Some(mut send) = found else { break };
             if !send.is_closed() && send.ready().await.is_ok() {
                 return Ok((send, true));
             }
         }
-        Ok((self.connect(addr).await?, false))
+        Ok((self.connect(target).await?, false))
     }
 
-    fn checkin(&self, addr: &str, send: H1Sender) {
+    fn checkin(&self, target: &Target, send: H1Sender) {
         let mut idle = self.idle.borrow_mut();
         if !send.is_closed() && idle.len() < self.max_idle {
-            idle.push((addr.to_string(), send));
+            idle.push(((target.connect.clone(), target.tls), send));
         }
     }
 
-    async fn connect(&self, addr: &str) -> Result<H1Sender, ExportError> {
+    async fn connect(&self, target: &Target) -> Result<H1Sender, ExportError> {
         self.connects.set(self.connects.get() + 1);
-        let io = connect_tcp(addr).await?;
+        let addr = &target.connect;
+        let tls = match (target.tls, &self.tls) {
+            (false, _) => None,
+            (true, Some(t)) => Some(t),
+            (true, None) => {
+                return Err(ExportError::Invalid(format!(
+                    "{addr}: an https:// endpoint needs TLS settings"
+                )))
+            }
+        };
+        let io = connect(addr, tls).await?;
         let (send, conn) = http1::Builder::new()
             .handshake::<_, ChunkBody>(io)
             .await
@@ -272,6 +303,7 @@ mod tests {
             token_file: None,
             timeout: Duration::from_secs(5),
             max_conns: 2,
+            tls: None,
         }
     }
 
@@ -432,6 +464,8 @@ mod tests {
         assert_eq!(t.path, "/v1/traces");
         assert_eq!(parse_target("http://h").unwrap().connect, "h:80");
         assert!(parse_target("ftp://h/x").is_err());
+        let t = parse_target("https://collector/v1/logs").unwrap();
+        assert_eq!((t.connect.as_str(), t.tls), ("collector:443", true));
         assert!(parse_target("http://u:p@h/x").is_err());
         assert!(parse_target("not a url").is_err());
     }

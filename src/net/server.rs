@@ -17,10 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::server::conn::auto;
 
 use crate::{
-    net::{
-        body::ResponseBody,
-        hyper_io::{HyperStream, ShardExecutor},
-    },
+    net::{body::ResponseBody, hyper_io::ShardExecutor},
     shutdown::Lifecycle,
 };
 
@@ -135,9 +132,15 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).map_err(std::io::Error::from)
 }
 
-/// Serves connections from `listener` with `handler` until draining starts.
-pub async fn serve<H, F>(listener: TcpListener, lifecycle: Rc<Lifecycle>, tuning: ServerTuning, handler: H)
-where
+/// Serves connections from `listener` with `handler` until draining starts;
+/// with `tls`, each connection's TLS handshake runs first (on this shard).
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    lifecycle: Rc<Lifecycle>,
+    tuning: ServerTuning,
+    tls: Option<Rc<crate::tls::server::Acceptor>>,
+    handler: H,
+) where
     H: Fn(Request<Incoming>) -> F + Clone + 'static,
     F: Future<Output = Response<ResponseBody>> + 'static,
 {
@@ -173,8 +176,11 @@ where
         };
         let handler = handler.clone();
         let builder = builder.clone();
+        let tls = tls.clone();
         glommio::spawn_local(async move {
-            let io = HyperStream::new(stream);
+            let Some(io) = crate::tls::server::accept(tls.as_deref(), stream).await else {
+                return;
+            };
             let conn = Rc::new(ConnState::default());
             let max_unread = tuning.max_unread_responses;
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {

@@ -243,6 +243,7 @@ impl Builder {
             token_file: None,
             timeout: self.timeout,
             max_conns: 1,
+            tls: None,
         };
         crate::exporter::client::user_headers(&self.headers).map_err(|e| bad(&e.to_string()))?;
         let (protocol, queue_size, retry, breaker) = (

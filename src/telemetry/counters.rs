@@ -69,6 +69,8 @@ pub struct ReceiverStats {
     pub accepted: PerSignal,
     pub refused: PerSignal,
     pub requests: Counter,
+    /// Failed TLS handshakes, by `TlsFailure` (index = position in `TlsFailure::ALL`).
+    pub tls_handshake_failures: [Counter; crate::tls::server::TlsFailure::COUNT],
 }
 
 /// Why items were discarded (label `reason` of `sluice_dropped_items_total`).

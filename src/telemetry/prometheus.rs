@@ -286,6 +286,33 @@ impl Collector for StatsCollector {
             drops,
         )?;
 
+        // Only reasons that occurred are listed (most receivers serve no TLS).
+        let mut tls_failures = Vec::new();
+        for (i, r) in first.receivers.iter().enumerate() {
+            for (k, reason) in crate::tls::server::TlsFailure::ALL.iter().enumerate() {
+                let v: u64 = shards
+                    .iter()
+                    .map(|sh| sh.receivers[i].tls_handshake_failures[k].get())
+                    .sum();
+                if v > 0 {
+                    tls_failures.push((
+                        vec![
+                            ("receiver", r.receiver.clone()),
+                            ("transport", r.transport.to_string()),
+                            ("reason", reason.name().to_string()),
+                        ],
+                        v,
+                    ));
+                }
+            }
+        }
+        counter(
+            &mut enc,
+            "sluice_tls_handshake_failures",
+            "TLS handshakes a receiver refused or lost, by reason.",
+            tls_failures,
+        )?;
+
         let mut queued = Vec::new();
         for (i, e) in first.exporters.iter().enumerate() {
             for s in Signal::ALL {

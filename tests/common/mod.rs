@@ -7,6 +7,7 @@
 pub mod otlp_gen;
 pub mod sdk_spans;
 pub mod stalled;
+pub mod tls;
 
 use std::{
     collections::HashMap,
