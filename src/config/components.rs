@@ -330,11 +330,10 @@ fn receiver(_id: &ComponentId, node: &Node, (path, line): (&str, usize)) -> Resu
             node,
             &p.child("grpc"),
             k.line,
-            &["endpoint", "max_recv_msg_size_mib", "max_concurrent_streams"],
+            &["endpoint", "max_recv_msg_size_mib", "max_concurrent_streams", "keepalive"],
             &[
                 "tls",
                 "auth",
-                "keepalive",
                 "read_buffer_size",
                 "write_buffer_size",
                 "include_metadata",
@@ -346,6 +345,7 @@ fn receiver(_id: &ComponentId, node: &Node, (path, line): (&str, usize)) -> Resu
             endpoint: g.listen_addr("endpoint")?.unwrap_or(d.endpoint),
             max_recv_msg_size_mib: g.uint("max_recv_msg_size_mib")?.unwrap_or(d.max_recv_msg_size_mib),
             max_concurrent_streams: g.uint("max_concurrent_streams")?.unwrap_or(d.max_concurrent_streams),
+            keepalive: super::conn::grpc_keepalive(&g)?,
         };
         if c.max_recv_msg_size_mib == 0 {
             return Err(g.error("max_recv_msg_size_mib", "must be at least 1"));
@@ -363,7 +363,7 @@ fn receiver(_id: &ComponentId, node: &Node, (path, line): (&str, usize)) -> Resu
             node,
             &p.child("http"),
             k.line,
-            &["endpoint", "max_request_body_size"],
+            &["endpoint", "max_request_body_size", "read_header_timeout", "idle_timeout"],
             &[
                 "tls",
                 "auth",
@@ -375,12 +375,12 @@ fn receiver(_id: &ComponentId, node: &Node, (path, line): (&str, usize)) -> Resu
                 "logs_url_path",
                 "compression_algorithms",
                 "read_timeout",
-                "read_header_timeout",
                 "write_timeout",
-                "idle_timeout",
             ],
         )?;
         let d = HttpServerConfig::default();
+        let (read_header_timeout, idle_timeout) =
+            super::conn::http_timeouts(&h, (d.read_header_timeout, d.idle_timeout))?;
         let c = HttpServerConfig {
             endpoint: h.listen_addr("endpoint")?.unwrap_or(d.endpoint),
             // As in the Collector, 0 means the default.
@@ -388,6 +388,8 @@ fn receiver(_id: &ComponentId, node: &Node, (path, line): (&str, usize)) -> Resu
                 .uint("max_request_body_size")?
                 .filter(|&n: &u64| n > 0)
                 .unwrap_or(d.max_request_body_size),
+            read_header_timeout,
+            idle_timeout,
         };
         o.http = Some(c);
     }

@@ -40,6 +40,8 @@ pub struct ReceiverCtx {
     pub budget: Rc<InflightBudget>,
     /// Longest wait for the next part of a request body (`tuning.body_timeout`).
     pub body_timeout: Duration,
+    /// Longest time to receive a whole request body (`tuning.body_deadline`).
+    pub body_deadline: Duration,
 }
 
 /// Why a request was not accepted.
