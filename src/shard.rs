@@ -505,9 +505,13 @@ async fn shard_main(
                     t.ping_interval = k.time.map(|d| d.min(crate::clock::FAR));
                     t.ping_timeout = k.timeout.min(crate::clock::FAR);
                 }
-                glommio::spawn_local(server::serve(listener, lifecycle.clone(), t, conns.clone(), move |req| {
-                    otlp_grpc::handle(ctx.clone(), req)
-                }))
+                glommio::spawn_local(server::serve(
+                    listener,
+                    lifecycle.clone(),
+                    t,
+                    conns.clone(),
+                    move |req| otlp_grpc::handle(ctx.clone(), req),
+                ))
                 .detach();
             } else {
                 if let Some(h) = &o.http {
@@ -515,9 +519,13 @@ async fn shard_main(
                     t.conn.read_header = h.read_header_timeout;
                     t.conn.idle = h.idle_timeout;
                 }
-                glommio::spawn_local(server::serve(listener, lifecycle.clone(), t, conns.clone(), move |req| {
-                    otlp_http::handle(ctx.clone(), req)
-                }))
+                glommio::spawn_local(server::serve(
+                    listener,
+                    lifecycle.clone(),
+                    t,
+                    conns.clone(),
+                    move |req| otlp_http::handle(ctx.clone(), req),
+                ))
                 .detach();
             }
         }

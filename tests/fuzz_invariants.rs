@@ -7,9 +7,9 @@
 //! `write_fuzz_seeds` (ignored; `.ci/run` runs it) writes the seed corpora
 //! for `cargo fuzz` from the same builders into `$SLUICE_FUZZ_SEEDS/<target>/`.
 
-mod common;
 #[path = "../fuzz/src/checks.rs"]
 mod checks;
+mod common;
 
 use std::io::Write;
 

@@ -118,7 +118,12 @@ fn idle_crowd_under_1024_open_files_does_not_lock_out_a_good_client() {
     );
 
     // The crowd's admitted connections are closed by the handshake timeout.
-    let closed = crowd.iter_mut().take(50).map(|c| closed_by_server(c, Duration::from_secs(5))).filter(|&b| b).count();
+    let closed = crowd
+        .iter_mut()
+        .take(50)
+        .map(|c| closed_by_server(c, Duration::from_secs(5)))
+        .filter(|&b| b)
+        .count();
     assert_eq!(closed, 50, "idle connections still open after the handshake timeout");
     // Every admitted crowd connection is closed by the handshake timeout.
     let admitted = seen.0;
@@ -132,7 +137,11 @@ fn idle_crowd_under_1024_open_files_does_not_lock_out_a_good_client() {
         "{by_handshake} of {admitted} admitted idle connections closed by the handshake timeout"
     );
     let m = scrape_samples(p.metrics_addr());
-    assert_eq!(labelled(&m, "sluice_accept_errors_total", &[]), 0.0, "ran out of descriptors");
+    assert_eq!(
+        labelled(&m, "sluice_accept_errors_total", &[]),
+        0.0,
+        "ran out of descriptors"
+    );
 
     let log = plain_log(&sluice);
     assert!(log.len() < 16 << 10, "log grew to {} bytes:\n{log}", log.len());
@@ -164,7 +173,9 @@ fn accept_failures_back_off_and_log_once_a_second() {
     let mut crowd = idle_connections(p.http_addr(), 1100);
     let opened = Instant::now();
     assert!(
-        wait_until(Duration::from_secs(10), || sluice.stderr_text().contains("accept failed")),
+        wait_until(Duration::from_secs(10), || sluice
+            .stderr_text()
+            .contains("accept failed")),
         "accept never failed with 1100 connections under a 1024 open-files limit"
     );
     served_within(p.http_addr(), Duration::from_secs(12), Duration::from_secs(1));
@@ -222,7 +233,11 @@ fn keepalive_request(s: &mut TcpStream, addr: SocketAddr) -> u16 {
         if let Some(end) = text.find("\r\n\r\n") {
             let len: usize = text
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
                 .unwrap_or(0);
             if got.len() >= end + 4 + len {
                 return text.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -235,7 +250,8 @@ fn keepalive_request(s: &mut TcpStream, addr: SocketAddr) -> u16 {
 fn raw_grpc_export(s: &mut TcpStream, authority: &str) {
     let block = grpc_headers_block(TRACES_PATH, authority);
     s.write_all(&frame(HEADERS, END_HEADERS, 1, &block)).unwrap();
-    s.write_all(&frame(DATA, END_STREAM, 1, &grpc_frame(&traces_body(3), false))).unwrap();
+    s.write_all(&frame(DATA, END_STREAM, 1, &grpc_frame(&traces_body(3), false)))
+        .unwrap();
 }
 
 /// Connections that never send a byte, never finish a request head, or stay
@@ -260,9 +276,7 @@ fn quiet_connections_are_closed_after_their_timeouts() {
     // HTTP/1.1: one request, then half a request head.
     let mut half_head = TcpStream::connect(p.http_addr()).unwrap();
     assert_eq!(keepalive_request(&mut half_head, p.http_addr()), 200);
-    half_head
-        .write_all(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n")
-        .unwrap();
+    half_head.write_all(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n").unwrap();
     let half_sent = Instant::now();
     // HTTP/1.1: one request, then nothing (keep-alive).
     let mut keepalive = TcpStream::connect(p.http_addr()).unwrap();
@@ -278,8 +292,14 @@ fn quiet_connections_are_closed_after_their_timeouts() {
     let half_closed = half_sent.elapsed();
     let (frames, closed) = read_frames(&mut grpc_idle, Duration::from_secs(1) + slack);
     assert!(closed, "idle gRPC connection not closed; frames {frames:?}");
-    assert!(frames.iter().any(|f| f.goaway_code() == Some(0)), "no GOAWAY(NO_ERROR): {frames:?}");
-    assert!(frames.iter().any(|f| f.kind == HEADERS && f.stream == 1), "the call was not answered");
+    assert!(
+        frames.iter().any(|f| f.goaway_code() == Some(0)),
+        "no GOAWAY(NO_ERROR): {frames:?}"
+    );
+    assert!(
+        frames.iter().any(|f| f.kind == HEADERS && f.stream == 1),
+        "the call was not answered"
+    );
     // The keep-alive connection outlives the header timeout (it sent no head)
     // and is closed after idle_timeout.
     assert!(closed_by_server(&mut keepalive, Duration::from_secs(3) + slack));
@@ -288,7 +308,10 @@ fn quiet_connections_are_closed_after_their_timeouts() {
         idle_closed >= Duration::from_millis(2900),
         "keep-alive connection closed after {idle_closed:?}, before idle_timeout (3s)"
     );
-    assert!(half_closed < Duration::from_millis(2900), "half head closed only after {half_closed:?}");
+    assert!(
+        half_closed < Duration::from_millis(2900),
+        "half head closed only after {half_closed:?}"
+    );
 
     // max_connection_age: a connection kept busy by a stalled upload is sent
     // GOAWAY at 3 s and dropped 1 s later.
@@ -299,12 +322,22 @@ fn quiet_connections_are_closed_after_their_timeouts() {
         up.answer(Duration::from_secs(4) + slack).await
     });
     let age = aged.elapsed();
-    assert!(outcome.is_err() || outcome.as_ref().is_ok_and(|(_, g)| g.is_some()), "{outcome:?}");
-    assert!(age >= Duration::from_millis(2900), "busy connection closed after {age:?}, before its max age");
+    assert!(
+        outcome.is_err() || outcome.as_ref().is_ok_and(|(_, g)| g.is_some()),
+        "{outcome:?}"
+    );
+    assert!(
+        age >= Duration::from_millis(2900),
+        "busy connection closed after {age:?}, before its max age"
+    );
 
     let m = scrape_samples(p.metrics_addr());
     for (reason, at_least) in [("handshake", 2.0), ("header", 1.0), ("idle", 2.0), ("age", 1.0)] {
-        let n = labelled(&m, "sluice_connections_closed_total", &[&format!("reason=\"{reason}\"")]);
+        let n = labelled(
+            &m,
+            "sluice_connections_closed_total",
+            &[&format!("reason=\"{reason}\"")],
+        );
         assert!(n >= at_least, "closed for {reason}: {n} (expected >= {at_least})");
     }
     assert!(started.elapsed() < Duration::from_secs(20));
@@ -316,7 +349,12 @@ fn quiet_connections_are_closed_after_their_timeouts() {
 #[test]
 fn trickled_bodies_are_cut_off_at_the_body_deadline() {
     let p = Ports::new();
-    let yaml = cfg(&p, "", "", "{shards: 1, pin: false, body_timeout: 30s, body_deadline: 1s}");
+    let yaml = cfg(
+        &p,
+        "",
+        "",
+        "{shards: 1, pin: false, body_timeout: 30s, body_deadline: 1s}",
+    );
     let mut sluice = Sluice::start(&yaml);
 
     let started = Instant::now();
@@ -343,7 +381,11 @@ fn trickled_bodies_are_cut_off_at_the_body_deadline() {
     let n = s.read(&mut buf).expect("an answer to the trickled body");
     let head = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(head.starts_with("HTTP/1.1 408"), "{head}");
-    assert!(started.elapsed() < Duration::from_secs(6), "cut off after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "cut off after {:?}",
+        started.elapsed()
+    );
     drop(s);
     let _ = trickle.join();
 
@@ -431,7 +473,11 @@ fn http2_floods_are_bounded() {
     let writer = blast(&s, data);
     let (frames, closed) = read_frames(&mut s, Duration::from_secs(10));
     let sent = writer.join().unwrap();
-    assert!(closed, "CONTINUATION flood: connection not closed ({} frames)", frames.len());
+    assert!(
+        closed,
+        "CONTINUATION flood: connection not closed ({} frames)",
+        frames.len()
+    );
     assert!(sent < 8 << 20, "all 8 MiB of CONTINUATION frames were taken in");
     served_within(p.http_addr(), Duration::from_secs(5), Duration::from_secs(2));
 

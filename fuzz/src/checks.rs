@@ -71,7 +71,11 @@ pub fn wire_for(signal: Signal, body: &[u8]) {
         (Ok(scan), Some(items)) => {
             assert_eq!(scan.items, items, "walker and prost count different items");
             let only = sluice::wire::resources_only(&Bytes::copy_from_slice(body)).expect("resources_only after scan");
-            assert_eq!(prost_items(signal, &only), Some(items), "resources_only changed the items");
+            assert_eq!(
+                prost_items(signal, &only),
+                Some(items),
+                "resources_only changed the items"
+            );
         }
         (Ok(scan), None) => panic!("accepted ({scan:?}) what prost rejects"),
         (Err(WireError::IdLength { .. } | WireError::ValueTooDeep { .. }), Some(_)) => {}
@@ -169,7 +173,9 @@ pub fn cursor(data: &[u8]) {
     if let Some(pos) = decode(data) {
         assert_eq!(&encode(pos)[..], data);
     } else {
-        assert!(data.len() != 20 || crc32fast_hash(&data[..16]) != u32::from_le_bytes(data[16..20].try_into().unwrap()));
+        assert!(
+            data.len() != 20 || crc32fast_hash(&data[..16]) != u32::from_le_bytes(data[16..20].try_into().unwrap())
+        );
     }
 }
 
@@ -179,7 +185,11 @@ fn crc32fast_hash(b: &[u8]) -> u32 {
     for &x in b {
         crc ^= x as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -192,7 +202,10 @@ pub fn config(data: &[u8]) {
     if let Err(e) = sluice::config::load_str(text) {
         let lines = text.lines().count().max(1) + 1;
         if let Some(l) = e.line {
-            assert!(l >= 1 && l <= lines, "error line {l} outside the {lines}-line text: {e}");
+            assert!(
+                l >= 1 && l <= lines,
+                "error line {l} outside the {lines}-line text: {e}"
+            );
         }
         assert!(!e.to_string().is_empty());
     }

@@ -330,7 +330,12 @@ fn receiver(_id: &ComponentId, node: &Node, (path, line): (&str, usize)) -> Resu
             node,
             &p.child("grpc"),
             k.line,
-            &["endpoint", "max_recv_msg_size_mib", "max_concurrent_streams", "keepalive"],
+            &[
+                "endpoint",
+                "max_recv_msg_size_mib",
+                "max_concurrent_streams",
+                "keepalive",
+            ],
             &[
                 "tls",
                 "auth",
@@ -363,7 +368,12 @@ fn receiver(_id: &ComponentId, node: &Node, (path, line): (&str, usize)) -> Resu
             node,
             &p.child("http"),
             k.line,
-            &["endpoint", "max_request_body_size", "read_header_timeout", "idle_timeout"],
+            &[
+                "endpoint",
+                "max_request_body_size",
+                "read_header_timeout",
+                "idle_timeout",
+            ],
             &[
                 "tls",
                 "auth",

@@ -101,9 +101,14 @@ mod tests {
 
     #[test]
     fn errors_name_the_key_and_line() {
-        let e = receiver("      grpc:\n        keepalive:\n          server_parameters:\n            max_conection_idle: 1s\n")
-            .unwrap_err();
-        assert_eq!(e.path, "receivers.otlp.protocols.grpc.keepalive.server_parameters.max_conection_idle");
+        let e = receiver(
+            "      grpc:\n        keepalive:\n          server_parameters:\n            max_conection_idle: 1s\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.path,
+            "receivers.otlp.protocols.grpc.keepalive.server_parameters.max_conection_idle"
+        );
         assert_eq!(e.line, Some(7));
         assert!(e.message.contains("max_connection_idle"), "{}", e.message);
         let e = receiver("      grpc:\n        keepalive:\n          enforcement_policy:\n            min_time: 1s\n")
@@ -114,7 +119,10 @@ mod tests {
         assert_eq!(e.path, "receivers.otlp.protocols.http.idle_timeout");
         assert_eq!(e.line, Some(5));
         let e = receiver("      grpc:\n        keepalive: {server_parameters: {timeout: 0s}}\n").unwrap_err();
-        assert_eq!(e.path, "receivers.otlp.protocols.grpc.keepalive.server_parameters.timeout");
+        assert_eq!(
+            e.path,
+            "receivers.otlp.protocols.grpc.keepalive.server_parameters.timeout"
+        );
     }
 
     #[test]

@@ -58,7 +58,11 @@ impl ShardConns {
             let n = self.refused_since_log.get() + 1;
             self.refused_since_log.set(n);
             let now = Instant::now();
-            if self.last_refusal_log.get().is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+            if self
+                .last_refusal_log
+                .get()
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+            {
                 tracing::warn!(
                     refused = n,
                     max_connections = self.max,
@@ -114,7 +118,10 @@ impl AcceptErrors {
         conns.with_stats(|c| c.accept_errors.add(1));
         self.since_log += 1;
         let now = Instant::now();
-        if self.last_log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+        if self
+            .last_log
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
             tracing::warn!(
                 error = %e,
                 failures = self.since_log,

@@ -173,7 +173,9 @@ impl Activity {
         let after = crate::clock::after;
         let age = rules.max_age.map(|a| (after(self.accepted, a), CloseReason::Age));
         let quiet = if self.requests.get() == 0 {
-            rules.first_request.map(|d| (after(self.accepted, d), CloseReason::Handshake))
+            rules
+                .first_request
+                .map(|d| (after(self.accepted, d), CloseReason::Handshake))
         } else if self.active.get() > 0 {
             None
         } else {

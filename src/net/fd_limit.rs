@@ -57,7 +57,10 @@ pub fn raise_and_log() {
             to = after,
             "raised the open-files limit (RLIMIT_NOFILE) from its soft to its hard limit"
         ),
-        Ok((_, after)) => tracing::info!(limit = after, "open-files limit (RLIMIT_NOFILE) is already at its hard limit"),
+        Ok((_, after)) => tracing::info!(
+            limit = after,
+            "open-files limit (RLIMIT_NOFILE) is already at its hard limit"
+        ),
         Err(e) => tracing::warn!(error = %e, limit = soft_limit(), "cannot raise the open-files limit (RLIMIT_NOFILE)"),
     }
 }

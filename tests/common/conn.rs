@@ -82,10 +82,7 @@ pub fn nofile_of(pid: u32) -> (u64, u64) {
         .lines()
         .find(|l| l.starts_with("Max open files"))
         .expect("Max open files line");
-    let nums: Vec<u64> = line
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect();
+    let nums: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
     (nums[0], nums[1])
 }
 
@@ -133,7 +130,13 @@ pub fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
 }
 
 /// One HTTP/1.1 request on a fresh connection: the status, or why there was none.
-pub fn try_post(addr: SocketAddr, path: &str, content_type: &str, body: &[u8], timeout: Duration) -> Result<u16, String> {
+pub fn try_post(
+    addr: SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<u16, String> {
     let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(timeout)).unwrap();
     s.set_write_timeout(Some(timeout)).unwrap();
