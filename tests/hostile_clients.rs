@@ -199,6 +199,38 @@ fn accept_failures_back_off_and_log_once_a_second() {
     sluice.stop(Duration::from_secs(10));
 }
 
+/// `tuning.max_connections`: a connection over the shard's limit is closed at
+/// once (before any byte is read) and counted; closing one makes room.
+#[test]
+fn connections_over_max_connections_are_closed_at_once() {
+    let p = Ports::new();
+    let yaml = cfg(&p, "", "", "{shards: 1, pin: false, max_connections: 3}");
+    let mut sluice = Sluice::start(&yaml);
+    // The startup probe's connections are closed by now or soon: wait for room.
+    assert!(wait_until(Duration::from_secs(10), || {
+        labelled(&scrape_samples(p.metrics_addr()), "sluice_connections_open", &[]) == 0.0
+    }));
+    let mut held = idle_connections(p.http_addr(), 3);
+    assert!(wait_until(Duration::from_secs(5), || {
+        labelled(&scrape_samples(p.metrics_addr()), "sluice_connections_open", &[]) == 3.0
+    }));
+    let mut over = TcpStream::connect(p.grpc_addr()).unwrap();
+    assert!(
+        closed_by_server(&mut over, Duration::from_secs(5)),
+        "a 4th connection was kept open"
+    );
+    let m = scrape_samples(p.metrics_addr());
+    assert_eq!(labelled(&m, "sluice_connections_refused_total", &[]), 1.0);
+    assert_eq!(labelled(&m, "sluice_connections_open", &[]), 3.0);
+    // The held ones still work, and closing one lets a new client in.
+    assert_eq!(keepalive_request(&mut held[0], p.http_addr()), 200);
+    held.pop();
+    served_within(p.http_addr(), Duration::from_secs(5), Duration::from_secs(2));
+    assert!(plain_log(&sluice).contains("connection limit reached"));
+    drop(held);
+    sluice.stop(Duration::from_secs(10));
+}
+
 /// The soft open-files limit is raised to the hard limit at start, and said so.
 #[test]
 fn soft_open_files_limit_is_raised_to_the_hard_limit() {
