@@ -220,3 +220,46 @@ fn write_fuzz_seeds() {
         write("config", format!("config-{i}.yaml"), text.as_bytes());
     }
 }
+
+/// Fuzz finding (`wire`): an unknown group field at the top level of a
+/// request (start tag then end tag of field 14). prost skips unknown groups;
+/// the validator allowed them but the walker's field iterator refused wire
+/// type 3, so sluice refused a request prost accepts.
+#[test]
+fn regression_unknown_group_fields_are_skipped_like_prost() {
+    let crash = hex::decode(
+        "0012121212121212121212120a037374ffffff5b7212090a1212123032100a0373747212090a0776616c75652d3032\
+         0a0a04626f6f6c1202100132090a12121212121212ededf312ededededededf31212121231",
+    )
+    .unwrap();
+    checks::wire(&crash);
+    for (signal, mut body) in built(5) {
+        let items = checks::prost_items(signal, &body).unwrap();
+        // Field 14: an empty group, then a group holding a varint, a
+        // message-shaped field and a nested group (field 15).
+        body.extend_from_slice(&[0x73, 0x74]);
+        body.extend_from_slice(&[0x73, 0x08, 0x01, 0x12, 0x01, 0xff, 0x7b, 0x7c, 0x74]);
+        assert_eq!(checks::prost_items(signal, &body), Some(items));
+        let scan = sluice::wire::scan(signal, &body).expect("accepted like prost");
+        assert_eq!(scan.items, items);
+        assert!(!scan.only_resources);
+        let only = sluice::wire::resources_only(&Bytes::from(body)).unwrap();
+        assert_eq!(checks::prost_items(signal, &only), Some(items));
+        checks::wire_for(signal, &only);
+    }
+    // An unmatched end tag inside a group is refused, as prost refuses it.
+    let mut bad = traces_request(1, 1, 1).encode_to_vec();
+    bad.extend_from_slice(&[0x73, 0x7c, 0x74]);
+    assert!(checks::prost_items(Signal::Traces, &bad).is_none());
+    assert!(sluice::wire::scan(Signal::Traces, &bad).is_err());
+}
+
+/// Fuzz finding (`config`), in the checker: YAML counts a lone CR as a line
+/// break, so error lines are counted that way (the invariant now does too).
+#[test]
+fn regression_config_error_lines_count_lone_cr_as_yaml_does() {
+    let text = "receivers:\r\r\r  otlp: {protocols: {grpc: {\n";
+    let e = sluice::config::load_str(text).unwrap_err();
+    assert_eq!(e.line, Some(4), "{e}");
+    checks::config(text.as_bytes());
+}

@@ -196,11 +196,18 @@ fn crc32fast_hash(b: &[u8]) -> u32 {
 }
 
 /// Config YAML: any text loads or is refused with an error that names a line
-/// within the text (or none, for whole-document errors); never a panic.
+/// within the text (lines as YAML counts them; or none, for whole-document
+/// errors); never a panic.
 pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     if let Err(e) = sluice::config::load_str(text) {
-        let lines = text.lines().count().max(1) + 1;
+        // YAML counts a lone CR as a line break too (and CR LF as one).
+        let lines = text
+            .replace("\r\n", "\n")
+            .chars()
+            .filter(|&c| c == '\n' || c == '\r')
+            .count()
+            + 2;
         if let Some(l) = e.line {
             assert!(
                 l >= 1 && l <= lines,
