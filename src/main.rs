@@ -135,6 +135,7 @@ fn run(config_path: Option<PathBuf>, tuning: Option<PathBuf>) -> ExitCode {
         Some(p) => tracing::info!(config = %p.display(), "loaded configuration"),
         None => tracing::info!("using the embedded default configuration"),
     }
+    sluice::net::fd_limit::raise_and_log();
 
     let stop = Arc::new(AtomicBool::new(false));
     // SIGHUP (what `systemctl reload` sends) must never kill a node holding

@@ -19,6 +19,9 @@ use crate::{
     config::{Config, ReceiverConfig},
     exporter::{self, ExportContext, ExporterHandle, ExporterPlan},
     net::{
+        accept::{self, ShardConns},
+        conn_watch::ConnRules,
+        fd_limit,
         inflight::{self, InflightBudget},
         server::{self, ServerTuning},
     },
@@ -29,6 +32,10 @@ use crate::{
     signal::Signal,
     telemetry::{prometheus, ProcessStats, Stats},
 };
+
+/// Connections the metrics and health endpoints each take (apart from the
+/// receivers' limit, so a flood of clients does not lock out monitoring).
+const INTERNAL_MAX_CONNECTIONS: u64 = 64;
 
 #[derive(Debug, Error)]
 pub enum ShardError {
@@ -428,8 +435,20 @@ async fn shard_main(
     }
     let pipelines = Rc::new(pipelines);
 
-    // Listeners, sharing the shard's in-flight byte budget.
-    let tuning = ServerTuning::default();
+    // Listeners, sharing the shard's in-flight byte budget and connection limit.
+    let tuning = ServerTuning {
+        conn: ConnRules {
+            first_request: Some(config.tuning.handshake_timeout),
+            read_header: Some(config.tuning.handshake_timeout),
+            ..ConnRules::default()
+        },
+        ..ServerTuning::default()
+    };
+    let max_connections = config
+        .tuning
+        .max_connections
+        .unwrap_or_else(|| accept::default_max_connections(fd_limit::soft_limit(), stats.shards.len()));
+    let conns = ShardConns::new(max_connections, Some((stats.clone(), shard)));
     let budget = InflightBudget::new(inflight::budget_bytes(
         config.tuning.inflight_budget_mib,
         limits.map(|l| l.soft),
@@ -481,6 +500,7 @@ async fn shard_main(
                         _ => o.http.as_ref().and_then(|h| h.auth.as_ref()),
                     },
                 ),
+                body_deadline: config.tuning.body_deadline,
             });
             let mut t = tuning;
             if let Some(g) = &o.grpc {
@@ -508,14 +528,37 @@ async fn shard_main(
                 }
             };
             if transport == "grpc" {
-                glommio::spawn_local(server::serve(listener, lifecycle.clone(), t, tls, move |req| {
-                    otlp_grpc::handle(ctx.clone(), req)
-                }))
+                if let Some(g) = &o.grpc {
+                    let k = g.keepalive;
+                    t.conn.idle = k.max_connection_idle;
+                    t.conn.max_age = k.max_connection_age;
+                    t.conn.age_grace = k.max_connection_age_grace;
+                    t.ping_interval = k.time.map(|d| d.min(crate::clock::FAR));
+                    t.ping_timeout = k.timeout.min(crate::clock::FAR);
+                }
+                glommio::spawn_local(server::serve(
+                    listener,
+                    lifecycle.clone(),
+                    t,
+                    conns.clone(),
+                    tls,
+                    move |req| otlp_grpc::handle(ctx.clone(), req),
+                ))
                 .detach();
             } else {
-                glommio::spawn_local(server::serve(listener, lifecycle.clone(), t, tls, move |req| {
-                    otlp_http::handle(ctx.clone(), req)
-                }))
+                if let Some(h) = &o.http {
+                    t.conn.first_request = h.read_header_timeout;
+                    t.conn.read_header = h.read_header_timeout;
+                    t.conn.idle = h.idle_timeout;
+                }
+                glommio::spawn_local(server::serve(
+                    listener,
+                    lifecycle.clone(),
+                    t,
+                    conns.clone(),
+                    tls,
+                    move |req| otlp_http::handle(ctx.clone(), req),
+                ))
                 .detach();
             }
         }
@@ -527,7 +570,8 @@ async fn shard_main(
             match server::bind(addr) {
                 Ok(l) => {
                     let stats = stats.clone();
-                    glommio::spawn_local(server::serve(l, Lifecycle::new(), tuning, None, move |req| {
+                    let own = ShardConns::new(INTERNAL_MAX_CONNECTIONS, None);
+                    glommio::spawn_local(server::serve(l, Lifecycle::new(), tuning, own, None, move |req| {
                         let stats = stats.clone();
                         async move { metrics_response(&stats, req.uri().path()) }
                     }))
@@ -551,7 +595,8 @@ async fn shard_main(
             match server::bind(h.endpoint) {
                 Ok(l) => {
                     let stats = stats.clone();
-                    glommio::spawn_local(server::serve(l, Lifecycle::new(), tuning, None, move |req| {
+                    let own = ShardConns::new(INTERNAL_MAX_CONNECTIONS, None);
+                    glommio::spawn_local(server::serve(l, Lifecycle::new(), tuning, own, None, move |req| {
                         let r =
                             crate::extension::health_check::respond(&stats, &h.path, req.method(), req.uri().path());
                         async move { r }

@@ -340,9 +340,15 @@ fn receiver(
             node,
             &p.child("grpc"),
             k.line,
-            &["endpoint", "max_recv_msg_size_mib", "max_concurrent_streams", "auth", "tls"],
             &[
+                "endpoint",
+                "max_recv_msg_size_mib",
+                "max_concurrent_streams",
                 "keepalive",
+                "auth",
+                "tls",
+            ],
+            &[
                 "read_buffer_size",
                 "write_buffer_size",
                 "include_metadata",
@@ -356,6 +362,7 @@ fn receiver(
             max_concurrent_streams: g.uint("max_concurrent_streams")?.unwrap_or(d.max_concurrent_streams),
             auth: crate::extension::authenticator::read_ref(&g, extensions, true)?,
             tls: crate::tls::config::server(&g)?,
+            keepalive: super::conn::grpc_keepalive(&g)?,
         };
         if c.max_recv_msg_size_mib == 0 {
             return Err(g.error("max_recv_msg_size_mib", "must be at least 1"));
@@ -373,7 +380,14 @@ fn receiver(
             node,
             &p.child("http"),
             k.line,
-            &["endpoint", "max_request_body_size", "auth", "tls"],
+            &[
+                "endpoint",
+                "max_request_body_size",
+                "read_header_timeout",
+                "idle_timeout",
+                "auth",
+                "tls",
+            ],
             &[
                 "cors",
                 "include_metadata",
@@ -383,12 +397,12 @@ fn receiver(
                 "logs_url_path",
                 "compression_algorithms",
                 "read_timeout",
-                "read_header_timeout",
                 "write_timeout",
-                "idle_timeout",
             ],
         )?;
         let d = HttpServerConfig::default();
+        let (read_header_timeout, idle_timeout) =
+            super::conn::http_timeouts(&h, (d.read_header_timeout, d.idle_timeout))?;
         let c = HttpServerConfig {
             endpoint: h.listen_addr("endpoint")?.unwrap_or(d.endpoint),
             // As in the Collector, 0 means the default.
@@ -398,6 +412,8 @@ fn receiver(
                 .unwrap_or(d.max_request_body_size),
             auth: crate::extension::authenticator::read_ref(&h, extensions, true)?,
             tls: crate::tls::config::server(&h)?,
+            read_header_timeout,
+            idle_timeout,
         };
         o.http = Some(c);
     }

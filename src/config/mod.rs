@@ -8,6 +8,7 @@
 //! key path and the line it came from.
 
 mod components;
+mod conn;
 mod env;
 mod loadbalancing;
 pub(crate) mod node;
@@ -310,6 +311,36 @@ pub struct GrpcServerConfig {
     pub auth: Option<AuthRef>,
     /// `tls`: serve TLS (absent: plaintext).
     pub tls: Option<crate::tls::config::TlsServerConfig>,
+    /// `keepalive.server_parameters`, as the Collector's gRPC server.
+    pub keepalive: GrpcKeepalive,
+}
+
+/// `keepalive.server_parameters` of a gRPC receiver (grpc-go's names). `None`:
+/// no limit (`0s` in the config).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GrpcKeepalive {
+    /// A connection without a request in flight for this long is sent GOAWAY.
+    pub max_connection_idle: Option<Duration>,
+    /// A connection older than this is sent GOAWAY.
+    pub max_connection_age: Option<Duration>,
+    /// After `max_connection_age`, requests still running get this long.
+    pub max_connection_age_grace: Option<Duration>,
+    /// Ping a connection quiet for this long (`time`) ...
+    pub time: Option<Duration>,
+    /// ... and close it if the ping is not answered within `timeout`.
+    pub timeout: Duration,
+}
+
+impl Default for GrpcKeepalive {
+    fn default() -> Self {
+        GrpcKeepalive {
+            max_connection_idle: Some(Duration::from_secs(300)),
+            max_connection_age: None,
+            max_connection_age_grace: None,
+            time: None,
+            timeout: Duration::from_secs(20),
+        }
+    }
 }
 
 impl Default for GrpcServerConfig {
@@ -320,6 +351,7 @@ impl Default for GrpcServerConfig {
             max_concurrent_streams: 1024,
             auth: None,
             tls: None,
+            keepalive: GrpcKeepalive::default(),
         }
     }
 }
@@ -333,6 +365,11 @@ pub struct HttpServerConfig {
     pub auth: Option<AuthRef>,
     /// `tls`: serve TLS (absent: plaintext).
     pub tls: Option<crate::tls::config::TlsServerConfig>,
+    /// From accept (or the first byte of a later request) to a complete
+    /// request head; `None` (`0s`): no limit.
+    pub read_header_timeout: Option<Duration>,
+    /// A connection without a request in flight for this long is closed.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for HttpServerConfig {
@@ -342,6 +379,8 @@ impl Default for HttpServerConfig {
             max_request_body_size: 20 * 1024 * 1024,
             auth: None,
             tls: None,
+            read_header_timeout: Some(Duration::from_secs(10)),
+            idle_timeout: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -643,6 +682,15 @@ pub struct TuningConfig {
     /// A request body that makes no progress for this long is refused
     /// (408 / DEADLINE_EXCEEDED) and its memory released.
     pub body_timeout: Duration,
+    /// A request body not complete this long after its head arrived is
+    /// refused the same way (a body trickled a byte at a time).
+    pub body_deadline: Duration,
+    /// A gRPC (or metrics / health) connection that has not sent a request
+    /// head this long after it was accepted is closed.
+    pub handshake_timeout: Duration,
+    /// Open connections per shard over all its receivers; more are closed at
+    /// once. Default: the open-files limit (less a reserve) shared by the shards.
+    pub max_connections: Option<u64>,
 }
 
 impl Default for TuningConfig {
@@ -655,6 +703,9 @@ impl Default for TuningConfig {
             io_memory_kib: None,
             inflight_budget_mib: None,
             body_timeout: Duration::from_secs(30),
+            body_deadline: Duration::from_secs(120),
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: None,
         }
     }
 }

@@ -210,8 +210,7 @@ fn full_collector_style_config() {
             endpoint: "127.0.0.1:14317".parse().unwrap(),
             max_recv_msg_size_mib: 16,
             max_concurrent_streams: 64,
-            auth: None,
-            tls: None,
+            ..GrpcServerConfig::default()
         })
     );
     assert_eq!(
@@ -219,8 +218,7 @@ fn full_collector_style_config() {
         Some(HttpServerConfig {
             endpoint: "0.0.0.0:14318".parse().unwrap(),
             max_request_body_size: 1 << 20,
-            auth: None,
-            tls: None,
+            ..HttpServerConfig::default()
         })
     );
     let ReceiverConfig::Otlp(internal) = &c.receivers[&id("otlp/internal")];
@@ -369,6 +367,7 @@ fn full_collector_style_config() {
             io_memory_kib: Some(512),
             inflight_budget_mib: Some(48),
             body_timeout: Duration::from_secs(5),
+            ..TuningConfig::default()
         }
     );
 }

@@ -1,6 +1,7 @@
 //! The sluice-specific `tuning` section (shards, cores, pinning, shutdown
-//! deadline, io_uring memory, in-flight request budget and body timeout) and
-//! tuning files given with `--tuning`.
+//! deadline, io_uring memory, in-flight request budget, body timeouts,
+//! handshake timeout and connections per shard) and tuning files given with
+//! `--tuning`.
 
 use super::{node::Node, section::Section, ConfigError, TuningConfig};
 
@@ -12,6 +13,9 @@ const KEYS: &[&str] = &[
     "io_memory_kib",
     "inflight_budget_mib",
     "body_timeout",
+    "body_deadline",
+    "handshake_timeout",
+    "max_connections",
 ];
 
 /// Reads a `tuning` mapping at `path` (its key on `line`).
@@ -26,6 +30,9 @@ pub fn section(node: &Node, path: &str, line: usize) -> Result<TuningConfig, Con
         io_memory_kib: s.uint("io_memory_kib")?,
         inflight_budget_mib: s.uint("inflight_budget_mib")?,
         body_timeout: s.duration("body_timeout")?.unwrap_or(d.body_timeout),
+        body_deadline: s.duration("body_deadline")?.unwrap_or(d.body_deadline),
+        handshake_timeout: s.duration("handshake_timeout")?.unwrap_or(d.handshake_timeout),
+        max_connections: s.uint("max_connections")?,
     };
     if t.shards == Some(0) {
         return Err(s.error("shards", "must be at least 1"));
@@ -57,8 +64,17 @@ pub fn section(node: &Node, path: &str, line: usize) -> Result<TuningConfig, Con
             ));
         }
     }
-    if t.body_timeout.is_zero() {
-        return Err(s.error("body_timeout", "must be more than 0s"));
+    for (key, v) in [
+        ("body_timeout", t.body_timeout),
+        ("body_deadline", t.body_deadline),
+        ("handshake_timeout", t.handshake_timeout),
+    ] {
+        if v.is_zero() {
+            return Err(s.error(key, "must be more than 0s"));
+        }
+    }
+    if t.max_connections == Some(0) {
+        return Err(s.error("max_connections", "must be at least 1 (or left out for the default)"));
     }
     Ok(t)
 }

@@ -1,7 +1,8 @@
 //! HTTP body types: `ResponseBody` (one data frame, optional trailers: gRPC
 //! responses and plain replies) and `read_body` (collects a request body,
 //! zero-copy when it arrives in one frame, refusing past a size limit, charged
-//! to the shard's in-flight budget, cut off when the client stops sending).
+//! to the shard's in-flight budget, cut off when the client stops sending or
+//! sends too slowly to finish within the body deadline).
 
 use std::{
     pin::Pin,
@@ -73,6 +74,8 @@ pub enum BodyError {
     TooLarge(usize),
     #[error("no part of the request body arrived for {0:?}")]
     Stalled(Duration),
+    #[error("the request body did not arrive within {0:?}")]
+    TooSlow(Duration),
     #[error("sluice is receiving too many request bytes at once (in-flight budget full for {0:?}); retry later")]
     Busy(Duration),
     #[error("error reading request body: {0}")]
@@ -88,6 +91,9 @@ pub struct BodyRules {
     pub grpc: bool,
     /// Longest wait for the next part of the body (twice that for room in the budget).
     pub timeout: Duration,
+    /// Longest time for the whole body, from the start of the read (a body
+    /// trickled a byte at a time is cut off here).
+    pub deadline: Duration,
     /// On a body over the limit, read (and discard, bounded) the rest so an
     /// HTTP/1.1 connection stays usable.
     pub drain: bool,
@@ -111,6 +117,8 @@ pub async fn read_body(
     let mut r = Reader {
         body,
         timeout: rules.timeout,
+        until: crate::clock::after(Instant::now(), rules.deadline),
+        deadline: rules.deadline,
     };
     let mut held = budget.hold();
     let limit = rules.limit;
@@ -203,10 +211,12 @@ pub async fn read_body(
     Ok((bytes, held))
 }
 
-/// Polls a body's frames, each wait bounded by `timeout`.
+/// Polls a body's frames, each wait bounded by `timeout`, all of them by `until`.
 struct Reader {
     body: hyper::body::Incoming,
     timeout: Duration,
+    until: Instant,
+    deadline: Duration,
 }
 
 impl Reader {
@@ -217,9 +227,21 @@ impl Reader {
             // Most frames are already buffered: no timer for those.
             let polled = match futures_lite::future::poll_once(&mut fut).await {
                 Some(f) => f,
-                None => glommio::timer::timeout(self.timeout, async { Ok(fut.await) })
-                    .await
-                    .map_err(|_| BodyError::Stalled(self.timeout))?,
+                None => {
+                    let left = self.until.saturating_duration_since(Instant::now());
+                    let wait = self.timeout.min(left);
+                    let err = if wait < self.timeout {
+                        BodyError::TooSlow(self.deadline)
+                    } else {
+                        BodyError::Stalled(self.timeout)
+                    };
+                    if wait.is_zero() {
+                        return Err(err);
+                    }
+                    glommio::timer::timeout(wait, async { Ok(fut.await) })
+                        .await
+                        .map_err(|_| err)?
+                }
             };
             match polled {
                 None => return Ok(None),

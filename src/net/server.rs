@@ -1,6 +1,8 @@
 //! The accept loop shared by every listener of a shard: accepts on a
 //! SO_REUSEPORT glommio listener and serves each connection with hyper
-//! (HTTP/1.1 and h2c auto-detected), until the shard starts draining.
+//! (HTTP/1.1 and h2c auto-detected), until the shard starts draining. Each
+//! connection takes a slot of the shard's connection limit and runs beside
+//! its watchdog (`conn_watch`), which shuts it down when it stays quiet.
 
 use std::{
     cell::Cell,
@@ -17,7 +19,12 @@ use hyper::body::Incoming;
 use hyper_util::server::conn::auto;
 
 use crate::{
-    net::{body::ResponseBody, hyper_io::ShardExecutor},
+    net::{
+        accept::{AcceptErrors, ShardConns},
+        body::ResponseBody,
+        conn_watch::{self, Activity, Busy, ConnRules, Watched},
+        hyper_io::ShardExecutor,
+    },
     shutdown::Lifecycle,
 };
 
@@ -29,6 +36,16 @@ use crate::{
 /// their reservation always have room to receive the rest (a smaller
 /// connection window deadlocks streams admitted by the budget behind streams
 /// waiting for it). Frames are at most one stream window.
+///
+/// Floods are bounded by h2 itself plus these settings: a request's headers
+/// (HEADERS + CONTINUATION) by `max_header_list_size` (the connection is
+/// closed past it); streams reset by the client before they were served
+/// ("rapid reset") by `max_pending_accept_reset_streams` (GOAWAY
+/// ENHANCE_YOUR_CALM past it); streams sluice resets by
+/// `max_local_error_reset_streams`; SETTINGS and PING floods by h2
+/// acknowledging each before it reads the next frame (a client that does not
+/// read its acknowledgements stops being read), and by the watchdog, which
+/// closes connections that send no request.
 #[derive(Clone, Copy, Debug)]
 pub struct ServerTuning {
     pub max_concurrent_streams: u32,
@@ -43,6 +60,16 @@ pub struct ServerTuning {
     /// Responses a connection may leave unread (waiting for its flow-control
     /// window) before new requests on it are refused without being read.
     pub max_unread_responses: u32,
+    /// Largest request header block (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE).
+    pub max_header_list_size: u32,
+    pub max_pending_accept_reset_streams: usize,
+    pub max_local_error_reset_streams: usize,
+    /// HTTP/2 PING a quiet connection this often (gRPC `keepalive.time`) ...
+    pub ping_interval: Option<std::time::Duration>,
+    /// ... and close it when the PING is not answered within this.
+    pub ping_timeout: std::time::Duration,
+    /// When quiet connections are closed.
+    pub conn: ConnRules,
 }
 
 impl Default for ServerTuning {
@@ -55,6 +82,12 @@ impl Default for ServerTuning {
             max_send_buf: 64 << 10,
             h1_max_buf: 256 << 10,
             max_unread_responses: 32,
+            max_header_list_size: 16 << 10,
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 1024,
+            ping_interval: None,
+            ping_timeout: std::time::Duration::from_secs(20),
+            conn: ConnRules::default(),
         }
     }
 }
@@ -77,10 +110,12 @@ struct ConnState {
     unread: Cell<u32>,
 }
 
-/// A response body that counts as unread on its connection until it drops.
+/// A response body that counts as unread on its connection until it drops
+/// (and keeps the connection busy for its watchdog until then).
 pub struct TrackedBody {
     inner: ResponseBody,
     conn: Rc<ConnState>,
+    _busy: Busy,
 }
 
 impl Drop for TrackedBody {
@@ -133,11 +168,13 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Serves connections from `listener` with `handler` until draining starts;
-/// with `tls`, each connection's TLS handshake runs first (on this shard).
+/// each connection takes a slot of `conns` or is closed at once; with `tls`,
+/// its TLS handshake runs first (on this shard).
 pub async fn serve<H, F>(
     listener: TcpListener,
     lifecycle: Rc<Lifecycle>,
     tuning: ServerTuning,
+    conns: Rc<ShardConns>,
     tls: Option<Rc<crate::tls::server::Acceptor>>,
     handler: H,
 ) where
@@ -149,6 +186,10 @@ pub async fn serve<H, F>(
         .http1()
         .keep_alive(true)
         .timer(crate::net::timer::GlommioTimer)
+        // Request heads are timed by the connection's watchdog (hyper's timer
+        // would also run while a keep-alive connection waits, cutting
+        // `idle_timeout` short).
+        .header_read_timeout(None)
         .max_buf_size(tuning.h1_max_buf);
     builder
         .http2()
@@ -157,8 +198,14 @@ pub async fn serve<H, F>(
         .max_frame_size(tuning.max_frame_size)
         .initial_stream_window_size(tuning.stream_window)
         .initial_connection_window_size(tuning.connection_window_size())
-        .max_send_buf_size(tuning.max_send_buf);
+        .max_send_buf_size(tuning.max_send_buf)
+        .max_header_list_size(tuning.max_header_list_size)
+        .max_pending_accept_reset_streams(tuning.max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(tuning.max_local_error_reset_streams)
+        .keep_alive_interval(tuning.ping_interval)
+        .keep_alive_timeout(tuning.ping_timeout);
     let builder = Rc::new(builder);
+    let mut errors = AcceptErrors::default();
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             lifecycle.drained_signal().await;
@@ -169,21 +216,31 @@ pub async fn serve<H, F>(
             None => break,
             Some(Ok(s)) => s,
             Some(Err(e)) => {
-                tracing::warn!(error = %e, "accept failed");
-                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                let e = std::io::Error::from(e);
+                let pause = errors.failed(&e, &conns);
+                // The pause ends early if draining starts.
+                futures_lite::future::or(glommio::timer::sleep(pause), lifecycle.drained_signal()).await;
                 continue;
             }
         };
+        errors.succeeded();
+        // Over the limit: dropping the stream closes it at once.
+        let Some(slot) = conns.admit() else { continue };
         let handler = handler.clone();
         let builder = builder.clone();
+        let conns = conns.clone();
         let tls = tls.clone();
         glommio::spawn_local(async move {
-            let Some(io) = crate::tls::server::accept(tls.as_deref(), stream).await else {
+            let Some(stream) = crate::tls::server::accept(tls.as_deref(), stream).await else {
                 return;
             };
+            let activity = Activity::new();
+            let io = Watched::new(stream, activity.clone());
             let conn = Rc::new(ConnState::default());
             let max_unread = tuning.max_unread_responses;
+            let on_request = activity.clone();
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let busy = on_request.begin(req.version() == http::Version::HTTP_2);
                 let conn = conn.clone();
                 let unread = conn.unread.get();
                 // Boxed: a stream whose response waits for the client's window
@@ -196,12 +253,38 @@ pub async fn serve<H, F>(
                 async move {
                     let resp = fut.await;
                     conn.unread.set(conn.unread.get() + 1);
-                    Ok::<_, Infallible>(resp.map(|inner| TrackedBody { inner, conn }))
+                    Ok::<_, Infallible>(resp.map(|inner| TrackedBody {
+                        inner,
+                        conn,
+                        _busy: busy,
+                    }))
                 }
             });
-            if let Err(e) = builder.serve_connection(io, svc).await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            let mut served = std::pin::pin!(builder.serve_connection(io, svc));
+            // Dropped (cancelled) when the connection ends.
+            let _watchdog = glommio::spawn_local(conn_watch::watch(activity.clone(), tuning.conn));
+            let first = futures_lite::future::or(async { Ok(served.as_mut().await) }, async {
+                Err(activity.close_requested().await)
+            })
+            .await;
+            match first {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "connection ended with an error"),
+                Err(reason) => {
+                    conns.closed(reason);
+                    tracing::debug!(reason = reason.name(), "closing a quiet connection");
+                    served.as_mut().graceful_shutdown();
+                    let finish = async {
+                        let _ = served.as_mut().await;
+                    };
+                    match reason.grace(&tuning.conn) {
+                        // Past the grace, dropping the connection closes it.
+                        Some(grace) => futures_lite::future::or(finish, crate::clock::sleep(grace)).await,
+                        None => finish.await,
+                    }
+                }
             }
+            drop(slot);
             // What the connection leaves freed goes back to the OS.
             crate::net::inflight::trim_soon();
         })

@@ -43,6 +43,8 @@ pub struct ReceiverCtx {
     pub body_timeout: Duration,
     /// `auth.authenticator`: requests without valid credentials are refused.
     pub auth: Option<ServerAuth>,
+    /// Longest time to receive a whole request body (`tuning.body_deadline`).
+    pub body_deadline: Duration,
 }
 
 /// Why a request was not accepted.

@@ -107,12 +107,13 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
         limit: limit + grpc::PREFIX_LEN,
         grpc: true,
         timeout: ctx.body_timeout,
+        deadline: ctx.body_deadline,
         drain: false,
     };
     let (body, mut held) = match read_body(req.into_body(), &ctx.budget, rules).await {
         Ok(b) => b,
         Err(BodyError::TooLarge(_)) => return too_large("message"),
-        Err(e @ BodyError::Stalled(_)) => {
+        Err(e @ (BodyError::Stalled(_) | BodyError::TooSlow(_))) => {
             ctx.refused_unread(signal);
             return status_response(Code::DeadlineExceeded, &e.to_string(), None);
         }

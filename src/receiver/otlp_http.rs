@@ -154,12 +154,13 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
         limit,
         grpc: false,
         timeout: ctx.body_timeout,
+        deadline: ctx.body_deadline,
         drain: req.version() < http::Version::HTTP_2,
     };
     let (body, mut held) = match read_body(req.into_body(), &ctx.budget, rules).await {
         Ok(b) => b,
         Err(BodyError::TooLarge(_)) => return too_large(),
-        Err(e @ BodyError::Stalled(_)) => {
+        Err(e @ (BodyError::Stalled(_) | BodyError::TooSlow(_))) => {
             ctx.refused_unread(signal);
             return error(
                 StatusCode::REQUEST_TIMEOUT,

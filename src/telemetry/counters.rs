@@ -245,6 +245,20 @@ pub struct ShardStats {
     /// Bytes this shard holds in batches and sending queues, published at the
     /// memory limiter's check_interval.
     pub held_bytes: Gauge,
+    /// Client connections of the shard's receivers.
+    pub conns: ConnStats,
+}
+
+/// Client connections of one shard's receivers (written per connection, not per request).
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    pub open: Gauge,
+    /// Closed at once: the shard was at `max_connections`.
+    pub refused: Counter,
+    /// Closed by the connection watchdog, by `CloseReason`.
+    pub closed: [Counter; 4],
+    /// Failed `accept` calls (e.g. out of file descriptors).
+    pub accept_errors: Counter,
 }
 
 /// Process-wide figures, each written by one thread (the memory monitor, or

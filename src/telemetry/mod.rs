@@ -5,5 +5,6 @@ pub mod counters;
 pub mod prometheus;
 
 pub use counters::{
-    BatchStats, Counter, DropReason, ExporterStats, Gauge, Histogram, ProcessStats, ReceiverStats, ShardStats, Stats,
+    BatchStats, ConnStats, Counter, DropReason, ExporterStats, Gauge, Histogram, ProcessStats, ReceiverStats,
+    ShardStats, Stats,
 };

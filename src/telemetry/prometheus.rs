@@ -433,6 +433,37 @@ impl Collector for StatsCollector {
         )?;
         counter(
             &mut enc,
+            "sluice_connections_refused",
+            "Client connections closed at once because the shard had max_connections open.",
+            [(vec![], shards.iter().map(|sh| sh.conns.refused.get()).sum())],
+        )?;
+        counter(
+            &mut enc,
+            "sluice_connections_closed",
+            "Client connections closed for inactivity or age (reason: handshake, header, idle, age).",
+            crate::net::conn_watch::CloseReason::ALL.iter().map(|&r| {
+                (
+                    vec![("reason", r.name().to_string())],
+                    shards.iter().map(|sh| sh.conns.closed[r as usize].get()).sum(),
+                )
+            }),
+        )?;
+        counter(
+            &mut enc,
+            "sluice_accept_errors",
+            "Failed accept calls on receiver listeners (e.g. out of file descriptors).",
+            [(vec![], shards.iter().map(|sh| sh.conns.accept_errors.get()).sum())],
+        )?;
+        gauge(
+            &mut enc,
+            "sluice_connections_open",
+            "Open client connections of the receivers, per shard.",
+            shards
+                .iter()
+                .map(|sh| (vec![("shard", sh.shard.to_string())], sh.conns.open.get() as i64)),
+        )?;
+        counter(
+            &mut enc,
             "sluice_shutdown_dropped_items",
             "Items that could not be flushed before the shutdown deadline.",
             Signal::ALL.iter().map(|&s| {

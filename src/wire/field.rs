@@ -15,6 +15,9 @@ pub enum Value {
     Fixed32(u32),
     /// Byte range of a length-delimited value within the walked buffer.
     Len(usize, usize),
+    /// Byte range of a group's fields (between its start and end tags). OTLP
+    /// has no groups: only unknown fields are groups, which prost skips.
+    Group(usize, usize),
 }
 
 impl Value {
@@ -144,6 +147,11 @@ impl<'a> Fields<'a> {
                 self.pos = s + len as usize;
                 Value::Len(s, self.pos)
             }
+            3 => {
+                let s = self.pos;
+                let e = skip_group(self.buf, &mut self.pos, self.end, number)?;
+                Value::Group(s, e)
+            }
             5 => {
                 let b = self
                     .buf
@@ -182,6 +190,59 @@ impl Iterator for Fields<'_> {
             self.pos = self.end;
         }
         Some(r)
+    }
+}
+
+/// Skips the fields of a group whose start tag (field `number`) ended at
+/// `*pos`, nested groups included, up to and past its end tag; returns where
+/// the end tag starts. Iterative, so nesting depth costs no stack.
+fn skip_group(buf: &[u8], pos: &mut usize, end: usize, number: u32) -> Result<usize, WireError> {
+    let mut open = vec![number];
+    loop {
+        if *pos >= end {
+            return Err(WireError::Truncated(end));
+        }
+        let at = *pos;
+        let key = read_varint(buf, pos)?;
+        let n = (key >> 3) as u32;
+        if n == 0 {
+            return Err(WireError::FieldZero(at));
+        }
+        match key & 7 {
+            0 => {
+                read_varint(buf, pos)?;
+            }
+            1 | 5 => {
+                let w = if key & 7 == 1 { 8 } else { 4 };
+                if end - *pos < w {
+                    return Err(WireError::Truncated(end));
+                }
+                *pos += w;
+            }
+            2 => {
+                let len = read_varint(buf, pos)?;
+                if len > (end - *pos) as u64 {
+                    return Err(WireError::Truncated(end));
+                }
+                *pos += len as usize;
+            }
+            3 => open.push(n),
+            4 => {
+                if open.pop() != Some(n) {
+                    return Err(WireError::EndGroup { at });
+                }
+                if open.is_empty() {
+                    return Ok(at);
+                }
+            }
+            wt => {
+                return Err(WireError::WireType {
+                    field: n,
+                    wire_type: wt as u8,
+                    at,
+                })
+            }
+        }
     }
 }
 

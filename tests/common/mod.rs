@@ -4,6 +4,7 @@
 //! Prometheus scraper, and builders of OTLP requests with known contents.
 #![allow(dead_code)]
 
+pub mod conn;
 pub mod otlp_gen;
 pub mod sdk_spans;
 pub mod stalled;

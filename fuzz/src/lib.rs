@@ -1,0 +1,3 @@
+//! The fuzz targets' shared invariants (see `checks`).
+
+pub mod checks;
