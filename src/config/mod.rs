@@ -7,7 +7,7 @@
 //! `service`, `tuning`) → cross-reference checks. Every error names the dotted
 //! key path and the line it came from.
 
-mod components;
+pub(crate) mod components;
 mod env;
 pub(crate) mod node;
 pub(crate) mod section;
@@ -288,6 +288,7 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ReceiverConfig {
     Otlp(OtlpReceiverConfig),
+    Kafka(Box<crate::kafka::config::KafkaReceiverConfig>),
 }
 
 /// `receivers.otlp.protocols`: a protocol is served when its key is present
@@ -390,6 +391,7 @@ pub enum ExporterConfig {
     File(FileExporterConfig),
     Debug(DebugExporterConfig),
     Nop,
+    Kafka(Box<crate::kafka::config::KafkaExporterConfig>),
 }
 
 /// `otlp` (gRPC) and `otlphttp` exporters.

@@ -513,12 +513,12 @@ fn not_yet_supported_components() {
 
     let yaml = MINIMAL.replace(
         "exporters:\n  nop:",
-        "exporters:\n  nop:\n  kafka:\n    brokers: [k:9092]",
+        "exporters:\n  nop:\n  prometheusremotewrite:\n    endpoint: http://p:9090",
     );
     let e = err(&yaml);
     assert_eq!(
         e.to_string(),
-        "exporters.kafka: component `kafka` is not yet supported by sluice (line 8)"
+        "exporters.prometheusremotewrite: component `prometheusremotewrite` is not yet supported by sluice (line 8)"
     );
 
     let e = err(&MINIMAL.replace("  otlp:\n    protocols:", "  jaeger:\n  otlp:\n    protocols:"));

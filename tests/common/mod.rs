@@ -1882,3 +1882,5 @@ pub fn request_span_ids(r: &ExportTraceServiceRequest) -> Vec<String> {
 }
 pub mod files;
 pub mod hint_backend;
+#[cfg(feature = "kafka")]
+pub mod kafka;
