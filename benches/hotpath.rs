@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the hot path pieces: request scan (validate + count) per
-//! signal, full schema validation (`wire_validate`), full prost decode for
+//! signal, full schema validation (`wire::validate`), full prost decode for
 //! comparison, batch assembly and encode (with a split at
 //! send_batch_max_size), sending-queue push/pop, store record encode/decode,
 //! and OTLP/JSON decode. Throughput is reported in items (spans, data points,
@@ -16,7 +16,7 @@ use sluice::{
     proto::{ExportLogsServiceRequest, ExportMetricsServiceRequest, ExportTraceServiceRequest},
     signal::Signal,
     store::segment,
-    wire, wire_validate,
+    wire,
 };
 
 const ITEMS: usize = 100;
@@ -30,7 +30,7 @@ fn scan(c: &mut Criterion) {
             b.iter(|| wire::scan(signal, std::hint::black_box(&body)).unwrap())
         });
         g.bench_function(format!("validate/{}", signal.name()), |b| {
-            b.iter(|| wire_validate::validate(signal, std::hint::black_box(&body)).unwrap())
+            b.iter(|| wire::validate::validate(signal, std::hint::black_box(&body)).unwrap())
         });
         g.bench_function(format!("prost_decode/{}", signal.name()), |b| {
             b.iter(|| match signal {

@@ -31,6 +31,3 @@ pub mod spool;
 pub mod store;
 pub mod telemetry;
 pub mod wire;
-pub mod wire_edit;
-pub mod wire_validate;
-pub mod wire_view;

@@ -207,7 +207,7 @@ fn transcode_properties(signal: Signal, canonical: Vec<u8>, wire: Vec<u8>, rng_s
     let js = js_json(signal, &canonical, &mut runner);
     let pb = otlp_json::decode_request(signal, js.as_bytes()).map_err(|e| TestCaseError::fail(format!("{e}: {js}")))?;
     prop_assert_eq!(values(signal, &pb), values(signal, &canonical), "{}", js);
-    prop_assert!(sluice::wire_validate::validate(signal, &pb).is_ok());
+    prop_assert!(sluice::wire::validate::validate(signal, &pb).is_ok());
     Ok(())
 }
 
@@ -761,7 +761,7 @@ fn nested_value(depth: u32) -> (String, Vec<u8>) {
 /// Issue 8 item 9: one AnyValue nesting limit on both paths.
 #[tokio::test]
 async fn one_nesting_limit_on_both_paths() {
-    let limit = sluice::wire_validate::MAX_ANY_VALUE_NESTING;
+    let limit = sluice::wire::validate::MAX_ANY_VALUE_NESTING;
     let dir = tempfile::tempdir().unwrap();
     let (mut sl, p) = store_sluice(dir.path());
     let mut conn = HttpConn::connect(p.http_addr());

@@ -110,7 +110,7 @@ impl Msg {
 }
 
 /// The one `AnyValue` nesting limit, shared with the protobuf validator.
-pub use crate::wire_validate::MAX_ANY_VALUE_NESTING;
+pub use crate::wire::validate::MAX_ANY_VALUE_NESTING;
 
 /// Trace ids are 16 bytes, span ids 8.
 pub const TRACE_ID: Ty = Ty::Id(16);

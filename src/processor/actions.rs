@@ -33,7 +33,7 @@ use crate::{
         ConfigError,
     },
     processor::ottl::Value,
-    wire_edit::{AttrValue, Attrs},
+    wire::edit::{AttrValue, Attrs},
 };
 
 /// What an action does.

@@ -28,7 +28,7 @@
 //! values are compared as strings there, and by type and value with
 //! `strict`.
 //!
-//! How: per request, `wire_edit::rewrite` hands each item to the actions as
+//! How: per request, `wire::edit::rewrite` hands each item to the actions as
 //! an [`Attrs`] edit of its own bytes; an item they change is rebuilt from
 //! its field slices (changed entries re-encoded where they were, inserted
 //! ones at the end), and only its enclosing envelopes are re-framed. A
@@ -53,9 +53,9 @@ use crate::{
         ottl::Value,
     },
     signal::Signal,
+    wire::edit::{self, Attrs, Rewrite},
+    wire::view::{self, Item, Kind},
     wire::WireError,
-    wire_edit::{self, Attrs, Rewrite},
-    wire_view::{self, Item, Kind},
 };
 
 /// `include` / `exclude` as configured.
@@ -244,7 +244,7 @@ fn text_of(v: &Value<'_>) -> Option<String> {
 }
 
 fn str_field(msg: &[u8], number: u32) -> Option<&str> {
-    std::str::from_utf8(wire_view::bytes_of(msg, number).unwrap_or_default()).ok()
+    std::str::from_utf8(view::bytes_of(msg, number).unwrap_or_default()).ok()
 }
 
 impl Matcher {
@@ -278,7 +278,7 @@ impl Matcher {
     /// Whether every property that is set matches `item`.
     fn matches(&self, item: &Item<'_>) -> bool {
         if !self.services.is_empty() {
-            let service = wire_view::attribute(item.resource, 1, "service.name");
+            let service = view::attribute(item.resource, 1, "service.name");
             let name = match &service {
                 Value::Str(s) => Some(s.as_ref()),
                 _ => None,
@@ -293,7 +293,7 @@ impl Matcher {
         }
         if !self.log_bodies.is_empty() {
             let body = match item.kind {
-                Kind::LogRecord => wire_view::bytes_of(item.item, 5).map(wire_view::any_value),
+                Kind::LogRecord => view::bytes_of(item.item, 5).map(view::any_value),
                 _ => None,
             };
             if !self.log_bodies.matches(body.as_ref().and_then(text_of).as_deref()) {
@@ -312,14 +312,14 @@ impl Matcher {
             for a in &self.attributes {
                 let ok = match a {
                     AttrMatch::Strict(k, want) => {
-                        let got = wire_view::attribute(item.item, field, k);
+                        let got = view::attribute(item.item, field, k);
                         match want {
                             None => got != Value::Nil,
                             Some(w) => w.attr().get() == got,
                         }
                     }
                     AttrMatch::Regexp(k, pattern) => {
-                        let got = wire_view::attribute(item.item, field, k);
+                        let got = view::attribute(item.item, field, k);
                         match pattern {
                             None => got != Value::Nil,
                             Some(p) => text_of(&got).is_some_and(|t| p.is_match(&t)),
@@ -384,7 +384,7 @@ impl Attributes {
                     None => Rewrite::Keep,
                 }
             };
-            let edited = wire_edit::rewrite(chunk, kind, &mut |_| None, Some(&mut edit))?;
+            let edited = edit::rewrite(chunk, kind, &mut |_| None, Some(&mut edit))?;
             changed |= edited.changed;
             out.extend(edited.pieces.into_iter().filter(|p| !p.is_empty()));
         }

@@ -17,8 +17,8 @@
 //! ```
 //!
 //! How: each condition is parsed once, at config time, for its context
-//! (`processor::ottl`); per request, `wire_edit::retain` walks the items and
-//! asks the conditions through a zero-copy `wire_view::Item`. Kept items stay
+//! (`processor::ottl`); per request, `wire::edit::retain` walks the items and
+//! asks the conditions through a zero-copy `wire::view::Item`. Kept items stay
 //! slices of the received body; only the envelopes that lost an item are
 //! re-framed, and an envelope left empty goes with its last item. A request
 //! from which nothing is dropped leaves byte-identical. Spans are judged
@@ -44,9 +44,9 @@ use crate::{
     config::{node::Node, section::Section, ConfigError},
     processor::ottl::{self, Condition, Context},
     signal::Signal,
+    wire::edit::{self, Edited},
+    wire::view::Kind,
     wire::WireError,
-    wire_edit::{self, Edited},
-    wire_view::Kind,
 };
 
 /// What happens when a condition cannot be evaluated for an item.
@@ -215,7 +215,7 @@ impl Filter {
             let mut next = Vec::with_capacity(chunks.len());
             for chunk in &chunks {
                 let mut failure: Option<FilterError> = None;
-                let edited: Edited = wire_edit::retain(chunk, kind, &mut |item| {
+                let edited: Edited = edit::retain(chunk, kind, &mut |item| {
                     for c in conds {
                         match c.eval(item) {
                             Ok(true) => return false,

@@ -38,9 +38,9 @@ use crate::{
     config::{node::Node, section::Section, ConfigError},
     processor::ottl::{Fields as _, Path, Value},
     signal::Signal,
+    wire::edit,
+    wire::view::{self, Item, Kind},
     wire::WireError,
-    wire_edit,
-    wire_view::{self, Item, Kind},
 };
 
 /// Where log records take the bytes they are hashed by.
@@ -236,7 +236,7 @@ impl ProbabilisticSampler {
         if let Some(p) = priority.filter(|p| *p >= 0.0) {
             return (Policy::SamplingPriority, p > 0.0);
         }
-        match wire_view::bytes_of(item.item, 1).filter(|id| id.iter().any(|&b| b != 0)) {
+        match view::bytes_of(item.item, 1).filter(|id| id.iter().any(|&b| b != 0)) {
             Some(id) => (Policy::TraceIdHash, self.by_hash(id)),
             None => (Policy::MissingRandomness, !self.config.fail_closed),
         }
@@ -244,7 +244,7 @@ impl ProbabilisticSampler {
 
     fn decide_log(&self, item: &Item<'_>) -> (Policy, bool) {
         if self.config.attribute_source == AttributeSource::TraceId {
-            if let Some(id) = wire_view::bytes_of(item.item, 9).filter(|id| id.iter().any(|&b| b != 0)) {
+            if let Some(id) = view::bytes_of(item.item, 9).filter(|id| id.iter().any(|&b| b != 0)) {
                 return (Policy::TraceIdHash, self.by_hash(id));
             }
         } else {
@@ -274,7 +274,7 @@ impl ProbabilisticSampler {
         let mut out = Vec::with_capacity(chunks.len());
         let mut dropped = 0;
         for chunk in chunks {
-            let edited = wire_edit::retain(chunk, kind, &mut |item| {
+            let edited = edit::retain(chunk, kind, &mut |item| {
                 let (policy, keep) = if kind == Kind::Span {
                     self.decide_span(item)
                 } else {
@@ -302,8 +302,8 @@ fn attribute_value_bytes<'a>(record: &'a [u8], key: &str) -> Option<&'a [u8]> {
             continue;
         };
         let kv = &record[s..e];
-        if wire_view::bytes_of(kv, 1).unwrap_or_default() == key.as_bytes() {
-            let any = wire_view::bytes_of(kv, 2)?;
+        if view::bytes_of(kv, 1).unwrap_or_default() == key.as_bytes() {
+            let any = view::bytes_of(kv, 2)?;
             // The one field of the AnyValue: its bytes after the tag.
             return match crate::wire::Fields::all(any).flatten().last()?.value {
                 crate::wire::Value::Len(a, b) => Some(&any[a..b]),

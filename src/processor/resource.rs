@@ -11,7 +11,7 @@
 //! ```
 //!
 //! Actions are those of `processor::actions`; `from_attribute` copies
-//! another attribute of the resource. Per request, `wire_edit::rewrite`
+//! another attribute of the resource. Per request, `wire::edit::rewrite`
 //! hands the `Resource` message of each resource entry to the actions as an
 //! [`Attrs`] edit; an entry whose resource changed is re-framed around the
 //! rebuilt resource and keeps its scopes and items as they came (copied into
@@ -30,9 +30,9 @@ use crate::{
     config::{node::Node, section::Section, ConfigError},
     processor::actions::{self, Action, ActionConfig},
     signal::Signal,
+    wire::edit::{self, Attrs},
+    wire::view::Kind,
     wire::WireError,
-    wire_edit::{self, Attrs},
-    wire_view::Kind,
 };
 
 /// `processors.resource[/name]`.
@@ -91,7 +91,7 @@ impl Resource {
                 actions::apply(&self.actions, &mut attrs);
                 attrs.encode()
             };
-            let edited = wire_edit::rewrite(chunk, kind, &mut edit, None)?;
+            let edited = edit::rewrite(chunk, kind, &mut edit, None)?;
             changed |= edited.changed;
             out.extend(edited.pieces.into_iter().filter(|p| !p.is_empty()));
         }

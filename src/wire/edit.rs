@@ -15,7 +15,7 @@
 //! request from which nothing is dropped comes back as the body itself.
 //!
 //! The decision is taken per item by a caller's closure over an
-//! [`Item`](crate::wire_view::Item) view: per span, log record or metric
+//! [`Item`](crate::wire::view::Item) view: per span, log record or metric
 //! (leaf level), per data point inside a metric, or per event inside a span.
 //! [`retain`] keeps or drops; [`rewrite`] may also replace an item with new
 //! bytes, and replace the `Resource` message of each resource entry. Only the
@@ -34,8 +34,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
     processor::ottl,
+    wire::view::{self, Item, Kind},
     wire::{put_len_header, put_varint, Fields, WireError},
-    wire_view::{self, Item, Kind},
 };
 
 /// What becomes of one item in [`rewrite`].
@@ -345,7 +345,7 @@ fn leaf(
             };
             // A dropped metric takes its data points with it.
             decided(edit(&item), 2, || match kind {
-                Kind::Metric => crate::wire::metric_points(body, ls, le),
+                Kind::Metric => crate::wire::scan::metric_points(body, ls, le),
                 _ => Ok(1),
             })
         }
@@ -437,7 +437,7 @@ impl AttrValue<'_> {
     /// The value as OTTL reads it.
     pub fn get(&self) -> ottl::Value<'_> {
         match self {
-            AttrValue::Wire(b) => wire_view::any_value(b),
+            AttrValue::Wire(b) => view::any_value(b),
             AttrValue::Str(s) => ottl::Value::Str(Cow::Borrowed(s)),
             AttrValue::Int(i) => ottl::Value::Int(*i),
             AttrValue::Double(d) => ottl::Value::Double(*d),
@@ -513,10 +513,10 @@ impl<'a> Attrs<'a> {
                 continue;
             };
             let kv = &msg[s..e];
-            let key = std::str::from_utf8(wire_view::bytes_of(kv, 1).unwrap_or_default()).unwrap_or("\u{0}");
+            let key = std::str::from_utf8(view::bytes_of(kv, 1).unwrap_or_default()).unwrap_or("\u{0}");
             list.push(Attr {
                 key: Cow::Borrowed(key),
-                value: AttrValue::Wire(wire_view::bytes_of(kv, 2).unwrap_or_default()),
+                value: AttrValue::Wire(view::bytes_of(kv, 2).unwrap_or_default()),
                 original: Some((f.start, f.end)),
                 removed: false,
             });
@@ -801,7 +801,7 @@ mod tests {
 
         // Data points: drop value 4 and every point of go_gc.
         let e = retain(&body, Kind::DataPoint, &mut |i| {
-            let v = crate::wire_view::last(i.item, 6);
+            let v = crate::wire::view::last(i.item, 6);
             named_metric(i) != "go_gc" && v != Some(crate::wire::Value::Fixed64(4))
         })
         .unwrap();
