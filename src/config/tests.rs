@@ -56,7 +56,9 @@ fn default_config_loads() {
         assert_eq!(p.exporters, vec![id("file")]);
         assert!(p.line > 0);
     }
-    let ReceiverConfig::Otlp(o) = &c.receivers[&id("otlp")];
+    let ReceiverConfig::Otlp(o) = &c.receivers[&id("otlp")] else {
+        panic!("an otlp receiver")
+    };
     assert_eq!(o.grpc, Some(GrpcServerConfig::default()));
     assert_eq!(o.http, Some(HttpServerConfig::default()));
     assert_eq!(
@@ -78,7 +80,9 @@ fn default_config_loads() {
 #[test]
 fn minimal_config_takes_defaults() {
     let c = load(MINIMAL).unwrap();
-    let ReceiverConfig::Otlp(o) = &c.receivers[&id("otlp")];
+    let ReceiverConfig::Otlp(o) = &c.receivers[&id("otlp")] else {
+        panic!("an otlp receiver")
+    };
     assert_eq!(
         o.grpc.as_ref().unwrap().endpoint,
         "0.0.0.0:4317".parse::<SocketAddr>().unwrap()
@@ -203,7 +207,9 @@ tuning:
 fn full_collector_style_config() {
     let c = load(FULL).unwrap();
 
-    let ReceiverConfig::Otlp(o) = &c.receivers[&id("otlp")];
+    let ReceiverConfig::Otlp(o) = &c.receivers[&id("otlp")] else {
+        panic!("an otlp receiver")
+    };
     assert_eq!(
         o.grpc,
         Some(GrpcServerConfig {
@@ -219,7 +225,9 @@ fn full_collector_style_config() {
             max_request_body_size: 1 << 20,
         })
     );
-    let ReceiverConfig::Otlp(internal) = &c.receivers[&id("otlp/internal")];
+    let ReceiverConfig::Otlp(internal) = &c.receivers[&id("otlp/internal")] else {
+        panic!("an otlp receiver")
+    };
     assert_eq!(internal.grpc, None);
     assert_eq!(internal.http, Some(HttpServerConfig::default()));
 
@@ -446,7 +454,9 @@ fn env_substitution() {
         "      grpc:\n        endpoint: ${env:MISSING}:${env:P:-4999}",
     ))
     .unwrap();
-    let ReceiverConfig::Otlp(o) = &c.receivers[&id("otlp")];
+    let ReceiverConfig::Otlp(o) = &c.receivers[&id("otlp")] else {
+        panic!("an otlp receiver")
+    };
     assert_eq!(
         o.grpc.as_ref().unwrap().endpoint,
         "0.0.0.0:4999".parse::<SocketAddr>().unwrap()
@@ -463,7 +473,9 @@ fn env_substitution() {
         "      grpc:\n        endpoint: \"${env:SLUICE_TEST_SURELY_UNSET}:4317\"",
     ))
     .unwrap();
-    let ReceiverConfig::Otlp(o) = &c.receivers[&id("otlp")];
+    let ReceiverConfig::Otlp(o) = &c.receivers[&id("otlp")] else {
+        panic!("an otlp receiver")
+    };
     assert_eq!(o.grpc.as_ref().unwrap().endpoint.port(), 4317);
 }
 

@@ -220,7 +220,8 @@ fn export_error(e: KafkaError) -> ExportError {
             C::MessageSizeTooLarge
             | C::InvalidMessageSize
             | C::InvalidMessage
-            | C::RecordListTooLarge
+            | C::MessageBatchTooLarge
+            | C::InvalidRecord
             | C::InvalidTopic
             | C::TopicAuthorizationFailed
             | C::ClusterAuthorizationFailed
