@@ -168,21 +168,32 @@ async fn spans_metrics_and_logs_pass_through_kafka_exactly() {
     let spans: u64 = traces.iter().map(count_spans).sum();
     let points: u64 = metrics.iter().map(count_points).sum();
     let records: u64 = logs.iter().map(count_logs).sum();
-    backend.expect_counts(spans, points, records, Duration::from_secs(40)).await;
+    backend
+        .expect_counts(spans, points, records, Duration::from_secs(40))
+        .await;
 
     // Exactly what was sent, compared by ids and by whole resources.
     let expected: BTreeSet<String> = traces.iter().flat_map(request_span_ids).collect();
     assert_eq!(expected.len() as u64, spans, "span ids must be distinct");
     assert_eq!(expect_all_spans(&backend, &expected, Duration::from_secs(1)).await, 0);
-    assert_eq!(resource_spans_multiset(&backend.traces()), resource_spans_multiset(&traces));
-    assert_eq!(resource_metrics_multiset(&backend.metrics()), resource_metrics_multiset(&metrics));
+    assert_eq!(
+        resource_spans_multiset(&backend.traces()),
+        resource_spans_multiset(&traces)
+    );
+    assert_eq!(
+        resource_metrics_multiset(&backend.metrics()),
+        resource_metrics_multiset(&metrics)
+    );
     assert_eq!(resource_logs_multiset(&backend.logs()), resource_logs_multiset(&logs));
 
     // Counted as sent by the agent only once the broker acknowledged.
     assert_eq!(total(&ap, "otelcol_exporter_sent_spans_total"), spans as f64);
     assert_eq!(total(&ap, "otelcol_exporter_send_failed_spans_total"), 0.0);
     assert_eq!(total(&gp, "otelcol_receiver_accepted_spans_total"), spans as f64);
-    assert_eq!(total(&gp, "otelcol_receiver_accepted_log_records_total"), records as f64);
+    assert_eq!(
+        total(&gp, "otelcol_receiver_accepted_log_records_total"),
+        records as f64
+    );
     agent.stop(Duration::from_secs(10));
     gateway.stop(Duration::from_secs(10));
 }
@@ -196,7 +207,6 @@ fn multi_trace_request(seed: u64, traces: u64, spans_per_trace: u64, attr_bytes:
                 value: Some(AnyValue {
                     value: Some(any_value::Value::StringValue(format!("svc-{r}"))),
                 }),
-                ..Default::default()
             }],
             ..Default::default()
         }),
@@ -213,7 +223,6 @@ fn multi_trace_request(seed: u64, traces: u64, spans_per_trace: u64, attr_bytes:
                         value: Some(AnyValue {
                             value: Some(any_value::Value::StringValue("x".repeat(attr_bytes))),
                         }),
-                        ..Default::default()
                     }],
                     ..Default::default()
                 })
@@ -258,7 +267,13 @@ async fn partition_traces_by_id_keeps_each_trace_in_one_partition() {
 
     // Read every message back: each holds one trace, keyed by its hex id.
     let traces = 3 * 12 + 1;
-    let records = read_topic(&broker.addr(), "otlp_spans", PARTITIONS, usize::MAX, Duration::from_secs(8));
+    let records = read_topic(
+        &broker.addr(),
+        "otlp_spans",
+        PARTITIONS,
+        usize::MAX,
+        Duration::from_secs(8),
+    );
     let mut partition_of: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
     let mut span_ids = BTreeSet::new();
     let mut split_messages = 0;
@@ -288,7 +303,10 @@ async fn partition_traces_by_id_keeps_each_trace_in_one_partition() {
     }
     let used: BTreeSet<i32> = partition_of.values().flatten().copied().collect();
     assert!(used.len() > 1, "37 traces all went to partitions {used:?}");
-    assert!(split_messages > 1, "the large trace was not split ({split_messages} message)");
+    assert!(
+        split_messages > 1,
+        "the large trace was not split ({split_messages} message)"
+    );
     agent.stop(Duration::from_secs(10));
 }
 
@@ -360,7 +378,11 @@ async fn broker_restart_during_export_loses_nothing_acknowledged() {
     }
     broker.restart();
     send_traces(&mut c, 100..150, &mut acked).await;
-    assert!(acked.len() >= 100 * 4, "the agent refused most requests: {}", acked.len());
+    assert!(
+        acked.len() >= 100 * 4,
+        "the agent refused most requests: {}",
+        acked.len()
+    );
     let dups = expect_all_spans(&backend, &acked, Duration::from_secs(60)).await;
     eprintln!("{} spans acknowledged, all delivered; {dups} duplicates", acked.len());
     assert_eq!(total(&ap, "otelcol_exporter_send_failed_spans_total"), 0.0);

@@ -539,7 +539,9 @@ fn exporter(
 ) -> Result<ExporterConfig, ConfigError> {
     match id.kind.as_str() {
         "otlp" => otlp_exporter(node, path, line, true, extensions).map(ExporterConfig::Otlp),
-        "kafka" => crate::kafka::config::exporter(node, path, line, extensions).map(|k| ExporterConfig::Kafka(Box::new(k))),
+        "kafka" => {
+            crate::kafka::config::exporter(node, path, line, extensions).map(|k| ExporterConfig::Kafka(Box::new(k)))
+        }
         "otlphttp" | "otlp_http" => otlp_exporter(node, path, line, false, extensions).map(ExporterConfig::OtlpHttp),
         "file" => {
             let s = Section::open(

@@ -218,7 +218,14 @@ const RECEIVER_UNSUPPORTED: &[&str] = &[
 const NOT_BUILT: &str = "this sluice was built without the `kafka` feature (rebuild with `--features kafka`)";
 
 /// The settings shared by exporter and receiver.
-fn common(s: &Section<'_>) -> Result<(Vec<String>, String, Option<String>, [TopicConfig; 3]), ConfigError> {
+struct Common {
+    brokers: Vec<String>,
+    client_id: String,
+    protocol_version: Option<String>,
+    topics: [TopicConfig; 3],
+}
+
+fn common(s: &Section<'_>) -> Result<Common, ConfigError> {
     let brokers = match s.strings("brokers")? {
         None => vec!["localhost:9092".to_string()],
         Some(list) => {
@@ -259,7 +266,13 @@ fn common(s: &Section<'_>) -> Result<(Vec<String>, String, Option<String>, [Topi
             slot.encoding = match enc.as_str() {
                 "otlp_proto" => Encoding::OtlpProto,
                 "otlp_json" => Encoding::OtlpJson,
-                "raw" | "jaeger_proto" | "jaeger_json" | "zipkin_proto" | "zipkin_json" | "json" | "text"
+                "raw"
+                | "jaeger_proto"
+                | "jaeger_json"
+                | "zipkin_proto"
+                | "zipkin_json"
+                | "json"
+                | "text"
                 | "azure_resource_logs" => {
                     return Err(t.error(
                         "encoding",
@@ -290,7 +303,12 @@ fn common(s: &Section<'_>) -> Result<(Vec<String>, String, Option<String>, [Topi
             }
         }
     }
-    Ok((brokers, client_id, protocol_version, topics))
+    Ok(Common {
+        brokers,
+        client_id,
+        protocol_version,
+        topics,
+    })
 }
 
 fn check_broker(b: &str) -> Result<(), String> {
@@ -330,10 +348,20 @@ pub fn exporter(
     if !cfg!(feature = "kafka") {
         return Err(ConfigError::new(path, line, NOT_BUILT));
     }
-    let (brokers, client_id, protocol_version, topics) = common(&s)?;
+    let Common {
+        brokers,
+        client_id,
+        protocol_version,
+        topics,
+    } = common(&s)?;
     let p = s.section(
         "producer",
-        &["max_message_bytes", "required_acks", "compression", "flush_max_messages"],
+        &[
+            "max_message_bytes",
+            "required_acks",
+            "compression",
+            "flush_max_messages",
+        ],
         &["compression_params", "allow_auto_topic_creation"],
     )?;
     let d = ProducerConfig::default();
@@ -353,7 +381,10 @@ pub fn exporter(
             ))
         }
     };
-    let compression = match p.choice("compression", &["none", "gzip", "snappy", "lz4", "zstd"])?.as_deref() {
+    let compression = match p
+        .choice("compression", &["none", "gzip", "snappy", "lz4", "zstd"])?
+        .as_deref()
+    {
         None | Some("none") => KafkaCompression::None,
         Some("gzip") => KafkaCompression::Gzip,
         Some("snappy") => KafkaCompression::Snappy,
@@ -362,7 +393,10 @@ pub fn exporter(
     };
     let flush_max_messages: u64 = p.uint("flush_max_messages")?.unwrap_or(0);
     if flush_max_messages > 1_000_000 {
-        return Err(p.error("flush_max_messages", "must be at most 1000000 (0 = librdkafka's default)"));
+        return Err(p.error(
+            "flush_max_messages",
+            "must be at most 1000000 (0 = librdkafka's default)",
+        ));
     }
     let timeout = s.duration("timeout")?.unwrap_or(Duration::from_secs(5));
     if timeout < Duration::from_millis(1) {
@@ -395,7 +429,12 @@ pub fn receiver(node: &Node, path: &str, line: usize) -> Result<KafkaReceiverCon
     if !cfg!(feature = "kafka") {
         return Err(ConfigError::new(path, line, NOT_BUILT));
     }
-    let (brokers, client_id, protocol_version, topics) = common(&s)?;
+    let Common {
+        brokers,
+        client_id,
+        protocol_version,
+        topics,
+    } = common(&s)?;
     let group_id = s.string("group_id")?.unwrap_or_else(|| "otel-collector".to_string());
     if group_id.is_empty() {
         return Err(s.error("group_id", "must not be empty"));
@@ -475,9 +514,22 @@ mod tests {
         let ExporterConfig::Kafka(e) = c.exporters.values().next().unwrap() else {
             panic!()
         };
-        assert_eq!(e.topics[0], TopicConfig { topic: "t".into(), encoding: Encoding::OtlpJson });
+        assert_eq!(
+            e.topics[0],
+            TopicConfig {
+                topic: "t".into(),
+                encoding: Encoding::OtlpJson
+            }
+        );
         assert_eq!(e.producer.compression, KafkaCompression::Lz4);
-        assert_eq!((e.producer.required_acks, e.producer.max_message_bytes, e.producer.flush_max_messages), (-1, 2048, 10));
+        assert_eq!(
+            (
+                e.producer.required_acks,
+                e.producer.max_message_bytes,
+                e.producer.flush_max_messages
+            ),
+            (-1, 2048, 10)
+        );
         assert!(e.partitioned(Signal::Traces) && e.partitioned(Signal::Metrics) && e.partitioned(Signal::Logs));
         assert_eq!(e.sending_queue.queue_size, 5);
         assert_eq!(e.retry_on_failure.initial_interval, Duration::from_millis(10));

@@ -53,11 +53,17 @@ pub fn client_config(c: &KafkaExporterConfig) -> ClientConfig {
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", c.brokers.join(","))
         .set("client.id", &c.client_id)
-        .set("message.timeout.ms", c.timeout.as_millis().clamp(1, i32::MAX as u128).to_string())
+        .set(
+            "message.timeout.ms",
+            c.timeout.as_millis().clamp(1, i32::MAX as u128).to_string(),
+        )
         .set("request.required.acks", c.producer.required_acks.to_string())
         .set("compression.codec", c.producer.compression.codec())
         // Room for the record's framing and key beside the largest value.
-        .set("message.max.bytes", (c.producer.max_message_bytes + 64 * 1024).to_string())
+        .set(
+            "message.max.bytes",
+            (c.producer.max_message_bytes + 64 * 1024).to_string(),
+        )
         // Kafka's Java client's key hashing, so sluice and other producers
         // put one key in the same partition.
         .set("partitioner", "murmur2_random")

@@ -20,9 +20,12 @@ use crate::{
     },
 };
 
+/// A part of a batch and its message key (none for a batch without items).
+pub type Keyed = (Option<Vec<u8>>, Payload);
+
 /// The batch as (message key, part) pairs, in the order keys first appear.
 /// A batch without any item is one part without a key.
-pub fn split_by_key(signal: Signal, payload: &Payload) -> Result<Vec<(Option<Vec<u8>>, Payload)>, WireError> {
+pub fn split_by_key(signal: Signal, payload: &Payload) -> Result<Vec<Keyed>, WireError> {
     let body = payload.to_bytes();
     let kind = match signal {
         Signal::Traces => Kind::Span,
@@ -140,7 +143,10 @@ mod tests {
         assert_eq!(k1.as_deref(), Some(hex::encode([1u8; 16]).as_bytes()));
         assert_eq!(p1.items, 2);
         let r1 = ExportTraceServiceRequest::decode(&p1.to_bytes()[..]).unwrap();
-        assert!(r1.resource_spans[0].scope_spans[0].spans.iter().all(|s| s.trace_id[..] == [1u8; 16]));
+        assert!(r1.resource_spans[0].scope_spans[0]
+            .spans
+            .iter()
+            .all(|s| s.trace_id[..] == [1u8; 16]));
         let (k2, p2) = &parts[1];
         assert_eq!(k2.as_deref(), Some(hex::encode([2u8; 16]).as_bytes()));
         assert_eq!(p2.items, 2);

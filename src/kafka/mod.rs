@@ -42,11 +42,7 @@ impl KafkaExporter {
 
 /// Starts the `kafka` receiver `id` on this shard (a task that runs until
 /// the shard drains).
-pub fn spawn_receiver(
-    id: String,
-    cfg: &config::KafkaReceiverConfig,
-    ctx: std::rc::Rc<crate::receiver::ReceiverCtx>,
-) {
+pub fn spawn_receiver(id: String, cfg: &config::KafkaReceiverConfig, ctx: std::rc::Rc<crate::receiver::ReceiverCtx>) {
     #[cfg(feature = "kafka")]
     glommio::spawn_local(receiver::run(id, cfg.clone(), ctx)).detach();
     #[cfg(not(feature = "kafka"))]

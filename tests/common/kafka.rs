@@ -103,7 +103,10 @@ impl Broker {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("the Kafka test broker exited at start with {st}: {}", self.log());
             }
-            assert!(Instant::now() < deadline, "the Kafka test broker did not listen within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "the Kafka test broker did not listen within 30 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
