@@ -48,17 +48,33 @@ tuning: {{shards: 1, shutdown_timeout: 5s}}
     )
 }
 
+/// The gateway exporter's sending queue.
+enum Queue<'a> {
+    Memory,
+    /// A persistent queue in this directory: a message is marked only once spooled.
+    Spool(&'a std::path::Path),
+    /// One batch, refusing when full: the receiver has to pause and re-offer.
+    Tiny,
+}
+
 /// A gateway: the `kafka` receiver in (group `gw`, from the earliest offset)
-/// on two shards, the `otlp` exporter to `backend` out, through a persistent
-/// queue in `spool` when given (then a message is marked only once spooled).
-fn gateway_config(p: &Ports, broker: &str, backend: u16, kafka_extra: &str, spool: Option<&std::path::Path>) -> String {
-    let (ext, queue, service_ext) = match spool {
-        Some(dir) => (
+/// on `shards` shards (each a member of the group), the `otlp` exporter to
+/// `backend` out through `queue`. With two members, a rebalance while one
+/// has a message in hand makes the other read it again (a duplicate), so
+/// the tests that count exactly run one shard.
+fn gateway_config(p: &Ports, broker: &str, backend: u16, kafka_extra: &str, queue: Queue<'_>, shards: u32) -> String {
+    let (ext, queue, service_ext) = match queue {
+        Queue::Spool(dir) => (
             format!("extensions:\n  file_storage/q: {{directory: {}}}\n", dir.display()),
             "    sending_queue: {storage: file_storage/q, num_consumers: 2}\n",
             "  extensions: [file_storage/q]\n",
         ),
-        None => (String::new(), "", ""),
+        Queue::Tiny => (
+            String::new(),
+            "    sending_queue: {queue_size: 1, num_consumers: 1, overflow: signal}\n",
+            "",
+        ),
+        Queue::Memory => (String::new(), "", ""),
     };
     format!(
         "receivers:
@@ -85,7 +101,7 @@ processors:
     traces: {{receivers: [kafka], processors: [batch], exporters: [otlp]}}
     metrics: {{receivers: [kafka], processors: [batch], exporters: [otlp]}}
     logs: {{receivers: [kafka], processors: [batch], exporters: [otlp]}}
-tuning: {{shards: 2, shutdown_timeout: 5s}}
+tuning: {{shards: {shards}, shutdown_timeout: 5s}}
 ",
         metrics = p.metrics,
     )
@@ -143,7 +159,8 @@ async fn spans_metrics_and_logs_pass_through_kafka_exactly() {
         &broker.addr(),
         backend.port,
         "    logs: {encoding: otlp_json}",
-        None,
+        Queue::Memory,
+        1,
     ));
     let ap = Ports::new();
     let mut agent = Sluice::start(&agent_config(
@@ -319,7 +336,7 @@ async fn gateway_killed_mid_stream_and_restarted_loses_nothing() {
     backend.set_mode(Mode::Delay(Duration::from_millis(30)));
     let spool = tempfile::tempdir().unwrap();
     let gp = Ports::new();
-    let gw_yaml = gateway_config(&gp, &broker.addr(), backend.port, "", Some(spool.path()));
+    let gw_yaml = gateway_config(&gp, &broker.addr(), backend.port, "", Queue::Spool(spool.path()), 2);
     let mut gateway = Sluice::start(&gw_yaml);
     let ap = Ports::new();
     let mut agent = Sluice::start(&agent_config(&ap, &broker.addr(), ""));
@@ -359,7 +376,7 @@ async fn broker_restart_during_export_loses_nothing_acknowledged() {
     topics(&broker, 2);
     let backend = Backend::start_new().await;
     let gp = Ports::new();
-    let mut gateway = Sluice::start(&gateway_config(&gp, &broker.addr(), backend.port, "", None));
+    let mut gateway = Sluice::start(&gateway_config(&gp, &broker.addr(), backend.port, "", Queue::Memory, 2));
     let ap = Ports::new();
     let mut agent = Sluice::start(&agent_config(&ap, &broker.addr(), ""));
 
@@ -399,4 +416,34 @@ async fn send_traces(c: &mut OtlpClients, seeds: std::ops::Range<u64>, acked: &m
             acked.extend(ids);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusing_pipelines_pause_the_consumer_without_dropping() {
+    let broker = Broker::start(Storage::Memory);
+    topics(&broker, 2);
+    let backend = Backend::start_new().await;
+    // One 100-span batch per 100 ms at most, through a one-batch queue.
+    backend.set_mode(Mode::Delay(Duration::from_millis(100)));
+    let gp = Ports::new();
+    let mut gateway = Sluice::start(&gateway_config(&gp, &broker.addr(), backend.port, "", Queue::Tiny, 1));
+    let ap = Ports::new();
+    let mut agent = Sluice::start(&agent_config(&ap, &broker.addr(), ""));
+    let mut c = OtlpClients::connect(&ap).await;
+    let mut expected = BTreeSet::new();
+    for seed in 0..60 {
+        let t = traces_request(2, 5, seed);
+        expected.extend(request_span_ids(&t));
+        c.traces.export(t).await.expect("accepted");
+    }
+    let dups = expect_all_spans(&backend, &expected, Duration::from_secs(60)).await;
+    assert_eq!(dups, 0, "a refused message is offered again, not read twice");
+    assert!(
+        total(&gp, "otelcol_receiver_refused_spans_total") > 0.0,
+        "the gateway never refused: no backpressure was exercised"
+    );
+    assert!(gateway.stderr_text().contains("pausing Kafka fetching"));
+    assert_eq!(total(&gp, "otelcol_exporter_send_failed_spans_total"), 0.0);
+    gateway.stop(Duration::from_secs(10));
+    agent.stop(Duration::from_secs(10));
 }
