@@ -423,8 +423,9 @@ async fn refusing_pipelines_pause_the_consumer_without_dropping() {
     let broker = Broker::start(Storage::Memory);
     topics(&broker, 2);
     let backend = Backend::start_new().await;
-    // One 100-span batch per 100 ms at most, through a one-batch queue.
-    backend.set_mode(Mode::Delay(Duration::from_millis(100)));
+    // One batch per 400 ms at most, through a one-batch queue: longer than
+    // a receiver waits for room (250 ms) before the pipelines refuse.
+    backend.set_mode(Mode::Delay(Duration::from_millis(400)));
     let gp = Ports::new();
     let mut gateway = Sluice::start(&gateway_config(&gp, &broker.addr(), backend.port, "", Queue::Tiny, 1));
     let ap = Ports::new();
