@@ -284,12 +284,20 @@ async fn partition_traces_by_id_keeps_each_trace_in_one_partition() {
 
     // Read every message back: each holds one trace, keyed by its hex id.
     let traces = 3 * 12 + 1;
+    let all_spans = |records: &[Record]| {
+        let ids: BTreeSet<String> = records
+            .iter()
+            .filter_map(|r| ExportTraceServiceRequest::decode(&r.value[..]).ok())
+            .flat_map(|req| request_span_ids(&req))
+            .collect();
+        ids.len() as u64 >= spans
+    };
     let records = read_topic(
         &broker.addr(),
         "otlp_spans",
         PARTITIONS,
-        usize::MAX,
-        Duration::from_secs(8),
+        Duration::from_secs(30),
+        all_spans,
     );
     let mut partition_of: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
     let mut span_ids = BTreeSet::new();

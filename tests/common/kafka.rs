@@ -164,8 +164,14 @@ pub struct Record {
 }
 
 /// Reads partitions `0..partitions` of `topic` from the beginning until
-/// `count` messages arrived or `timeout` passed (no consumer group).
-pub fn read_topic(broker: &str, topic: &str, partitions: i32, count: usize, timeout: Duration) -> Vec<Record> {
+/// `done` holds for what arrived or `timeout` passed (no consumer group).
+pub fn read_topic(
+    broker: &str,
+    topic: &str,
+    partitions: i32,
+    timeout: Duration,
+    mut done: impl FnMut(&[Record]) -> bool,
+) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker)
         .set("group.id", format!("reader-{}", free_port()))
@@ -179,7 +185,7 @@ pub fn read_topic(broker: &str, topic: &str, partitions: i32, count: usize, time
     consumer.assign(&tpl).expect("assign");
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
-    while out.len() < count && Instant::now() < deadline {
+    while !done(&out) && Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => out.push(Record {
                 partition: m.partition(),
