@@ -12,7 +12,7 @@ use std::{
 
 use common::{kafka::*, *};
 use opentelemetry_proto::tonic::{
-    collector::trace::v1::ExportTraceServiceRequest,
+    collector::{logs::v1::ExportLogsServiceRequest, trace::v1::ExportTraceServiceRequest},
     common::v1::{any_value, AnyValue, KeyValue},
     resource::v1::Resource,
     trace::v1::{ResourceSpans, ScopeSpans, Span},
@@ -455,4 +455,73 @@ async fn refusing_pipelines_pause_the_consumer_without_dropping() {
     assert_eq!(total(&gp, "otelcol_exporter_send_failed_spans_total"), 0.0);
     gateway.stop(Duration::from_secs(10));
     agent.stop(Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_logs_by_resource_attributes_keeps_each_resource_in_one_partition() {
+    const PARTITIONS: i32 = 4;
+    let broker = Broker::start(Storage::Memory);
+    broker.create_topic("otlp_logs", PARTITIONS as u32);
+    let ap = Ports::new();
+    let mut agent = Sluice::start(&agent_config(
+        &ap,
+        &broker.addr(),
+        "    partition_logs_by_resource_attributes: true",
+    ));
+    let mut c = OtlpClients::connect(&ap).await;
+    // 10 requests of 3 resources each; the attributes of resource `r` depend
+    // on the seed and `r` only, and seeds repeat across requests.
+    let mut sent = Vec::new();
+    for seed in [0, 1, 0, 1, 2, 0, 1, 2, 3, 3] {
+        sent.push(logs_request(3, 2, seed));
+    }
+    for r in &sent {
+        c.logs.export(r.clone()).await.expect("accepted");
+    }
+    let records_sent: u64 = sent.iter().map(count_logs).sum();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while total(&ap, "otelcol_exporter_sent_log_records_total") < records_sent as f64 {
+        assert!(Instant::now() < deadline, "the agent did not send everything");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let count = |records: &[Record]| -> u64 {
+        records
+            .iter()
+            .filter_map(|r| ExportLogsServiceRequest::decode(&r.value[..]).ok())
+            .map(|req| count_logs(&req))
+            .sum()
+    };
+    let records = read_topic(&broker.addr(), "otlp_logs", PARTITIONS, Duration::from_secs(30), |r| {
+        count(r) >= records_sent
+    });
+    assert_eq!(count(&records), records_sent);
+    // Each message holds one resource's attributes; one key, one partition each.
+    let mut by_attrs: BTreeMap<Vec<u8>, (BTreeSet<Vec<u8>>, BTreeSet<i32>)> = BTreeMap::new();
+    for r in &records {
+        let req = ExportLogsServiceRequest::decode(&r.value[..]).unwrap();
+        let attrs: BTreeSet<Vec<u8>> = req
+            .resource_logs
+            .iter()
+            .map(|rl| {
+                rl.resource
+                    .as_ref()
+                    .map(|x| attrs_bytes(&x.attributes))
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(attrs.len(), 1, "one resource's attributes per message");
+        let e = by_attrs.entry(attrs.into_iter().next().unwrap()).or_default();
+        e.0.insert(r.key.clone().expect("keyed"));
+        e.1.insert(r.partition);
+    }
+    assert_eq!(by_attrs.len(), 4 * 3, "4 seeds × 3 resources");
+    for (keys, parts) in by_attrs.values() {
+        assert_eq!((keys.len(), parts.len()), (1, 1), "keys {keys:?} partitions {parts:?}");
+    }
+    agent.stop(Duration::from_secs(10));
+}
+
+/// A resource's attributes, encoded: its identity for these tests.
+fn attrs_bytes(attrs: &[KeyValue]) -> Vec<u8> {
+    attrs.iter().flat_map(|kv| kv.encode_to_vec()).collect()
 }
