@@ -496,7 +496,9 @@ async fn partition_logs_by_resource_attributes_keeps_each_resource_in_one_partit
     });
     assert_eq!(count(&records), records_sent);
     // Each message holds one resource's attributes; one key, one partition each.
-    let mut by_attrs: BTreeMap<Vec<u8>, (BTreeSet<Vec<u8>>, BTreeSet<i32>)> = BTreeMap::new();
+    // Resource attributes → (message keys, partitions) seen for them.
+    type Seen = (BTreeSet<Vec<u8>>, BTreeSet<i32>);
+    let mut by_attrs: BTreeMap<Vec<u8>, Seen> = BTreeMap::new();
     for r in &records {
         let req = ExportLogsServiceRequest::decode(&r.value[..]).unwrap();
         let attrs: BTreeSet<Vec<u8>> = req
