@@ -451,7 +451,9 @@ async fn refusing_pipelines_pause_the_consumer_without_dropping() {
         total(&gp, "otelcol_receiver_refused_spans_total") > 0.0,
         "the gateway never refused: no backpressure was exercised"
     );
-    assert!(gateway.stderr_text().contains("pausing Kafka fetching"));
+    assert!(gateway
+        .stderr_text()
+        .contains("holding the Kafka message and pausing consumption"));
     assert_eq!(total(&gp, "otelcol_exporter_send_failed_spans_total"), 0.0);
     gateway.stop(Duration::from_secs(10));
     agent.stop(Duration::from_secs(10));

@@ -5,9 +5,10 @@
 //! At-least-once: a message's offset is stored for commit only after the
 //! pipelines accepted it (for a spooled exporter: after the spool write),
 //! with `message_marking.after: true` (the default). When the pipelines
-//! refuse (sending queue full, memory limit, spool full), the consumer pauses
-//! its partitions and offers the same message again with backoff until it is
-//! taken; nothing is dropped. A message the pipelines reject for good
+//! refuse (sending queue full, memory limit, spool full), the consumer holds
+//! the message and offers it again with backoff until it is taken, reading
+//! nothing else meanwhile (librdkafka's prefetch stops at its bound); nothing
+//! is dropped. A message the pipelines reject for good
 //! (malformed) is counted, logged and marked only with
 //! `message_marking.on_error: true`. At shutdown the message in hand is left
 //! unmarked, so it is read again after the restart.
@@ -56,12 +57,25 @@ pub fn client_config(c: &KafkaReceiverConfig) -> ClientConfig {
         )
         .set("session.timeout.ms", c.session_timeout.as_millis().to_string())
         .set("heartbeat.interval.ms", c.heartbeat_interval.as_millis().to_string())
+        // Bounds what librdkafka prefetches while a message waits for the
+        // pipelines (per consumer).
+        .set("queued.max.messages.kbytes", "16384")
         // Notice topics created after the consumer started.
         .set("topic.metadata.refresh.interval.ms", "5000");
     if let Some(v) = &c.protocol_version {
         cc.set("broker.version.fallback", v);
     }
     cc
+}
+
+/// How often an idle consumer polls its queue without being woken.
+const REPOLL: Duration = Duration::from_millis(100);
+
+/// What ended a wait for the next message.
+enum Wait<M> {
+    Message(M),
+    Repoll,
+    Drained,
 }
 
 /// What became of one message.
@@ -97,12 +111,29 @@ pub async fn run(id: String, cfg: KafkaReceiverConfig, ctx: Rc<ReceiverCtx>) {
     let mut errors = 0u64;
     let mut rejected = 0u64;
     loop {
-        let next = futures_lite::future::or(async { Some(consumer.recv().await) }, async {
-            ctx.lifecycle.drained_signal().await;
-            None
-        })
+        // librdkafka's "messages ready" callback wakes `recv`; should a
+        // wake-up be missed, the stream would sleep until rdkafka's own
+        // fallback (half of max.poll.interval.ms), so the queue is polled
+        // again every REPOLL as well.
+        let next = futures_lite::future::or(
+            async { Wait::Message(consumer.recv().await) },
+            futures_lite::future::or(
+                async {
+                    ctx.lifecycle.drained_signal().await;
+                    Wait::Drained
+                },
+                async {
+                    glommio::timer::sleep(REPOLL).await;
+                    Wait::Repoll
+                },
+            ),
+        )
         .await;
-        let Some(next) = next else { break };
+        let next = match next {
+            Wait::Message(m) => m,
+            Wait::Repoll => continue,
+            Wait::Drained => break,
+        };
         let msg = match next {
             Ok(m) => m,
             Err(e) => {
@@ -130,7 +161,7 @@ pub async fn run(id: String, cfg: KafkaReceiverConfig, ctx: Rc<ReceiverCtx>) {
             Encoding::OtlpJson => otlp_json::decode_request(signal, raw).map_err(|e| format!("invalid OTLP/JSON: {e}")),
         };
         let outcome = match body {
-            Ok(body) => deliver(&id, &ctx, &consumer, signal, body).await,
+            Ok(body) => deliver(&id, &ctx, signal, body).await,
             Err(m) => {
                 ctx.refused_unread(signal);
                 Outcome::Rejected(m)
@@ -165,24 +196,21 @@ pub async fn run(id: String, cfg: KafkaReceiverConfig, ctx: Rc<ReceiverCtx>) {
 }
 
 /// Offers one message to the pipelines until they take it, reject it for
-/// good, or the shard drains. While refused, fetching is paused.
-async fn deliver(id: &str, ctx: &ReceiverCtx, consumer: &KafkaConsumer, signal: Signal, body: Bytes) -> Outcome {
-    let mut paused = None;
+/// good, or the shard drains. While the message waits, librdkafka's
+/// prefetch stops at `queued.max.messages.kbytes`: fetching pauses by itself
+/// (explicit pause/resume of the partitions lost messages against the test
+/// broker, so it is not used).
+async fn deliver(id: &str, ctx: &ReceiverCtx, signal: Signal, body: Bytes) -> Outcome {
+    let mut refused = 0u64;
     let mut wait = Duration::from_millis(10);
     let outcome = loop {
         match ctx.accept(signal, body.clone()).await {
             Ok(_) => break Outcome::Accepted,
             Err(Rejection::Refused(m)) => {
-                if paused.is_none() {
-                    tracing::info!(receiver = id, %signal, reason = %m, "pipelines refuse data; pausing Kafka fetching");
-                    let assigned = consumer.assignment().ok();
-                    if let Some(a) = &assigned {
-                        if let Err(e) = consumer.pause(a) {
-                            tracing::debug!(receiver = id, error = %e, "cannot pause the Kafka partitions");
-                        }
-                    }
-                    paused = Some(assigned);
+                if refused == 0 {
+                    tracing::info!(receiver = id, %signal, reason = %m, "pipelines refuse data; holding the Kafka message and pausing consumption");
                 }
+                refused += 1;
                 let stopped = futures_lite::future::or(
                     async {
                         glommio::timer::sleep(wait).await;
@@ -204,11 +232,12 @@ async fn deliver(id: &str, ctx: &ReceiverCtx, consumer: &KafkaConsumer, signal: 
             Err(Rejection::NoPipeline(s)) => break Outcome::Rejected(format!("no {s} pipeline")),
         }
     };
-    if let Some(Some(a)) = paused {
-        tracing::info!(receiver = id, "pipelines accept data again; resuming Kafka fetching");
-        if let Err(e) = consumer.resume(&a) {
-            tracing::debug!(receiver = id, error = %e, "cannot resume the Kafka partitions");
-        }
+    if refused > 0 {
+        tracing::info!(
+            receiver = id,
+            refused,
+            "pipelines accept data again; resuming Kafka consumption"
+        );
     }
     outcome
 }
