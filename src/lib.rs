@@ -14,6 +14,7 @@ pub mod config;
 pub mod exporter;
 pub mod extension;
 pub mod grpc;
+pub mod kafka;
 pub mod net;
 pub mod otlp_json;
 pub mod payload;

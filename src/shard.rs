@@ -183,6 +183,7 @@ fn components(config: &Config) -> (Vec<(String, &'static str)>, Vec<String>) {
                     receivers.push((id.to_string(), "http"));
                 }
             }
+            ReceiverConfig::Kafka(_) => receivers.push((id.to_string(), "kafka")),
         }
     }
     let mut exporters: Vec<String> = Vec::new();
@@ -456,10 +457,30 @@ async fn shard_main(
     ));
     let mut bind_error = spool_error;
     for (id, r) in &config.receivers {
-        let ReceiverConfig::Otlp(o) = r;
         let id = id.to_string();
         let Some(receiver) = pipelines.receiver_index(&id) else {
             continue;
+        };
+        let o = match r {
+            ReceiverConfig::Otlp(o) => o,
+            ReceiverConfig::Kafka(k) => {
+                let stats_index = stats.shards[shard].receiver(&id, "kafka").unwrap_or(0);
+                let ctx = Rc::new(ReceiverCtx {
+                    pipelines: pipelines.clone(),
+                    lifecycle: lifecycle.clone(),
+                    stats: stats.clone(),
+                    shard,
+                    receiver,
+                    stats_index,
+                    max_message: usize::MAX,
+                    budget: budget.clone(),
+                    body_timeout: config.tuning.body_timeout,
+                    body_deadline: config.tuning.body_deadline,
+                    auth: None,
+                });
+                crate::kafka::spawn_receiver(id, k, ctx);
+                continue;
+            }
         };
         let transports = [
             o.grpc

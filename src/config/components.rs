@@ -27,7 +27,7 @@ const TOP_KEYS: &[&str] = &[
     "tuning",
 ];
 
-const RECEIVERS: &[&str] = &["otlp"];
+const RECEIVERS: &[&str] = &["otlp", "kafka"];
 const PROCESSORS: &[&str] = &[
     "batch",
     "memory_limiter",
@@ -37,7 +37,7 @@ const PROCESSORS: &[&str] = &[
     "resource",
     "resourcedetection",
 ];
-const EXPORTERS: &[&str] = &["otlp", "otlphttp", "otlp_http", "file", "debug", "nop", "loadbalancing"];
+const EXPORTERS: &[&str] = &["otlp", "otlphttp", "otlp_http", "file", "debug", "nop", "loadbalancing", "kafka"];
 const EXTENSIONS: &[&str] = &["health_check", "file_storage", "bearertokenauth", "basicauth"];
 
 /// Collector (core and contrib) component types sluice does not have yet.
@@ -46,7 +46,6 @@ const RECEIVERS_NOT_BUILT: &[&str] = &[
     "zipkin",
     "prometheus",
     "prometheus_simple",
-    "kafka",
     "kafkametrics",
     "opencensus",
     "hostmetrics",
@@ -128,7 +127,6 @@ const PROCESSORS_NOT_BUILT: &[&str] = &[
     "sumologic",
 ];
 const EXPORTERS_NOT_BUILT: &[&str] = &[
-    "kafka",
     "logging",
     "prometheus",
     "prometheusremotewrite",
@@ -327,11 +325,14 @@ pub const MAX_SEGMENT_MIB: u64 = 4096;
 // ---------------------------------------------------------------- receivers
 
 fn receiver(
-    _id: &ComponentId,
+    id: &ComponentId,
     node: &Node,
     (path, line): (&str, usize),
     extensions: &BTreeMap<ComponentId, ExtensionConfig>,
 ) -> Result<ReceiverConfig, ConfigError> {
+    if id.kind == "kafka" {
+        return crate::kafka::config::receiver(node, path, line).map(|k| ReceiverConfig::Kafka(Box::new(k)));
+    }
     let s = Section::open(node, path, line, &["protocols"], &[])?;
     let p = s.section("protocols", &["grpc", "http"], &[])?;
     let mut o = OtlpReceiverConfig::default();
@@ -564,6 +565,9 @@ fn exporter(
 ) -> Result<ExporterConfig, ConfigError> {
     match id.kind.as_str() {
         "otlp" => otlp_exporter(node, path, line, true, extensions).map(ExporterConfig::Otlp),
+        "kafka" => {
+            crate::kafka::config::exporter(node, path, line, extensions).map(|k| ExporterConfig::Kafka(Box::new(k)))
+        }
         "otlphttp" | "otlp_http" => otlp_exporter(node, path, line, false, extensions).map(ExporterConfig::OtlpHttp),
         "loadbalancing" => {
             super::loadbalancing::section(node, path, line, extensions).map(ExporterConfig::LoadBalancing)
@@ -922,7 +926,7 @@ fn check_authority(a: &str, port_required: bool) -> Result<(), String> {
     }
 }
 
-fn sending_queue(
+pub(crate) fn sending_queue(
     parent: &Section<'_>,
     extensions: &BTreeMap<ComponentId, ExtensionConfig>,
 ) -> Result<SendingQueueConfig, ConfigError> {
@@ -999,7 +1003,7 @@ fn sending_queue(
     Ok(q)
 }
 
-fn retry(parent: &Section<'_>) -> Result<RetryConfig, ConfigError> {
+pub(crate) fn retry(parent: &Section<'_>) -> Result<RetryConfig, ConfigError> {
     let s = parent.section(
         "retry_on_failure",
         &[

@@ -64,7 +64,9 @@ mod tests {
             "receivers:\n  otlp:\n    protocols:\n{protocols}exporters:\n  nop:\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [nop]\n"
         );
         load_str(&yaml).map(|c| {
-            let ReceiverConfig::Otlp(o) = c.receivers.into_values().next().unwrap();
+            let Some(ReceiverConfig::Otlp(o)) = c.receivers.into_values().next() else {
+                panic!("an otlp receiver")
+            };
             o
         })
     }

@@ -7,7 +7,7 @@
 //! `service`, `tuning`) → cross-reference checks. Every error names the dotted
 //! key path and the line it came from.
 
-mod components;
+pub(crate) mod components;
 mod conn;
 mod env;
 mod loadbalancing;
@@ -292,6 +292,7 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ReceiverConfig {
     Otlp(OtlpReceiverConfig),
+    Kafka(Box<crate::kafka::config::KafkaReceiverConfig>),
 }
 
 /// `receivers.otlp.protocols`: a protocol is served when its key is present
@@ -445,6 +446,7 @@ pub enum ExporterConfig {
     Debug(DebugExporterConfig),
     Nop,
     LoadBalancing(LoadBalancingConfig),
+    Kafka(Box<crate::kafka::config::KafkaExporterConfig>),
 }
 
 /// `otlp` (gRPC) and `otlphttp` exporters.

@@ -56,7 +56,9 @@ fn default_config_loads() {
         assert_eq!(p.exporters, vec![id("file")]);
         assert!(p.line > 0);
     }
-    let ReceiverConfig::Otlp(o) = &c.receivers[&id("otlp")];
+    let ReceiverConfig::Otlp(o) = &c.receivers[&id("otlp")] else {
+        panic!("an otlp receiver")
+    };
     assert_eq!(o.grpc, Some(GrpcServerConfig::default()));
     assert_eq!(o.http, Some(HttpServerConfig::default()));
     assert_eq!(
@@ -78,7 +80,9 @@ fn default_config_loads() {
 #[test]
 fn minimal_config_takes_defaults() {
     let c = load(MINIMAL).unwrap();
-    let ReceiverConfig::Otlp(o) = &c.receivers[&id("otlp")];
+    let ReceiverConfig::Otlp(o) = &c.receivers[&id("otlp")] else {
+        panic!("an otlp receiver")
+    };
     assert_eq!(
         o.grpc.as_ref().unwrap().endpoint,
         "0.0.0.0:4317".parse::<SocketAddr>().unwrap()
@@ -203,7 +207,9 @@ tuning:
 fn full_collector_style_config() {
     let c = load(FULL).unwrap();
 
-    let ReceiverConfig::Otlp(o) = &c.receivers[&id("otlp")];
+    let ReceiverConfig::Otlp(o) = &c.receivers[&id("otlp")] else {
+        panic!("an otlp receiver")
+    };
     assert_eq!(
         o.grpc,
         Some(GrpcServerConfig {
@@ -221,7 +227,9 @@ fn full_collector_style_config() {
             ..HttpServerConfig::default()
         })
     );
-    let ReceiverConfig::Otlp(internal) = &c.receivers[&id("otlp/internal")];
+    let ReceiverConfig::Otlp(internal) = &c.receivers[&id("otlp/internal")] else {
+        panic!("an otlp receiver")
+    };
     assert_eq!(internal.grpc, None);
     assert_eq!(internal.http, Some(HttpServerConfig::default()));
 
@@ -449,7 +457,9 @@ fn env_substitution() {
         "      grpc:\n        endpoint: ${env:MISSING}:${env:P:-4999}",
     ))
     .unwrap();
-    let ReceiverConfig::Otlp(o) = &c.receivers[&id("otlp")];
+    let ReceiverConfig::Otlp(o) = &c.receivers[&id("otlp")] else {
+        panic!("an otlp receiver")
+    };
     assert_eq!(
         o.grpc.as_ref().unwrap().endpoint,
         "0.0.0.0:4999".parse::<SocketAddr>().unwrap()
@@ -466,7 +476,9 @@ fn env_substitution() {
         "      grpc:\n        endpoint: \"${env:SLUICE_TEST_SURELY_UNSET}:4317\"",
     ))
     .unwrap();
-    let ReceiverConfig::Otlp(o) = &c.receivers[&id("otlp")];
+    let ReceiverConfig::Otlp(o) = &c.receivers[&id("otlp")] else {
+        panic!("an otlp receiver")
+    };
     assert_eq!(o.grpc.as_ref().unwrap().endpoint.port(), 4317);
 }
 
@@ -516,12 +528,12 @@ fn not_yet_supported_components() {
 
     let yaml = MINIMAL.replace(
         "exporters:\n  nop:",
-        "exporters:\n  nop:\n  kafka:\n    brokers: [k:9092]",
+        "exporters:\n  nop:\n  prometheusremotewrite:\n    endpoint: http://p:9090",
     );
     let e = err(&yaml);
     assert_eq!(
         e.to_string(),
-        "exporters.kafka: component `kafka` is not yet supported by sluice (line 8)"
+        "exporters.prometheusremotewrite: component `prometheusremotewrite` is not yet supported by sluice (line 8)"
     );
 
     let e = err(&MINIMAL.replace("  otlp:\n    protocols:", "  jaeger:\n  otlp:\n    protocols:"));
@@ -875,7 +887,9 @@ fn receiver_tls_settings() {
         "          cert_file: /s.crt\n          key_pem: |\n            -----BEGIN PRIVATE KEY-----\n            x\n          client_ca_file: /ca.crt\n          reload_interval: 5m\n          max_version: \"1.2\"\n          cipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]",
     ))
     .unwrap();
-    let ReceiverConfig::Otlp(o) = &c.receivers[&id("otlp")];
+    let ReceiverConfig::Otlp(o) = &c.receivers[&id("otlp")] else {
+        panic!("an otlp receiver")
+    };
     let t = o.grpc.as_ref().unwrap().tls.clone().unwrap();
     let cert = t.common.cert.unwrap();
     assert_eq!(cert.source, PemSource::File("/s.crt".into()));

@@ -33,6 +33,7 @@ use crate::{
 pub enum Backend {
     Grpc(GrpcExporter),
     Http(HttpExporter),
+    Kafka(Box<crate::kafka::KafkaExporter>),
     File {
         dir: PathBuf,
         segment_size: u64,
@@ -117,6 +118,27 @@ impl ExporterPlan {
                     breaker: o.circuit_breaker.clone(),
                 }
             }
+            ExporterConfig::Kafka(k) => {
+                let q = &k.sending_queue;
+                let queue_size = if q.enabled { q.queue_size.max(1) } else { 1 };
+                let r = &k.retry_on_failure;
+                ExporterPlan {
+                    id,
+                    backend: Backend::Kafka(Box::new(crate::kafka::KafkaExporter::new(k))),
+                    queue_size,
+                    overflow: Overflow::new(q.overflow, q.sample_percentage, q.high_water_percentage, queue_size),
+                    num_consumers: if q.enabled { q.num_consumers.max(1) } else { 1 },
+                    retry: RetrySettings {
+                        enabled: r.enabled,
+                        initial_interval: r.initial_interval,
+                        max_interval: r.max_interval,
+                        max_elapsed_time: r.max_elapsed_time,
+                        multiplier: r.multiplier,
+                        randomization_factor: r.randomization_factor,
+                    },
+                    breaker: CircuitBreakerConfig::default(),
+                }
+            }
             ExporterConfig::File(f) => plain(
                 Backend::File {
                     dir: f.path.clone(),
@@ -198,7 +220,7 @@ pub async fn run(plan: ExporterPlan, mut consumer: QueueConsumer, ctx: ExportCon
         Backend::LoadBalancing(lb) => {
             crate::exporter::loadbalancing::run(plan.id, *lb, consumer, ctx).await;
         }
-        Backend::Grpc(_) | Backend::Http(_) => run_sender(plan, consumer, ctx).await,
+        Backend::Grpc(_) | Backend::Http(_) | Backend::Kafka(_) => run_sender(plan, consumer, ctx).await,
     }
 }
 
@@ -395,8 +417,8 @@ impl Sender {
 pub async fn run_spooled(plan: ExporterPlan, consumer: QueueConsumer, spool: Rc<Spool>, ctx: ExportContext) {
     drop(consumer);
     ctx.stats().queue_capacity.set(plan.queue_size as u64);
-    if !matches!(plan.backend, Backend::Grpc(_) | Backend::Http(_)) {
-        tracing::error!(exporter = %plan.id, "a persistent queue needs an otlp or otlphttp exporter");
+    if !matches!(plan.backend, Backend::Grpc(_) | Backend::Http(_) | Backend::Kafka(_)) {
+        tracing::error!(exporter = %plan.id, "a persistent queue needs an otlp, otlphttp or kafka exporter");
         return;
     }
     let sender = Sender::new(&plan.id, plan.backend, plan.retry, plan.breaker, &ctx);
@@ -447,6 +469,7 @@ async fn export_once(backend: &Backend, signal: Signal, payload: &Payload) -> Re
     match backend {
         Backend::Grpc(g) => g.export(signal, payload).await,
         Backend::Http(h) => h.export(signal, payload).await,
+        Backend::Kafka(k) => k.export(signal, payload).await,
         _ => Ok(ExportOk {
             rejected_items: 0,
             message: None,

@@ -91,7 +91,9 @@ pub fn read_ref(
 pub fn check_listed(config: &Config) -> Result<(), ConfigError> {
     let mut refs: Vec<&AuthRef> = Vec::new();
     for r in config.receivers.values() {
-        let crate::config::ReceiverConfig::Otlp(o) = r;
+        let crate::config::ReceiverConfig::Otlp(o) = r else {
+            continue;
+        };
         refs.extend(o.grpc.as_ref().and_then(|g| g.auth.as_ref()));
         refs.extend(o.http.as_ref().and_then(|h| h.auth.as_ref()));
     }

@@ -111,13 +111,15 @@ impl SpoolSettings {
 /// has a batch processor.
 pub fn settings_for(config: &Config, id: &str, shards: usize) -> Option<SpoolSettings> {
     let (_, ecfg) = config.exporters.iter().find(|(k, _)| k.to_string() == id)?;
-    let (ExporterConfig::Otlp(o) | ExporterConfig::OtlpHttp(o)) = ecfg else {
-        return None;
+    let queue = match ecfg {
+        ExporterConfig::Otlp(o) | ExporterConfig::OtlpHttp(o) => &o.sending_queue,
+        ExporterConfig::Kafka(k) => &k.sending_queue,
+        _ => return None,
     };
-    if !o.sending_queue.enabled {
+    if !queue.enabled {
         return None;
     }
-    let storage = o.sending_queue.storage.as_ref()?;
+    let storage = queue.storage.as_ref()?;
     let mut s = SpoolSettings::from_extension(config.extensions.get(storage)?, shards)?;
     let batch = config
         .service

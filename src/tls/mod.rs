@@ -25,7 +25,9 @@ use crate::config::{Config, ConfigError, ExporterConfig, ReceiverConfig};
 /// shard starts, with the key and line that named it.
 pub fn check(config: &Config) -> Result<(), ConfigError> {
     for r in config.receivers.values() {
-        let ReceiverConfig::Otlp(o) = r;
+        let ReceiverConfig::Otlp(o) = r else {
+            continue;
+        };
         let tls = [
             o.grpc.as_ref().and_then(|g| g.tls.as_ref()),
             o.http.as_ref().and_then(|h| h.tls.as_ref()),

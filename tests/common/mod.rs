@@ -1887,3 +1887,5 @@ pub mod files;
 pub mod hint_backend;
 pub mod lb;
 pub mod netns;
+#[cfg(feature = "kafka")]
+pub mod kafka;
