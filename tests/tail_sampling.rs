@@ -1,0 +1,306 @@
+//! `tail_sampling` through the real binary on two shards.
+//!
+//! - Whole traces: 20,000 traces of three spans, each span of a trace sent on
+//!   a different one of 8 connections (so on both shards) over about two
+//!   seconds, with the seed's policies (errors, slower than 2 s, 10% of the
+//!   rest). Every error and slow trace arrives whole; of the rest, exactly the
+//!   traces an independent reference of the Collector's `probabilistic`
+//!   policy keeps arrive, each whole, and their share is 10% ± 1.5; no span of
+//!   a dropped trace arrives; spans sent after the decision follow it.
+//! - Overload: more live traces than `num_traces` and more bytes than the
+//!   memory limit within one `decision_wait`: traces are decided early and
+//!   counted, RSS stays under the limit, nothing panics.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use common::*;
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::ExportTraceServiceRequest,
+    common::v1::{any_value, AnyValue, KeyValue},
+    trace::v1::{status::StatusCode, ResourceSpans, ScopeSpans, Span, Status},
+};
+use prost::Message;
+
+const TRACES: usize = 20_000;
+const SPANS: u8 = 3;
+const CONNS: usize = 8;
+
+/// The reference decision of the Collector's `probabilistic` policy, written
+/// from its description: FNV-1a 64-bit over the salt (default
+/// `default-hash-seed`) then the 16 trace-id bytes; sampled when the hash is
+/// at most `ratio × 2^64`.
+fn reference_keeps(trace_id: &[u8], percent: f64) -> bool {
+    let mut h: u64 = 14_695_981_039_346_656_037;
+    for b in b"default-hash-seed".iter().chain(trace_id) {
+        h = (h ^ *b as u64).wrapping_mul(1_099_511_628_211);
+    }
+    (h as f64) <= percent / 100.0 * 18_446_744_073_709_551_616.0
+}
+
+/// splitmix64: the test's own source of random trace ids.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn id16(&mut self) -> Vec<u8> {
+        [self.next().to_le_bytes(), self.next().to_le_bytes()].concat()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Error,
+    Slow,
+    Normal,
+}
+
+fn kind_of(i: usize) -> Kind {
+    match i % 20 {
+        0 => Kind::Error,
+        1 => Kind::Slow,
+        _ => Kind::Normal,
+    }
+}
+
+const BASE_NS: u64 = 1_700_000_000_000_000_000;
+
+/// Span `n` of a trace: the error trace's second span has status ERROR; the
+/// slow trace's last span ends 3 s after the first starts; other spans last
+/// 50 ms.
+fn span(trace_id: &[u8], n: u8, kind: Kind, pad: usize) -> Span {
+    let start = BASE_NS + n as u64 * 1_000_000;
+    let end = if kind == Kind::Slow && n == SPANS {
+        BASE_NS + 3_000_000_000
+    } else {
+        start + 50_000_000
+    };
+    Span {
+        trace_id: trace_id.to_vec(),
+        span_id: vec![n; 8],
+        name: "op".into(),
+        start_time_unix_nano: start,
+        end_time_unix_nano: end,
+        status: (kind == Kind::Error && n == 2).then(|| Status {
+            code: StatusCode::Error as i32,
+            message: String::new(),
+        }),
+        attributes: (pad > 0)
+            .then(|| {
+                vec![KeyValue {
+                    key: "pad".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue("x".repeat(pad))),
+                    }),
+                }]
+            })
+            .unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+fn request(spans: Vec<Span>) -> Vec<u8> {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// Sends until accepted, retrying the retryable refusals (RESOURCE_EXHAUSTED,
+/// UNAVAILABLE) with a short back-off; returns how many were refused first.
+async fn send(c: &mut GrpcConn, body: &[u8], deadline: Instant) -> u64 {
+    let mut refused = 0;
+    loop {
+        let r = c.call(TRACES_PATH, body, false).await;
+        match r.code {
+            0 => return refused,
+            8 | 14 if Instant::now() < deadline => {
+                refused += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            _ => panic!("export refused: code {} {}", r.code, r.message),
+        }
+    }
+}
+
+fn config(p: &Ports, backend: u16, processors: &str, ts: &str) -> String {
+    format!(
+        "receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: 127.0.0.1:{grpc}}}
+processors:
+{processors}
+  tail_sampling:
+{ts}
+  batch: {{send_batch_size: 8192, timeout: 50ms}}
+exporters:
+  otlp: {{endpoint: 127.0.0.1:{backend}, tls: {{insecure: true}}, compression: none, timeout: 120s}}
+service:
+  telemetry: {{metrics: {{address: 127.0.0.1:{metrics}}}}}
+  pipelines:
+    traces: {{receivers: [otlp], processors: [PROCS], exporters: [otlp]}}
+tuning: {{shards: 2}}
+",
+        grpc = p.grpc,
+        metrics = p.metrics,
+    )
+}
+
+const SEED_POLICIES: &str = "    policies:
+      - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}
+      - {name: slow, type: latency, latency: {threshold_ms: 2000}}
+      - {name: rest, type: probabilistic, probabilistic: {sampling_percentage: 10}}";
+
+async fn scrape_async(p: &Ports) -> Vec<Sample> {
+    let addr = p.metrics_addr();
+    tokio::task::spawn_blocking(move || scrape_samples(addr)).await.unwrap()
+}
+
+async fn wait_metric(p: &Ports, name: &str, labels: &[&str], want: f64, timeout: Duration) -> f64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = labelled(&scrape_async(p).await, name, labels);
+        if v >= want || Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn whole_traces_errors_slow_and_ten_percent_of_the_rest() {
+    let backend = Backend::start_new().await;
+    let p = Ports::new();
+    let ts = format!("    decision_wait: 1s\n    num_traces: 100000\n{SEED_POLICIES}");
+    let cfg = config(&p, backend.port, "", &ts).replace("PROCS", "tail_sampling, batch");
+    let mut sluice = Sluice::start(&cfg);
+
+    let mut rng = Rng(11);
+    let ids: Vec<Vec<u8>> = (0..TRACES).map(|_| rng.id16()).collect();
+    let mut conns = Vec::new();
+    for _ in 0..CONNS {
+        conns.push(GrpcConn::connect(p.grpc_addr()).await);
+    }
+    // 40 rounds of 500 traces, one round every 50 ms (about 2 s in all):
+    // span n of a round's traces goes on connection (round + n) % CONNS.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut refused = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    for (round, chunk) in ids.chunks(500).enumerate() {
+        tick.tick().await;
+        let base = round * 500;
+        for n in 1..=SPANS {
+            let spans = chunk
+                .iter()
+                .enumerate()
+                .map(|(j, id)| span(id, n, kind_of(base + j), 0))
+                .collect();
+            let c = &mut conns[(round + n as usize) % CONNS];
+            refused += send(c, &request(spans), deadline).await;
+        }
+    }
+
+    // Every trace gets decided once its decision_wait has passed.
+    let global = "otelcol_processor_tail_sampling_global_count_traces_sampled_total";
+    let decided = wait_metric(&p, global, &[], TRACES as f64, Duration::from_secs(60)).await;
+    assert_eq!(decided as usize, TRACES, "traces decided");
+
+    // Late spans: one more span for 100 kept and 100 dropped normal traces.
+    let normal: Vec<usize> = (0..TRACES).filter(|&i| kind_of(i) == Kind::Normal).collect();
+    let late_kept: Vec<usize> = normal
+        .iter()
+        .copied()
+        .filter(|&i| reference_keeps(&ids[i], 10.0))
+        .take(100)
+        .collect();
+    let late_dropped: Vec<usize> = normal
+        .iter()
+        .copied()
+        .filter(|&i| !reference_keeps(&ids[i], 10.0))
+        .take(100)
+        .collect();
+    for (k, i) in late_kept.iter().chain(&late_dropped).enumerate() {
+        let body = request(vec![span(&ids[*i], 9, Kind::Normal, 0)]);
+        refused += send(&mut conns[k % CONNS], &body, deadline).await;
+    }
+    let late = wait_metric(&p, "sluice_tail_sampling_late_spans_total", &[], 200.0, Duration::from_secs(30)).await;
+    assert_eq!(late, 200.0, "late spans counted");
+
+    // What must arrive: error and slow traces, the reference's share of the
+    // rest, and the late spans of kept traces.
+    let mut want: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    for (i, id) in ids.iter().enumerate() {
+        let keep = match kind_of(i) {
+            Kind::Error | Kind::Slow => true,
+            Kind::Normal => reference_keeps(id, 10.0),
+        };
+        if keep {
+            want.insert(id.clone(), (1..=SPANS).collect());
+        }
+    }
+    for &i in &late_kept {
+        want.get_mut(&ids[i]).unwrap().push(9);
+    }
+    let expected: usize = want.values().map(Vec::len).sum();
+    assert!(
+        backend
+            .wait_for(Duration::from_secs(60), |b| b.span_count() as usize >= expected)
+            .await,
+        "{} of {expected} spans arrived",
+        backend.span_count()
+    );
+    let mut got: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    for (trace, span, _, _) in backend.spans() {
+        got.entry(trace).or_default().push(span[0]);
+    }
+    for v in got.values_mut() {
+        v.sort();
+    }
+    for (i, id) in ids.iter().enumerate() {
+        if matches!(kind_of(i), Kind::Error | Kind::Slow) {
+            assert_eq!(got.get(id), want.get(id), "{:?} trace {i} not whole", kind_of(i));
+        }
+    }
+    let extra: Vec<&Vec<u8>> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+    assert!(extra.is_empty(), "{} spans of dropped traces arrived", extra.len());
+    assert_eq!(got, want, "kept traces differ from the reference or arrived in part");
+    let kept_normal = normal.iter().filter(|&&i| got.contains_key(&ids[i])).count();
+    let share = kept_normal as f64 * 100.0 / normal.len() as f64;
+    assert!((share - 10.0).abs() <= 1.5, "kept {share:.2}% of the rest");
+
+    let s = scrape_async(&p).await;
+    let name = "otelcol_processor_tail_sampling_count_traces_sampled_total";
+    assert_eq!(
+        labelled(&s, name, &["policy=\"errors\"", "sampled=\"true\""]) as usize,
+        TRACES / 20
+    );
+    assert_eq!(
+        labelled(&s, name, &["policy=\"slow\"", "sampled=\"true\""]) as usize,
+        TRACES / 20
+    );
+    let routed = labelled(&s, "sluice_tail_sampling_routed_spans_total", &[]);
+    assert!(routed > 0.0, "no span was routed between the shards");
+    assert_eq!(labelled(&s, "otelcol_processor_tail_sampling_sampling_trace_dropped_too_early_total", &[]), 0.0);
+    eprintln!("routed {routed} spans; {refused} requests refused retryably and sent again");
+    tokio::task::spawn_blocking(move || sluice.stop(Duration::from_secs(30)))
+        .await
+        .unwrap();
+}
