@@ -304,3 +304,103 @@ async fn whole_traces_errors_slow_and_ten_percent_of_the_rest() {
         .await
         .unwrap();
 }
+
+/// Peak resident set (VmHWM) of a process, bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+const LIMIT_MIB: u64 = 100;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overload_decides_early_and_stays_under_the_memory_limit() {
+    let backend = Backend::start_new().await;
+    let p = Ports::new();
+    // decision_wait is far longer than the test: every decision is early.
+    let ts = "    decision_wait: 600s
+    num_traces: 40000
+    policies:
+      - {name: rest, type: probabilistic, probabilistic: {sampling_percentage: 10}}";
+    let limiter = format!("  memory_limiter: {{check_interval: 100ms, limit_mib: {LIMIT_MIB}, spike_limit_mib: 20}}");
+    let cfg = config(&p, backend.port, &limiter, ts).replace("PROCS", "memory_limiter, tail_sampling, batch");
+    let mut sluice = Sluice::start(&cfg);
+    let pid = sluice.pid();
+
+    // 4 connections × 300 requests × 50 traces × 2 spans of ~1 KiB:
+    // 60,000 live traces (1.5 × num_traces), ~120 MiB (> the 100 MiB limit);
+    // the byte budget (half the limiter's 80 MiB soft limit) fills first.
+    let per_conn = 300usize;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut tasks = Vec::new();
+    for c in 0..4u64 {
+        let addr = p.grpc_addr();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = GrpcConn::connect(addr).await;
+            let mut rng = Rng(1000 + c);
+            let mut refused = 0;
+            for _ in 0..per_conn {
+                let mut spans = Vec::with_capacity(100);
+                for _ in 0..50 {
+                    let id = rng.id16();
+                    spans.push(span(&id, 1, Kind::Normal, 1000));
+                    spans.push(span(&id, 2, Kind::Normal, 1000));
+                }
+                refused += send(&mut conn, &request(spans), deadline).await;
+            }
+            refused
+        }));
+    }
+    let mut refused = 0;
+    for t in tasks {
+        refused += t.await.unwrap();
+    }
+    let traces = (4 * per_conn * 50) as f64;
+
+    // Every accepted trace is either decided (early) or still buffered.
+    let mut last = (0.0, 0.0, 0.0);
+    let settle = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < settle {
+        let s = scrape_async(&p).await;
+        last = (
+            labelled(&s, "otelcol_processor_tail_sampling_global_count_traces_sampled_total", &[]),
+            labelled(&s, "otelcol_processor_tail_sampling_sampling_traces_on_memory", &[]),
+            labelled(&s, "otelcol_processor_tail_sampling_sampling_trace_dropped_too_early_total", &[]),
+        );
+        if last.0 + last.1 == traces {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(last.0 + last.1, traces, "decided + buffered (decided, on memory, early) = {last:?}");
+    assert_eq!(last.0, last.2, "every decision so far was early");
+    assert!(last.0 >= traces - 40000.0, "early decisions {}", last.0);
+    assert!(last.1 <= 40000.0, "{} traces on memory above num_traces", last.1);
+    let s = scrape_async(&p).await;
+    let buffered = labelled(&s, "sluice_tail_sampling_buffered_bytes", &[]);
+    let soft = (LIMIT_MIB - 20) << 20;
+    assert!(buffered <= (soft / 2) as f64, "buffered {buffered} bytes above half the soft limit");
+    let peak = peak_rss(pid);
+    assert!(
+        peak < LIMIT_MIB << 20,
+        "peak RSS {} MiB above the {LIMIT_MIB} MiB limit",
+        peak >> 20
+    );
+    assert!(sluice.is_running(), "sluice exited");
+    eprintln!(
+        "peak RSS {} MiB; {} early decisions; {refused} requests refused retryably and sent again; {buffered} bytes buffered",
+        peak >> 20,
+        last.2
+    );
+    let sluice = tokio::task::spawn_blocking(move || {
+        sluice.stop(Duration::from_secs(30));
+        sluice
+    })
+    .await
+    .unwrap();
+    assert!(!sluice.stderr_text().contains("panicked"), "{}", sluice.stderr_text());
+}
