@@ -167,13 +167,21 @@ impl TailSampler {
     /// buffered. All or nothing: a full ring refuses before anything is taken.
     pub fn take(&self, chunks: &[Bytes], st: &TailStats, now: Instant) -> Result<Taken, TailError> {
         let mut out = Taken::default();
-        if self.shards <= 1 {
-            for c in chunks {
-                self.absorb(c, st, now, &mut out)?;
-            }
-            self.enforce_bounds(st, now, &mut out);
-            return Ok(out);
+        let local = if self.shards <= 1 {
+            chunks.to_vec()
+        } else {
+            self.route(chunks, st)?
+        };
+        for c in &local {
+            self.absorb(c, st, now, &mut out)?;
         }
+        self.enforce_bounds(st, now, &mut out);
+        Ok(out)
+    }
+
+    /// Slices a request per owning shard and pushes the other shards' parts
+    /// onto their rings (all or nothing); returns this shard's parts.
+    pub fn route(&self, chunks: &[Bytes], st: &TailStats) -> Result<Vec<Bytes>, TailError> {
         let shards = self.shards;
         let mut local: Vec<Bytes> = Vec::new();
         let mut remote: Vec<Routed> = (0..shards)
@@ -228,11 +236,7 @@ impl TailSampler {
                 st.ring_depth[b].set((p.buffer().capacity() - p.slots()) as u64);
             }
         }
-        for c in &local {
-            self.absorb(c, st, now, &mut out)?;
-        }
-        self.enforce_bounds(st, now, &mut out);
-        Ok(out)
+        Ok(local)
     }
 
     /// Buffers the spans of one request body owned by this shard; spans of
