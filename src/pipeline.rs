@@ -460,7 +460,9 @@ impl ShardPipelines {
             }
             match self.run_steps(pi, si + 1, rechunked(taken.chunks, taken.spans)) {
                 Ok(data) => self.release(pi, t, data),
-                Err(e) => tracing::warn!(processor = %t.id, error = %e, "a processor after tail_sampling refused kept spans"),
+                Err(e) => {
+                    tracing::warn!(processor = %t.id, error = %e, "a processor after tail_sampling refused kept spans")
+                }
             }
         }
     }

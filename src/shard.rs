@@ -235,7 +235,9 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(RunReport, Stats), 
         let spawned = LocalExecutorBuilder::new(placement)
             .name(&format!("sluice-{shard}"))
             .io_memory(lay.io_memory)
-            .spawn(move || async move { shard_main(shard, config, exporter_ids, stats, shard_stop, ready, links).await });
+            .spawn(
+                move || async move { shard_main(shard, config, exporter_ids, stats, shard_stop, ready, links).await },
+            );
         match spawned {
             Ok(j) => joins.push(j),
             Err(e) => {

@@ -96,16 +96,16 @@ fn span(trace_id: &[u8], n: u8, kind: Kind, pad: usize) -> Span {
             code: StatusCode::Error as i32,
             message: String::new(),
         }),
-        attributes: (pad > 0)
-            .then(|| {
-                vec![KeyValue {
-                    key: "pad".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue("x".repeat(pad))),
-                    }),
-                }]
-            })
-            .unwrap_or_default(),
+        attributes: if pad > 0 {
+            vec![KeyValue {
+                key: "pad".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue("x".repeat(pad))),
+                }),
+            }]
+        } else {
+            Vec::new()
+        },
         ..Default::default()
     }
 }
@@ -241,7 +241,14 @@ async fn whole_traces_errors_slow_and_ten_percent_of_the_rest() {
         let body = request(vec![span(&ids[*i], 9, Kind::Normal, 0)]);
         refused += send(&mut conns[k % CONNS], &body, deadline).await;
     }
-    let late = wait_metric(&p, "sluice_tail_sampling_late_spans_total", &[], 200.0, Duration::from_secs(30)).await;
+    let late = wait_metric(
+        &p,
+        "sluice_tail_sampling_late_spans_total",
+        &[],
+        200.0,
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(late, 200.0, "late spans counted");
 
     // What must arrive: error and slow traces, the reference's share of the
@@ -298,7 +305,14 @@ async fn whole_traces_errors_slow_and_ten_percent_of_the_rest() {
     );
     let routed = labelled(&s, "sluice_tail_sampling_routed_spans_total", &[]);
     assert!(routed > 0.0, "no span was routed between the shards");
-    assert_eq!(labelled(&s, "otelcol_processor_tail_sampling_sampling_trace_dropped_too_early_total", &[]), 0.0);
+    assert_eq!(
+        labelled(
+            &s,
+            "otelcol_processor_tail_sampling_sampling_trace_dropped_too_early_total",
+            &[]
+        ),
+        0.0
+    );
     eprintln!("routed {routed} spans; {refused} requests refused retryably and sent again");
     tokio::task::spawn_blocking(move || sluice.stop(Duration::from_secs(30)))
         .await
@@ -367,23 +381,38 @@ async fn overload_decides_early_and_stays_under_the_memory_limit() {
     while Instant::now() < settle {
         let s = scrape_async(&p).await;
         last = (
-            labelled(&s, "otelcol_processor_tail_sampling_global_count_traces_sampled_total", &[]),
+            labelled(
+                &s,
+                "otelcol_processor_tail_sampling_global_count_traces_sampled_total",
+                &[],
+            ),
             labelled(&s, "otelcol_processor_tail_sampling_sampling_traces_on_memory", &[]),
-            labelled(&s, "otelcol_processor_tail_sampling_sampling_trace_dropped_too_early_total", &[]),
+            labelled(
+                &s,
+                "otelcol_processor_tail_sampling_sampling_trace_dropped_too_early_total",
+                &[],
+            ),
         );
         if last.0 + last.1 == traces {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(last.0 + last.1, traces, "decided + buffered (decided, on memory, early) = {last:?}");
+    assert_eq!(
+        last.0 + last.1,
+        traces,
+        "decided + buffered (decided, on memory, early) = {last:?}"
+    );
     assert_eq!(last.0, last.2, "every decision so far was early");
     assert!(last.0 >= traces - 40000.0, "early decisions {}", last.0);
     assert!(last.1 <= 40000.0, "{} traces on memory above num_traces", last.1);
     let s = scrape_async(&p).await;
     let buffered = labelled(&s, "sluice_tail_sampling_buffered_bytes", &[]);
     let soft = (LIMIT_MIB - 20) << 20;
-    assert!(buffered <= (soft / 2) as f64, "buffered {buffered} bytes above half the soft limit");
+    assert!(
+        buffered <= (soft / 2) as f64,
+        "buffered {buffered} bytes above half the soft limit"
+    );
     let peak = peak_rss(pid);
     assert!(
         peak < LIMIT_MIB << 20,

@@ -91,7 +91,13 @@ pub struct Table {
 }
 
 impl Table {
-    pub fn new(max_traces: usize, max_bytes: usize, sampled_cache: usize, not_sampled_cache: usize, expect: usize) -> Table {
+    pub fn new(
+        max_traces: usize,
+        max_bytes: usize,
+        sampled_cache: usize,
+        not_sampled_cache: usize,
+        expect: usize,
+    ) -> Table {
         Table {
             traces: HashMap::with_capacity(expect.min(max_traces)),
             order: VecDeque::with_capacity(expect.min(max_traces)),

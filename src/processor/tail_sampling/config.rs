@@ -147,7 +147,11 @@ pub fn config(node: &Node, path: &str, line: usize) -> Result<TailSamplingConfig
             "max_buffered_mib",
             "ring_capacity",
         ],
-        &["decision_wait_after_root_received", "block_on_overflow", "drop_pending_traces_on_shutdown"],
+        &[
+            "decision_wait_after_root_received",
+            "block_on_overflow",
+            "drop_pending_traces_on_shutdown",
+        ],
     )?;
     let d = TailSamplingConfig::default();
     let decision_wait = s.duration("decision_wait")?.unwrap_or(d.decision_wait);
@@ -168,7 +172,12 @@ pub fn config(node: &Node, path: &str, line: usize) -> Result<TailSamplingConfig
         return Err(s.error("max_buffered_mib", "must be greater than zero"));
     }
     let policies = match s.get("policies") {
-        Some(n) => policy_list(n, &s.child("policies"), s.key("policies").map_or(line, |k| k.line), true)?,
+        Some(n) => policy_list(
+            n,
+            &s.child("policies"),
+            s.key("policies").map_or(line, |k| k.line),
+            true,
+        )?,
         None => Vec::new(),
     };
     if policies.is_empty() {
@@ -232,7 +241,11 @@ fn policy(n: &Node, path: &str, line: usize, top: bool) -> Result<PolicyConfig, 
             "type",
             format!(
                 "unknown policy type `{ty}`{}",
-                if top { "" } else { " (an `and` sub-policy cannot be `and`)" }
+                if top {
+                    ""
+                } else {
+                    " (an `and` sub-policy cannot be `and`)"
+                }
             ),
         ));
     }

@@ -56,11 +56,7 @@ use self::{
 };
 use crate::{
     payload::Payload,
-    wire::{
-        partition::by_key,
-        view::Kind,
-        WireError,
-    },
+    wire::{partition::by_key, view::Kind, WireError},
 };
 
 #[derive(Debug, Error)]

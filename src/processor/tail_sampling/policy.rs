@@ -256,7 +256,13 @@ impl Policies {
 
     /// Decides a trace: the final answer and each top-level policy's
     /// decision (`None` for those not evaluated after a first match).
-    pub fn decide(&mut self, trace_id: &[u8], facts: &Facts, now_second: u64, per_policy: &mut Vec<Option<Decision>>) -> bool {
+    pub fn decide(
+        &mut self,
+        trace_id: &[u8],
+        facts: &Facts,
+        now_second: u64,
+        per_policy: &mut Vec<Option<Decision>>,
+    ) -> bool {
         per_policy.clear();
         let mut seen = [false; 4];
         for r in self.rules.iter_mut() {

@@ -52,7 +52,13 @@ impl TailStats {
 
 type Labels = Vec<(&'static str, String)>;
 
-fn family(enc: &mut DescriptorEncoder, name: &str, help: &str, ty: MetricType, rows: Vec<(Labels, u64)>) -> fmt::Result {
+fn family(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    ty: MetricType,
+    rows: Vec<(Labels, u64)>,
+) -> fmt::Result {
     let mut m = enc.encode_descriptor(name, help, None, ty)?;
     for (labels, v) in rows {
         match ty {
@@ -158,12 +164,8 @@ pub fn encode(enc: &mut DescriptorEncoder, shards: &[ShardStats]) -> fmt::Result
                 .map(|(j, &c)| (LATE_AGE_BOUNDS_MS.get(j).map_or(f64::MAX, |&b| b as f64 / 1000.0), c))
                 .collect();
             let labels = pl(t);
-            m.encode_family(&labels)?.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                s as f64 / 1000.0,
-                n,
-                &buckets,
-                None,
-            )?;
+            m.encode_family(&labels)?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(s as f64 / 1000.0, n, &buckets, None)?;
         }
     }
     family(
