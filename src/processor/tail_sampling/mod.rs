@@ -404,3 +404,71 @@ pub fn stats_ids(config: &crate::config::Config) -> Vec<(String, Vec<String>)> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+    use crate::wire::fixtures::traces;
+
+    fn settings(wait: &str) -> TailSamplingConfig {
+        let yaml = format!(
+            "receivers: {{otlp: {{protocols: {{grpc: {{}}}}}}}}
+processors:
+  tail_sampling:
+    decision_wait: {wait}
+    policies: [{{name: all, type: always_sample}}]
+exporters: {{nop: {{}}}}
+service: {{pipelines: {{traces: {{receivers: [otlp], processors: [tail_sampling], exporters: [nop]}}}}}}
+"
+        );
+        instances(&crate::config::load_str(&yaml).unwrap()).remove(0).1
+    }
+
+    #[test]
+    fn a_full_ring_refuses_before_taking_anything() {
+        let st = TailStats::new("t", &["all".into()], 2);
+        let s0 = TailSampler::new("t", &settings("10s"), 0, 2, 0, None);
+        let mut m = mesh::mesh(2, 2);
+        let mut far = m[1].from[0].take().unwrap();
+        s0.set_links(std::mem::take(&mut m[0]));
+        // 12 spans with distinct trace ids: both shards own some.
+        let body = Bytes::from(traces(2, 2, 3).encode_to_vec());
+        let now = Instant::now();
+        s0.take(std::slice::from_ref(&body), &st, now).unwrap();
+        s0.take(std::slice::from_ref(&body), &st, now).unwrap();
+        let (traces_before, spans_before) = (s0.state.borrow().table.len(), s0.buffered_spans());
+        let routed = st.routed_spans.get();
+        let e = s0.take(std::slice::from_ref(&body), &st, now).unwrap_err();
+        assert!(matches!(e, TailError::RingFull { shard: 1, .. }), "{e}");
+        assert_eq!(st.ring_full.get(), 1);
+        assert_eq!(s0.state.borrow().table.len(), traces_before);
+        assert_eq!(s0.buffered_spans(), spans_before);
+        assert_eq!(st.routed_spans.get(), routed);
+        assert_eq!(st.ring_depth[1].get(), 2);
+        // Once the owner drained, the same request goes through.
+        while far.pop().is_ok() {}
+        s0.take(std::slice::from_ref(&body), &st, now).unwrap();
+        assert_eq!(s0.buffered_spans() + st.routed_spans.get(), 36);
+    }
+
+    #[test]
+    fn one_shard_keeps_a_trace_whole_and_late_spans_follow() {
+        let st = TailStats::new("t", &["all".into()], 1);
+        let s = TailSampler::new("t", &settings("1s"), 0, 1, 0, None);
+        let body = Bytes::from(traces(1, 1, 4).encode_to_vec());
+        let t0 = Instant::now();
+        assert_eq!(s.take(std::slice::from_ref(&body), &st, t0).unwrap().spans, 0);
+        assert_eq!(s.run(&st, t0, false).unwrap().spans, 0, "not due yet");
+        let out = s.run(&st, t0 + Duration::from_secs(2), false).unwrap();
+        assert_eq!(out.spans, 4);
+        assert_eq!(st.global[1].get(), 4);
+        // The same spans again: late, kept at once.
+        let late = s
+            .take(std::slice::from_ref(&body), &st, t0 + Duration::from_secs(3))
+            .unwrap();
+        assert_eq!(late.spans, 4);
+        assert_eq!(st.late_spans[1].get(), 4);
+    }
+}
