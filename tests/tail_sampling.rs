@@ -433,3 +433,126 @@ async fn overload_decides_early_and_stays_under_the_memory_limit() {
     .unwrap();
     assert!(!sluice.stderr_text().contains("panicked"), "{}", sluice.stderr_text());
 }
+
+/// At shutdown every buffered trace is decided at once: acknowledged spans of
+/// kept traces reach the backend although their `decision_wait` never passed.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_decides_every_buffered_trace() {
+    let backend = Backend::start_new().await;
+    let p = Ports::new();
+    let ts = "    decision_wait: 600s
+    policies:
+      - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}";
+    let cfg = config(&p, backend.port, "", ts).replace("PROCS", "tail_sampling, batch");
+    let mut sluice = Sluice::start(&cfg);
+    let mut rng = Rng(5);
+    let ids: Vec<Vec<u8>> = (0..200).map(|_| rng.id16()).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut conns = Vec::new();
+    for _ in 0..4 {
+        conns.push(GrpcConn::connect(p.grpc_addr()).await);
+    }
+    for n in 1..=SPANS {
+        let spans = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| span(id, n, kind_of(i), 0))
+            .collect();
+        send(&mut conns[n as usize % 4], &request(spans), deadline).await;
+    }
+    let on_memory = wait_metric(
+        &p,
+        "otelcol_processor_tail_sampling_sampling_traces_on_memory",
+        &[],
+        200.0,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(on_memory, 200.0);
+    assert_eq!(backend.span_count(), 0, "nothing decided before the wait");
+    drop(conns);
+    let sluice = tokio::task::spawn_blocking(move || {
+        sluice.stop(Duration::from_secs(30));
+        sluice
+    })
+    .await
+    .unwrap();
+    let errors = (0..200).filter(|&i| kind_of(i) == Kind::Error).count();
+    let mut got: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
+    for (t, _, _, _) in backend.spans() {
+        *got.entry(t).or_default() += 1;
+    }
+    assert_eq!(got.len(), errors, "{}", sluice.stderr_text());
+    for (i, id) in ids.iter().enumerate() {
+        if kind_of(i) == Kind::Error {
+            assert_eq!(got.get(id), Some(&(SPANS as usize)), "error trace {i} not whole");
+        }
+    }
+}
+
+fn validate(yaml: &str) -> (bool, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("c.yaml");
+    std::fs::write(&f, yaml).unwrap();
+    let out = sluice_cmd(&["validate", "--config", f.to_str().unwrap()]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("panicked"), "validate panicked:\n{text}");
+    (out.status.success(), text)
+}
+
+/// Config mistakes in a policy name the key, its line (and column for OTTL).
+#[test]
+fn policy_mistakes_name_key_and_line() {
+    let doc = |policies: &str| {
+        format!(
+            "receivers: {{otlp: {{protocols: {{grpc: {{endpoint: 127.0.0.1:0}}}}}}}}
+exporters: {{nop: {{}}}}
+processors:
+  tail_sampling:
+    decision_wait: 5s
+    policies:
+{policies}
+service:
+  pipelines:
+    traces: {{receivers: [otlp], processors: [tail_sampling], exporters: [nop]}}
+"
+        )
+    };
+    let (ok, text) = validate(&doc("      - {name: a, type: always_sample}
+      - name: b
+        type: ottl_condition
+        ottl_condition:
+          span: ['attributes[\"x\"] == ']"));
+    assert!(!ok);
+    assert!(
+        text.contains("processors.tail_sampling.policies[1].ottl_condition.span[0]") && text.contains("line 11"),
+        "{text}"
+    );
+    assert!(text.contains("column"), "{text}");
+
+    let (ok, text) = validate(&doc("      - {name: a, type: composite}"));
+    assert!(!ok);
+    assert!(text.contains("not yet supported") && text.contains("line 7"), "{text}");
+
+    let (ok, text) = validate(&doc("      - name: a
+        type: string_attribute
+        string_attribute: {key: k, values: ['(unclosed'], enabled_regex_matching: true}"));
+    assert!(!ok);
+    assert!(
+        text.contains("invalid regular expression") && text.contains("line 9"),
+        "{text}"
+    );
+
+    let (ok, text) = validate(&doc("      - name: a
+        type: latency
+        latency: {threshold_msec: 5}"));
+    assert!(!ok);
+    assert!(text.contains("threshold_msec") && text.contains("line 9"), "{text}");
+
+    let (ok, text) = validate(&doc("      - {name: a, type: always_sample}"));
+    assert!(ok, "{text}");
+}
