@@ -183,6 +183,12 @@ pub fn config(node: &Node, path: &str, line: usize) -> Result<TailSamplingConfig
     if policies.is_empty() {
         return Err(s.error("policies", "at least one policy is required"));
     }
+    if matchers(&policies) > MAX_MATCHERS {
+        return Err(s.error(
+            "policies",
+            format!("at most {MAX_MATCHERS} attribute and ottl_condition policies (sub-policies included)"),
+        ));
+    }
     Ok(TailSamplingConfig {
         decision_wait,
         num_traces,
@@ -194,6 +200,23 @@ pub fn config(node: &Node, path: &str, line: usize) -> Result<TailSamplingConfig
         max_buffered_mib,
         ring_capacity,
     })
+}
+
+/// Attribute and OTTL policies a trace's facts hold one bit each for.
+pub const MAX_MATCHERS: usize = 64;
+
+fn matchers(policies: &[PolicyConfig]) -> usize {
+    policies
+        .iter()
+        .map(|p| match &p.kind {
+            PolicyKind::StringAttribute { .. }
+            | PolicyKind::NumericAttribute { .. }
+            | PolicyKind::BooleanAttribute { .. }
+            | PolicyKind::OttlCondition { .. } => 1,
+            PolicyKind::And(subs) => matchers(subs),
+            _ => 0,
+        })
+        .sum()
 }
 
 fn policy_list(node: &Node, path: &str, line: usize, top: bool) -> Result<Vec<PolicyConfig>, ConfigError> {

@@ -223,7 +223,8 @@ pub fn threshold(ratio: f64) -> u64 {
 
 impl Policies {
     /// Compiles `policies`; `shards` divides `rate_limiting` between shards.
-    /// At most 64 attribute / OTTL policies (config errors say so).
+    /// At most `config::MAX_MATCHERS` attribute / OTTL policies (checked
+    /// when the config is read).
     pub fn new(policies: &[PolicyConfig], sample_on_first_match: bool, shards: usize) -> Policies {
         let mut matchers = Vec::new();
         let rules = policies
