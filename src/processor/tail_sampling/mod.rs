@@ -163,6 +163,9 @@ impl TailSampler {
     /// buffered. All or nothing: a full ring refuses before anything is taken.
     pub fn take(&self, chunks: &[Bytes], st: &TailStats, now: Instant) -> Result<Taken, TailError> {
         let mut out = Taken::default();
+        // A busy shard drains what other shards sent it on its request path
+        // too, so its rings do not wait for the tick.
+        self.drain(st, now, &mut out)?;
         let local = if self.shards <= 1 {
             chunks.to_vec()
         } else {
@@ -317,20 +320,7 @@ impl TailSampler {
     /// shutdown). Returns the kept spans, to go on down the pipeline.
     pub fn run(&self, st: &TailStats, now: Instant, all: bool) -> Result<Taken, TailError> {
         let mut out = Taken::default();
-        let mut inbound: Vec<Routed> = Vec::new();
-        {
-            let mut s = self.state.borrow_mut();
-            for c in s.links.from.iter_mut().flatten() {
-                while let Ok(m) = c.pop() {
-                    inbound.push(m);
-                }
-            }
-        }
-        for m in &inbound {
-            for c in &m.chunks {
-                self.absorb(c, st, now, &mut out)?;
-            }
-        }
+        self.drain(st, now, &mut out)?;
         self.enforce_bounds(st, now, &mut out);
         let cutoff = now.checked_sub(self.wait);
         loop {
@@ -347,6 +337,26 @@ impl TailSampler {
         }
         self.publish(st);
         Ok(out)
+    }
+
+    /// Buffers whatever the other shards have pushed to this one (never
+    /// waits: an empty ring is left at once).
+    fn drain(&self, st: &TailStats, now: Instant, out: &mut Taken) -> Result<(), TailError> {
+        let mut inbound: Vec<Routed> = Vec::new();
+        {
+            let mut s = self.state.borrow_mut();
+            for c in s.links.from.iter_mut().flatten() {
+                while let Ok(m) = c.pop() {
+                    inbound.push(m);
+                }
+            }
+        }
+        for m in &inbound {
+            for c in &m.chunks {
+                self.absorb(c, st, now, out)?;
+            }
+        }
+        Ok(())
     }
 
     fn publish(&self, st: &TailStats) {
