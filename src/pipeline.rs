@@ -22,6 +22,7 @@ use crate::{
         probabilistic_sampler::ProbabilisticSampler,
         resource::Resource,
         resourcedetection,
+        tail_sampling::{mesh::Links, TailSampler},
     },
     signal::Signal,
     telemetry::{counters::BATCH_SIZE_BOUNDS, DropReason, Stats},
@@ -44,6 +45,9 @@ pub enum SubmitError {
     /// A processor refused the request (a filter with `error_mode: propagate`).
     #[error("{0}")]
     Processor(String),
+    /// A tail sampler's ring to another shard is full (retryable).
+    #[error("{0}")]
+    RingFull(String),
 }
 
 /// A processor that changes data, with the index of its counters in
@@ -55,6 +59,8 @@ enum Step {
     Attributes(Box<Attributes>),
     /// `resource`, and `resourcedetection` (its detected attributes as actions).
     Resource(Resource),
+    /// `tail_sampling`: takes the spans; kept traces come back on its tick.
+    Tail(TailSampler),
 }
 
 struct Pipeline {
@@ -94,6 +100,9 @@ impl ShardPipelines {
         let receiver_ids: Vec<String> = config.receivers.keys().map(|k| k.to_string()).collect();
         let mut routes = vec![[Vec::new(), Vec::new(), Vec::new()]; receiver_ids.len()];
         let mut pipelines = Vec::new();
+        let soft_limit = memory_limiter::config_of(config)
+            .and_then(|c| memory_limiter::Limits::from_config(&c, memory_limiter::total_memory()).ok())
+            .map(|l| l.soft);
         for p in &config.service.pipelines {
             let batch = p.processors.iter().find_map(|id| match config.processors.get(id) {
                 Some(ProcessorConfig::Batch(b)) => Some(BatchSettings {
@@ -132,6 +141,11 @@ impl ShardPipelines {
                         Some(ProcessorConfig::ResourceDetection(c)) => {
                             let r = resourcedetection::runtime(&id, c);
                             (!r.is_empty()).then_some(Step::Resource(r))
+                        }
+                        Some(ProcessorConfig::TailSampling(c)) if p.signal == Signal::Traces => {
+                            let at = sh.tail.iter().position(|s| s.processor == id)?;
+                            let shards = stats.shards.len();
+                            Some(Step::Tail(TailSampler::new(&id, c, shard, shards, at, soft_limit)))
                         }
                         _ => None,
                     }
@@ -178,7 +192,8 @@ impl ShardPipelines {
     /// Bytes this shard holds: batches being built plus the fullest sending
     /// queue (queues of one pipeline share the same buffers).
     pub fn held_bytes(&self) -> u64 {
-        let batched: u64 = self.pipelines.iter().map(|p| p.batched.get()).sum();
+        let batched: u64 = self.pipelines.iter().map(|p| p.batched.get()).sum::<u64>()
+            + self.tails().map(|(_, _, t)| t.buffered_bytes()).sum::<u64>();
         let queued = self
             .exporters
             .iter()
@@ -332,47 +347,135 @@ impl ShardPipelines {
         let last = targets.len().saturating_sub(1);
         let mut payload = Some(payload);
         for (i, &pi) in targets.iter().enumerate() {
-            let p = &self.pipelines[pi];
-            let mut data = if i == last {
+            let data = if i == last {
                 payload.take().unwrap_or_default()
             } else {
                 payload.clone().unwrap_or_default()
             };
-            let st = &self.stats.shards[self.shard];
-            for step in &p.steps {
-                // What the step changed, if anything: the new chunks and the
-                // items it dropped.
-                let changed: Option<(Vec<bytes::Bytes>, u64)> = match step {
-                    Step::Filter(filter, at) => {
-                        let f = filter
-                            .apply(p.signal, &data.chunks)
-                            .map_err(|e| SubmitError::Processor(e.to_string()))?;
-                        st.filters[*at].filtered.add(p.signal, f.dropped);
-                        (f.dropped > 0).then_some((f.chunks, f.dropped))
-                    }
-                    Step::Sample(sampler, at) => {
-                        let r = sampler
-                            .apply(p.signal, &data.chunks)
-                            .map_err(|e| SubmitError::Processor(format!("{}: {e}", sampler.id)))?;
-                        st.samplers[*at].record(p.signal, &r.decisions);
-                        (r.dropped > 0).then_some((r.chunks, r.dropped))
-                    }
-                    Step::Attributes(a) => a
-                        .apply(p.signal, &data.chunks)
-                        .map_err(|e| SubmitError::Processor(format!("{}: {e}", a.id)))?
-                        .map(|chunks| (chunks, 0)),
-                    Step::Resource(r) => r
-                        .apply(p.signal, &data.chunks)
-                        .map_err(|e| SubmitError::Processor(format!("{}: {e}", r.id)))?
-                        .map(|chunks| (chunks, 0)),
-                };
-                if let Some((chunks, dropped)) = changed {
-                    data = rechunked(chunks, data.items.saturating_sub(dropped));
-                }
-            }
-            out.push(data);
+            out.push(self.run_steps(pi, 0, data)?);
         }
         Ok(out)
+    }
+
+    /// Runs the processors of pipeline `pi` from step `from` on over `data`.
+    fn run_steps(&self, pi: usize, from: usize, mut data: Payload) -> Result<Payload, SubmitError> {
+        let p = &self.pipelines[pi];
+        let st = &self.stats.shards[self.shard];
+        for step in p.steps.iter().skip(from) {
+            // What the step changed, if anything: the new chunks and the
+            // items it dropped.
+            let changed: Option<(Vec<bytes::Bytes>, u64)> = match step {
+                Step::Filter(filter, at) => {
+                    let f = filter
+                        .apply(p.signal, &data.chunks)
+                        .map_err(|e| SubmitError::Processor(e.to_string()))?;
+                    st.filters[*at].filtered.add(p.signal, f.dropped);
+                    (f.dropped > 0).then_some((f.chunks, f.dropped))
+                }
+                Step::Sample(sampler, at) => {
+                    let r = sampler
+                        .apply(p.signal, &data.chunks)
+                        .map_err(|e| SubmitError::Processor(format!("{}: {e}", sampler.id)))?;
+                    st.samplers[*at].record(p.signal, &r.decisions);
+                    (r.dropped > 0).then_some((r.chunks, r.dropped))
+                }
+                Step::Attributes(a) => a
+                    .apply(p.signal, &data.chunks)
+                    .map_err(|e| SubmitError::Processor(format!("{}: {e}", a.id)))?
+                    .map(|chunks| (chunks, 0)),
+                Step::Resource(r) => r
+                    .apply(p.signal, &data.chunks)
+                    .map_err(|e| SubmitError::Processor(format!("{}: {e}", r.id)))?
+                    .map(|chunks| (chunks, 0)),
+                Step::Tail(t) => {
+                    if data.is_empty() {
+                        continue;
+                    }
+                    let taken = t
+                        .take(&data.chunks, &st.tail[t.stats_at], Instant::now())
+                        .map_err(|e| match e {
+                            crate::processor::tail_sampling::TailError::RingFull { .. } => {
+                                SubmitError::RingFull(e.to_string())
+                            }
+                            other => SubmitError::Processor(other.to_string()),
+                        })?;
+                    Some((taken.chunks, data.items.saturating_sub(taken.spans)))
+                }
+            };
+            if let Some((chunks, dropped)) = changed {
+                data = rechunked(chunks, data.items.saturating_sub(dropped));
+            }
+        }
+        Ok(data)
+    }
+
+    /// Hands this shard its ends of the tail samplers' rings, one `Links`
+    /// per sampler in `tail_sampling::instances` order.
+    pub fn set_tail_links(&self, links: Vec<Links>) {
+        let mut links = links.into_iter();
+        for p in &self.pipelines {
+            for s in &p.steps {
+                if let Step::Tail(t) = s {
+                    if let Some(l) = links.next() {
+                        t.set_links(l);
+                    }
+                }
+            }
+        }
+    }
+
+    /// How often the tail samplers need their tick (`None`: no sampler).
+    pub fn tail_tick(&self) -> Option<std::time::Duration> {
+        self.tails().map(|(_, _, t)| t.tick()).min()
+    }
+
+    fn tails(&self) -> impl Iterator<Item = (usize, usize, &TailSampler)> {
+        self.pipelines.iter().enumerate().flat_map(|(pi, p)| {
+            p.steps.iter().enumerate().filter_map(move |(si, s)| match s {
+                Step::Tail(t) => Some((pi, si, t)),
+                _ => None,
+            })
+        })
+    }
+
+    /// The tail samplers' periodic work: drain the rings from other shards,
+    /// decide the traces whose wait has passed (all of them when `all`), and
+    /// hand the kept spans to the rest of their pipeline. Kept spans that
+    /// find an `overflow: signal` queue full wait for the next tick.
+    pub fn run_tail(&self, now: Instant, all: bool) {
+        let st = &self.stats.shards[self.shard];
+        for (pi, si, t) in self.tails() {
+            for d in t.take_deferred() {
+                self.release(pi, t, d);
+            }
+            let taken = match t.run(&st.tail[t.stats_at], now, all) {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::error!(processor = %t.id, error = %e, "tail sampler failed on buffered spans");
+                    continue;
+                }
+            };
+            if taken.chunks.is_empty() {
+                continue;
+            }
+            match self.run_steps(pi, si + 1, rechunked(taken.chunks, taken.spans)) {
+                Ok(data) => self.release(pi, t, data),
+                Err(e) => {
+                    tracing::warn!(processor = %t.id, error = %e, "a processor after tail_sampling refused kept spans")
+                }
+            }
+        }
+    }
+
+    fn release(&self, pi: usize, t: &TailSampler, data: Payload) {
+        if data.is_empty() {
+            return;
+        }
+        if self.full_queue(&[pi], &data).is_some() {
+            t.defer(data);
+        } else {
+            self.hand_over(&[pi], vec![data]);
+        }
     }
 
     /// Hands each target pipeline its processed payload (batcher or queues).
@@ -548,7 +651,8 @@ impl ShardPipelines {
 
     /// Flushes every batch (shutdown). Returns items that found no room.
     pub fn flush_all(&self) -> u64 {
-        let mut stuck = 0;
+        self.run_tail(Instant::now(), true);
+        let mut stuck: u64 = self.tails().map(|(_, _, t)| t.buffered_spans()).sum();
         for p in &self.pipelines {
             if let Some(b) = &p.batcher {
                 if self.has_room_to_flush(p) {
@@ -569,6 +673,9 @@ impl ShardPipelines {
             if let Some(b) = &p.batcher {
                 out[p.signal.index()] += b.borrow().pending_items();
             }
+        }
+        for (pi, _, t) in self.tails() {
+            out[self.pipelines[pi].signal.index()] += t.buffered_spans();
         }
         out
     }

@@ -26,7 +26,10 @@ use crate::{
         server::{self, ServerTuning},
     },
     pipeline::ShardPipelines,
-    processor::memory_limiter::{self, Limits, MemoryLimiterError, ShardGate, Verdict},
+    processor::{
+        memory_limiter::{self, Limits, MemoryLimiterError, ShardGate, Verdict},
+        tail_sampling,
+    },
     receiver::{otlp_grpc, otlp_http, ReceiverCtx},
     shutdown::Lifecycle,
     signal::Signal,
@@ -208,7 +211,13 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(RunReport, Stats), 
     crate::tls::check(&config).map_err(ShardError::Tls)?;
     let (receivers, exporter_ids) = components(&config);
     let stats = Stats::build(lay.cpus.len(), &receivers, &exporter_ids, &batch_processors(&config))
-        .with_processors(&filter_processors(&config), &sampler_processors(&config));
+        .with_processors(&filter_processors(&config), &sampler_processors(&config))
+        .with_tail_samplers(&tail_sampling::stats_ids(&config));
+    // One ring per ordered pair of shards and tail sampler.
+    let mut meshes: Vec<Vec<tail_sampling::mesh::Links>> = tail_sampling::instances(&config)
+        .iter()
+        .map(|(_, c)| tail_sampling::mesh::mesh(lay.cpus.len(), c.ring_capacity))
+        .collect();
     let memory_monitor = match memory_limiter::config_of(&config) {
         Some(c) => {
             let limits = Limits::from_config(&c, memory_limiter::total_memory())?;
@@ -233,10 +242,13 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(RunReport, Stats), 
         };
         let (config, stats, shard_stop, ready) = (config.clone(), stats.clone(), stop.clone(), ready_tx.clone());
         let exporter_ids = exporter_ids.clone();
+        let links: Vec<_> = meshes.iter_mut().map(|m| std::mem::take(&mut m[shard])).collect();
         let spawned = LocalExecutorBuilder::new(placement)
             .name(&format!("sluice-{shard}"))
             .io_memory(lay.io_memory)
-            .spawn(move || async move { shard_main(shard, config, exporter_ids, stats, shard_stop, ready).await });
+            .spawn(
+                move || async move { shard_main(shard, config, exporter_ids, stats, shard_stop, ready, links).await },
+            );
         match spawned {
             Ok(j) => joins.push(j),
             Err(e) => {
@@ -358,6 +370,7 @@ async fn shard_main(
     stats: Stats,
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<Result<usize, ShardError>>,
+    tail_links: Vec<tail_sampling::mesh::Links>,
 ) -> RunReport {
     let lifecycle = Lifecycle::new();
     let timeout = config.tuning.shutdown_timeout;
@@ -434,6 +447,7 @@ async fn shard_main(
     if let Some(l) = limits {
         pipelines.memory = Some(ShardGate::new(l, stats.shards.len()));
     }
+    pipelines.set_tail_links(tail_links);
     let pipelines = Rc::new(pipelines);
 
     // Listeners, sharing the shard's in-flight byte budget and connection limit.
@@ -671,6 +685,18 @@ async fn shard_main(
             }
         })
     };
+
+    // Tail samplers: drain the rings from other shards and decide due traces.
+    if let Some(tick) = pipelines.tail_tick() {
+        let (pipelines, lifecycle) = (pipelines.clone(), lifecycle.clone());
+        glommio::spawn_local(async move {
+            while !lifecycle.is_draining() {
+                glommio::timer::sleep(tick).await;
+                pipelines.run_tail(Instant::now(), false);
+            }
+        })
+        .detach();
+    }
 
     // Memory limiter: at check_interval, publish held bytes, read the verdict,
     // and shed queued batches above the hard limit.

@@ -36,6 +36,7 @@ const PROCESSORS: &[&str] = &[
     "attributes",
     "resource",
     "resourcedetection",
+    "tail_sampling",
 ];
 const EXPORTERS: &[&str] = &["otlp", "otlphttp", "otlp_http", "file", "debug", "nop", "loadbalancing", "kafka"];
 const EXTENSIONS: &[&str] = &["health_check", "file_storage", "bearertokenauth", "basicauth"];
@@ -100,7 +101,6 @@ const RECEIVERS_NOT_BUILT: &[&str] = &[
     "vcenter",
 ];
 const PROCESSORS_NOT_BUILT: &[&str] = &[
-    "tail_sampling",
     "transform",
     "k8sattributes",
     "span",
@@ -465,6 +465,7 @@ fn processor(id: &ComponentId, node: &Node, (path, line): (&str, usize)) -> Resu
         "resourcedetection" => {
             crate::processor::resourcedetection::config(node, path, line).map(ProcessorConfig::ResourceDetection)
         }
+        "tail_sampling" => crate::processor::tail_sampling::config(node, path, line).map(ProcessorConfig::TailSampling),
         _ => memory_limiter(node, path, line).map(ProcessorConfig::MemoryLimiter),
     }
 }

@@ -395,6 +395,7 @@ pub enum ProcessorConfig {
     Attributes(crate::processor::attributes::AttributesConfig),
     Resource(crate::processor::resource::ResourceConfig),
     ResourceDetection(crate::processor::resourcedetection::ResourceDetectionConfig),
+    TailSampling(crate::processor::tail_sampling::TailSamplingConfig),
 }
 
 #[derive(Clone, Debug, PartialEq)]

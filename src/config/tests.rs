@@ -520,11 +520,11 @@ fn durations() {
 #[test]
 fn not_yet_supported_components() {
     let e = err(&format!(
-        "{MINIMAL}processors:\n  tail_sampling/keep:\n    decision_wait: 10s\n"
+        "{MINIMAL}processors:\n  transform/keep:\n    error_mode: ignore\n"
     ));
-    assert_eq!(e.path, "processors.tail_sampling/keep");
+    assert_eq!(e.path, "processors.transform/keep");
     assert_eq!(e.line, Some(14));
-    assert_eq!(e.message, "component `tail_sampling` is not yet supported by sluice");
+    assert_eq!(e.message, "component `transform` is not yet supported by sluice");
 
     let yaml = MINIMAL.replace(
         "exporters:\n  nop:",

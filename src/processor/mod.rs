@@ -10,3 +10,4 @@ pub mod probabilistic_sampler;
 pub mod resource;
 pub mod resourcedetection;
 pub mod sampling;
+pub mod tail_sampling;

@@ -138,6 +138,7 @@ impl ReceiverCtx {
                     SubmitError::ShuttingDown => Rejection::ShuttingDown,
                     SubmitError::QueueFull(_)
                     | SubmitError::MemoryLimited
+                    | SubmitError::RingFull(_)
                     | SubmitError::SpoolFull(_)
                     | SubmitError::Spool(..) => Rejection::Refused(e.to_string()),
                 })

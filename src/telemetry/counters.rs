@@ -242,6 +242,8 @@ pub struct ShardStats {
     pub filters: Vec<FilterStats>,
     /// Probabilistic samplers, in `Stats::with_processors` order.
     pub samplers: Vec<SamplerStats>,
+    /// Tail samplers, in `Stats::with_tail_samplers` order.
+    pub tail: Vec<crate::processor::tail_sampling::stats::TailStats>,
     /// Bytes this shard holds in batches and sending queues, published at the
     /// memory limiter's check_interval.
     pub held_bytes: Gauge,
@@ -384,6 +386,22 @@ impl Stats {
                     processor: id.clone(),
                     ..Default::default()
                 })
+                .collect();
+        }
+        self
+    }
+}
+
+impl Stats {
+    /// Adds counters for the tail samplers `(id, policy names)` (before the
+    /// stats are shared).
+    pub fn with_tail_samplers(mut self, samplers: &[(String, Vec<String>)]) -> Stats {
+        let shards = Arc::get_mut(&mut self.shards).expect("stats not shared yet");
+        let n = shards.len();
+        for sh in shards.iter_mut() {
+            sh.tail = samplers
+                .iter()
+                .map(|(id, policies)| crate::processor::tail_sampling::stats::TailStats::new(id, policies, n))
                 .collect();
         }
         self

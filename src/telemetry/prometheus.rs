@@ -252,6 +252,8 @@ impl Collector for StatsCollector {
             )?;
         }
 
+        crate::processor::tail_sampling::stats::encode(&mut enc, shards)?;
+
         if let Some(rss) = process_rss() {
             let m = enc.encode_descriptor(
                 "otelcol_process_memory_rss",

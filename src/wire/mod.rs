@@ -25,7 +25,7 @@ pub mod edit;
 mod error;
 pub mod field;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 pub mod partition;
 pub mod scan;
 pub mod split;
