@@ -60,7 +60,7 @@ enum Step {
     /// `resource`, and `resourcedetection` (its detected attributes as actions).
     Resource(Resource),
     /// `tail_sampling`: takes the spans; kept traces come back on its tick.
-    Tail(TailSampler),
+    Tail(Box<TailSampler>),
 }
 
 struct Pipeline {
@@ -136,7 +136,9 @@ impl ShardPipelines {
                             let sampler = ProbabilisticSampler::new(&id, c, shard);
                             sampler.touches(p.signal).then_some(Step::Sample(sampler, at))
                         }
-                        Some(ProcessorConfig::Attributes(c)) => Some(Step::Attributes(Box::new(Attributes::new(&id, c)))),
+                        Some(ProcessorConfig::Attributes(c)) => {
+                            Some(Step::Attributes(Box::new(Attributes::new(&id, c))))
+                        }
                         Some(ProcessorConfig::Resource(c)) => Some(Step::Resource(Resource::new(&id, c))),
                         Some(ProcessorConfig::ResourceDetection(c)) => {
                             let r = resourcedetection::runtime(&id, c);
@@ -145,7 +147,9 @@ impl ShardPipelines {
                         Some(ProcessorConfig::TailSampling(c)) if p.signal == Signal::Traces => {
                             let at = sh.tail.iter().position(|s| s.processor == id)?;
                             let shards = stats.shards.len();
-                            Some(Step::Tail(TailSampler::new(&id, c, shard, shards, at, soft_limit)))
+                            Some(Step::Tail(Box::new(TailSampler::new(
+                                &id, c, shard, shards, at, soft_limit,
+                            ))))
                         }
                         _ => None,
                     }
@@ -432,7 +436,7 @@ impl ShardPipelines {
     fn tails(&self) -> impl Iterator<Item = (usize, usize, &TailSampler)> {
         self.pipelines.iter().enumerate().flat_map(|(pi, p)| {
             p.steps.iter().enumerate().filter_map(move |(si, s)| match s {
-                Step::Tail(t) => Some((pi, si, t)),
+                Step::Tail(t) => Some((pi, si, &**t)),
                 _ => None,
             })
         })

@@ -38,7 +38,16 @@ const PROCESSORS: &[&str] = &[
     "resourcedetection",
     "tail_sampling",
 ];
-const EXPORTERS: &[&str] = &["otlp", "otlphttp", "otlp_http", "file", "debug", "nop", "loadbalancing", "kafka"];
+const EXPORTERS: &[&str] = &[
+    "otlp",
+    "otlphttp",
+    "otlp_http",
+    "file",
+    "debug",
+    "nop",
+    "loadbalancing",
+    "kafka",
+];
 const EXTENSIONS: &[&str] = &["health_check", "file_storage", "bearertokenauth", "basicauth"];
 
 /// Collector (core and contrib) component types sluice does not have yet.
@@ -349,12 +358,7 @@ fn receiver(
                 "auth",
                 "tls",
             ],
-            &[
-                "read_buffer_size",
-                "write_buffer_size",
-                "include_metadata",
-                "transport",
-            ],
+            &["read_buffer_size", "write_buffer_size", "include_metadata", "transport"],
         )?;
         let d = GrpcServerConfig::default();
         let c = GrpcServerConfig {

@@ -290,6 +290,8 @@ pub struct Config {
 }
 
 #[derive(Clone, Debug, PartialEq)]
+// Read once at start; the size of a variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum ReceiverConfig {
     Otlp(OtlpReceiverConfig),
     Kafka(Box<crate::kafka::config::KafkaReceiverConfig>),

@@ -1885,7 +1885,7 @@ pub fn request_span_ids(r: &ExportTraceServiceRequest) -> Vec<String> {
 pub mod capture;
 pub mod files;
 pub mod hint_backend;
-pub mod lb;
-pub mod netns;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod lb;
+pub mod netns;
