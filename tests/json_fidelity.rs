@@ -1067,7 +1067,7 @@ fn js_sdk_exporters_deliver_field_exact() {
     );
 }
 
-/// Issue 9 item 7 (the README sentence in notes/json.md): a single metric
+/// Issue 9 item 7 (the README sentence on `send_batch_max_size`): a single metric
 /// with more data points than `send_batch_max_size` is forwarded whole,
 /// while requests of several metrics are cut between metrics.
 #[tokio::test]

@@ -548,38 +548,6 @@ async fn gateways_in_network_namespaces_one_cut_off_then_one_hung() {
     drop(gateways);
 }
 
-/// The complete configs of the README text in notes/lb.md (agent →
-/// loadbalancing, gateway) pass `sluice validate`.
-#[test]
-fn notes_lb_examples_are_valid() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/notes/lb.md")).unwrap();
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in text.lines() {
-        match (&mut current, line.trim_start()) {
-            (None, "```yaml") => current = Some(String::new()),
-            (Some(_), "```") => blocks.push(current.take().unwrap()),
-            (Some(b), _) => {
-                b.push_str(line);
-                b.push('\n');
-            }
-            _ => {}
-        }
-    }
-    assert_eq!(blocks.len(), 2, "the agent and gateway configs");
-    let dir = tempfile::tempdir().unwrap();
-    for (i, b) in blocks.iter().enumerate() {
-        let path = dir.path().join(format!("lb-{i}.yaml"));
-        std::fs::write(&path, b).unwrap();
-        let out = sluice_cmd(&["validate", "--config", path.to_str().unwrap()]);
-        assert!(
-            out.status.success(),
-            "config {i} is invalid: {}\n{b}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
 /// Waits until every span sent since `before` (per-backend counts) arrived,
 /// each trace whole at the gateway `owner` names; returns how many spans
 /// arrived twice.

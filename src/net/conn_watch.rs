@@ -6,9 +6,11 @@
 //! then dropped if it has not finished after a grace period.
 //!
 //! All of it is shard-local plain `Cell`s, updated once per request (and once
-//! per idle period on reads). The watchdog runs as its own task, woken only by
-//! its timer or by a deadline moving earlier, so the connection's own wakes
-//! (every read) pay for nothing but one `Cell` check.
+//! per idle period on reads). The watchdog is polled by the connection's own
+//! task beside the connection and dropped with it (a task of its own outlived
+//! short connections until its timer fired, holding their memory: 20,000
+//! connections reset before a byte cost 20-50 MB); a wake of the connection
+//! costs it a few `Cell` reads and, while a deadline stands, a timer poll.
 
 use std::{
     cell::{Cell, RefCell},
@@ -107,10 +109,6 @@ pub struct Activity {
     h2: Cell<bool>,
     /// The watchdog, to re-arm when a deadline moves earlier.
     watcher: RefCell<Option<Waker>>,
-    /// Set by the watchdog: the connection must close, and why.
-    close: Cell<Option<CloseReason>>,
-    /// The connection's task, waiting for `close`.
-    conn: RefCell<Option<Waker>>,
 }
 
 impl Activity {
@@ -124,24 +122,7 @@ impl Activity {
             head_started: Cell::new(None),
             h2: Cell::new(false),
             watcher: RefCell::new(None),
-            close: Cell::new(None),
-            conn: RefCell::new(None),
         })
-    }
-
-    /// Resolves once the watchdog has decided the connection must close.
-    pub async fn close_requested(&self) -> CloseReason {
-        std::future::poll_fn(|cx| match self.close.get() {
-            Some(r) => Poll::Ready(r),
-            None => {
-                let mut w = self.conn.borrow_mut();
-                if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *w = Some(cx.waker().clone());
-                }
-                Poll::Pending
-            }
-        })
-        .await
     }
 
     /// A request arrived: the connection is busy until the guard drops.
@@ -215,8 +196,10 @@ impl Drop for Busy {
     }
 }
 
-/// Resolves when the connection has passed one of its deadlines. Run it as a
-/// task of its own with [`watch`].
+/// Resolves when the connection has passed one of its deadlines. Polled by
+/// the connection's own task beside the connection (no task of its own: a
+/// separate task outlived short connections until its timer fired, holding
+/// their memory), and dropped with it.
 pub struct Watchdog {
     activity: Rc<Activity>,
     rules: ConnRules,
@@ -230,16 +213,6 @@ impl Watchdog {
             rules,
             armed: None,
         }
-    }
-}
-
-/// Watches a connection: once a deadline passes, tells the connection's task
-/// (`Activity::close_requested`). Cancelled by dropping its task.
-pub async fn watch(activity: Rc<Activity>, rules: ConnRules) {
-    let reason = Watchdog::new(activity.clone(), rules).await;
-    activity.close.set(Some(reason));
-    if let Some(w) = activity.conn.borrow_mut().take() {
-        w.wake();
     }
 }
 

@@ -261,10 +261,8 @@ pub async fn serve<H, F>(
                 }
             });
             let mut served = std::pin::pin!(builder.serve_connection(io, svc));
-            // Dropped (cancelled) when the connection ends.
-            let _watchdog = glommio::spawn_local(conn_watch::watch(activity.clone(), tuning.conn));
             let first = futures_lite::future::or(async { Ok(served.as_mut().await) }, async {
-                Err(activity.close_requested().await)
+                Err(conn_watch::Watchdog::new(activity.clone(), tuning.conn).await)
             })
             .await;
             match first {

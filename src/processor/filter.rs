@@ -106,8 +106,9 @@ pub fn config(node: &Node, path: &str, line: usize) -> Result<FilterConfig, Conf
 }
 
 /// Reads and parses the list of conditions at `key`; a condition that does
-/// not parse is an error naming its index, line and column.
-fn conditions(s: &Section<'_>, key: &str, ctx: Context) -> Result<Vec<ConditionText>, ConfigError> {
+/// not parse is an error naming its index, line and column (also the
+/// `ottl_condition` policy of `tail_sampling`).
+pub(crate) fn conditions(s: &Section<'_>, key: &str, ctx: Context) -> Result<Vec<ConditionText>, ConfigError> {
     let Some(items) = s.strings(key)? else {
         return Ok(Vec::new());
     };

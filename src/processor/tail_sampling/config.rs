@@ -14,8 +14,8 @@ use crate::{
         ConfigError,
     },
     processor::{
-        filter::{ConditionText, ErrorMode},
-        ottl::{self, Context},
+        filter::{conditions, ConditionText, ErrorMode},
+        ottl::Context,
     },
 };
 
@@ -442,26 +442,4 @@ fn required_key(c: &Section<'_>) -> Result<String, ConfigError> {
         Some(k) if !k.is_empty() => Ok(k),
         _ => Err(c.error("key", "missing `key` (the attribute to look at)")),
     }
-}
-
-/// Reads and parses the OTTL conditions at `key`; a condition that does not
-/// parse is an error naming its index, line and column.
-fn conditions(s: &Section<'_>, key: &str, ctx: Context) -> Result<Vec<ConditionText>, ConfigError> {
-    let Some(items) = s.strings(key)? else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::with_capacity(items.len());
-    for (i, (text, line)) in items.into_iter().enumerate() {
-        if let Err(e) = ottl::parse(&text, ctx) {
-            return Err(ConfigError::within(
-                format!("{}[{i}]", s.child(key)),
-                line,
-                &text,
-                e.column,
-                format!("invalid condition {text:?}: {}", e.message),
-            ));
-        }
-        out.push(ConditionText { text, line });
-    }
-    Ok(out)
 }
