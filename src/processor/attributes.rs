@@ -412,10 +412,11 @@ pub struct Attributes {
 
 impl Attributes {
     pub fn new(id: &str, c: &AttributesConfig) -> Attributes {
+        let actions: Vec<Action> = c.actions.iter().map(Action::new).collect();
         Attributes {
             id: id.to_string(),
-            actions: c.actions.iter().map(Action::new).collect(),
-            appends: Appends::new(&c.actions.iter().map(Action::new).collect::<Vec<_>>()),
+            appends: Appends::new(&actions),
+            actions,
             include: c.include.as_ref().map(Matcher::new),
             exclude: c.exclude.as_ref().map(Matcher::new),
         }

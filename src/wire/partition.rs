@@ -66,7 +66,6 @@ pub fn by_key(body: &Bytes, kind: Kind, key: &mut dyn FnMut(&Item<'_>) -> u64) -
     let mut homeless: Vec<(usize, usize)> = Vec::new();
     let mut first_key: Option<u64> = None;
     let mut single = true;
-    let mut scopes: Vec<ScopeEntry> = Vec::new();
 
     // First pass per resource entry: gather its scopes and their keyed leaves,
     // then emit it to the parts of the keys it holds.
@@ -79,7 +78,7 @@ pub fn by_key(body: &Bytes, kind: Kind, key: &mut dyn FnMut(&Item<'_>) -> u64) -
         };
         let mut resource: &[u8] = &[];
         let mut others = Vec::new();
-        scopes.clear();
+        let mut scopes = Vec::new();
         for f in Fields::new(body, rs, re) {
             let f = f?;
             match (f.number, f.value.range()) {
@@ -103,7 +102,7 @@ pub fn by_key(body: &Bytes, kind: Kind, key: &mut dyn FnMut(&Item<'_>) -> u64) -
         entries.push(ResourceEntry {
             whole: (rf.start, rf.end),
             others,
-            scopes: std::mem::take(&mut scopes),
+            scopes,
         });
     }
 
