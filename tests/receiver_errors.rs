@@ -319,6 +319,30 @@ async fn http_errors_keep_the_connection_usable() {
         assert_eq!(r.status, 415, "text/plain: {}", r.text());
         good_again(&mut h, "415");
 
+        // Refused from the head alone, with the body still on its way: the
+        // body is read before the reply so the connection stays usable.
+        let pause = Some(Duration::from_millis(300));
+        for (what, ct, ce, status) in [
+            ("text/plain", "text/plain", None, 415),
+            ("unknown encoding", "application/x-protobuf", Some("br"), 415),
+        ] {
+            let mut headers = vec![("Content-Type", ct)];
+            headers.extend(ce.map(|e| ("Content-Encoding", e)));
+            let r = h.request_body_after("POST", "/v1/traces", &headers, &good, pause);
+            assert_eq!(r.status, status, "{what}: {}", r.text());
+            assert_eq!(r.header("connection"), None, "{what}");
+            good_again(&mut h, what);
+        }
+        let r = h.request_body_after(
+            "POST",
+            "/v1/unknown",
+            &[("Content-Type", "application/x-protobuf")],
+            &good,
+            pause,
+        );
+        assert_eq!(r.status, 404, "late body, unknown path: {}", r.text());
+        good_again(&mut h, "404 with a late body");
+
         let r = h.post("/v1/unknown", "application/x-protobuf", None, &good);
         assert_eq!(r.status, 404, "unknown path: {}", r.text());
         good_again(&mut h, "404");
@@ -341,6 +365,14 @@ async fn http_errors_keep_the_connection_usable() {
         let r = h.post("/v1/metrics", "application/x-protobuf", None, &[0x08, 0x01]);
         assert_proto_error(&r, 400, "wrong wire type");
         good_again(&mut h, "wrong wire type");
+
+        // A refused body too large to read for nothing: the reply says the
+        // connection ends (a client then opens a new one).
+        let r = h.post("/v1/unknown", "application/x-protobuf", None, &vec![0u8; 1 << 20]);
+        assert_eq!(r.status, 404, "large body, unknown path: {}", r.text());
+        assert_eq!(r.header("connection"), Some("close"));
+        let mut h = HttpConn::connect(addr);
+        good_again(&mut h, "a closed connection");
         oks
     })
     .await

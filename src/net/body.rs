@@ -211,6 +211,40 @@ pub async fn read_body(
     Ok((bytes, held))
 }
 
+/// Most a refused HTTP/1.1 request's body is read (and discarded) to keep its
+/// connection usable; a larger body closes the connection instead (the same
+/// bound as Go's net/http, which most OTLP/HTTP clients meet in the Collector).
+pub const DISCARD_CAP: usize = 256 << 10;
+
+/// Reads and discards the body of a request refused before its body was read
+/// (wrong path, method, media type or encoding; failed authentication) so an
+/// HTTP/1.1 connection can carry the next request. Bounded by `DISCARD_CAP`
+/// and by the body's progress timeout and deadline. Returns whether the whole
+/// body was read: if not, the reply must close the connection.
+pub async fn discard(body: hyper::body::Incoming, rules: BodyRules) -> bool {
+    if body.is_end_stream() {
+        return true;
+    }
+    if !rules.drain || body.size_hint().lower() > DISCARD_CAP as u64 {
+        return false;
+    }
+    let mut r = Reader {
+        body,
+        timeout: rules.timeout,
+        until: crate::clock::after(Instant::now(), rules.deadline),
+        deadline: rules.deadline,
+    };
+    let mut read = 0usize;
+    while read <= DISCARD_CAP {
+        match r.next().await {
+            Ok(Some(d)) => read += d.len(),
+            Ok(None) => return true,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
 /// Polls a body's frames, each wait bounded by `timeout`, all of them by `until`.
 struct Reader {
     body: hyper::body::Incoming,

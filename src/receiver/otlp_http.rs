@@ -66,9 +66,16 @@ fn ok(enc: Encoding) -> Response<ResponseBody> {
     r
 }
 
-/// Handles one OTLP/HTTP request.
-pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<ResponseBody> {
-    let _inflight = ctx.lifecycle.enter();
+/// What a request is, once its head has been checked.
+struct Head {
+    signal: Signal,
+    enc: Encoding,
+    codec: Compression,
+}
+
+/// Checks a request's head (path, method, media type, authentication,
+/// content encoding) before its body is read; `Err` is the reply refusing it.
+async fn check_head(ctx: &ReceiverCtx, req: &Request<Incoming>) -> Result<Head, Response<ResponseBody>> {
     let enc = match req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -81,13 +88,13 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
         _ => None,
     };
     let Some(signal) = Signal::from_http_path(req.uri().path()) else {
-        return error(
+        return Err(error(
             StatusCode::NOT_FOUND,
             enc.unwrap_or(Encoding::Json),
             Code::NotFound,
             &format!("unknown path {}", req.uri().path()),
             None,
-        );
+        ));
     };
     if req.method() != Method::POST {
         let mut r = error(
@@ -98,16 +105,16 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
             None,
         );
         r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return r;
+        return Err(r);
     }
     let Some(enc) = enc else {
-        return error(
+        return Err(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Encoding::Json,
             Code::InvalidArgument,
             "content-type must be application/x-protobuf or application/json",
             None,
-        );
+        ));
     };
     if let Err(e) = ctx.authenticate(signal, req.headers()).await {
         let mut r = error(
@@ -119,14 +126,14 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
         );
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer, Basic"));
-        return r;
+        return Err(r);
     }
     let codec = match req.headers().get(header::CONTENT_ENCODING).map(|v| v.as_bytes()) {
         None => Compression::None,
         Some(v) => match Compression::from_token(v) {
             Some(c) => c,
             None => {
-                return error(
+                return Err(error(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     enc,
                     Code::InvalidArgument,
@@ -135,9 +142,35 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
                         String::from_utf8_lossy(v)
                     ),
                     None,
-                )
+                ))
             }
         },
+    };
+    Ok(Head { signal, enc, codec })
+}
+
+/// Handles one OTLP/HTTP request.
+pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<ResponseBody> {
+    let _inflight = ctx.lifecycle.enter();
+    let rules = BodyRules {
+        limit: ctx.max_message,
+        grpc: false,
+        timeout: ctx.body_timeout,
+        deadline: ctx.body_deadline,
+        drain: req.version() < http::Version::HTTP_2,
+    };
+    let Head { signal, enc, codec } = match check_head(&ctx, &req).await {
+        Ok(h) => h,
+        Err(mut refusal) => {
+            // An HTTP/1.1 client may send its next request on this
+            // connection: read the refused body, or say the connection ends.
+            if !crate::net::body::discard(req.into_body(), rules).await && rules.drain {
+                refusal
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return refusal;
+        }
     };
     let limit = ctx.max_message;
     let too_large = || {
@@ -149,13 +182,6 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
             &format!("request body larger than max_request_body_size ({limit} bytes)"),
             None,
         )
-    };
-    let rules = BodyRules {
-        limit,
-        grpc: false,
-        timeout: ctx.body_timeout,
-        deadline: ctx.body_deadline,
-        drain: req.version() < http::Version::HTTP_2,
     };
     let (body, mut held) = match read_body(req.into_body(), &ctx.budget, rules).await {
         Ok(b) => b,

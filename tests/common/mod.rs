@@ -1142,6 +1142,21 @@ impl HttpConn {
     }
 
     pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
+        self.request_body_after(method, path, headers, body, None)
+    }
+
+    /// Like `request`, but the body follows the head only after `pause` (or
+    /// as soon as a reply has come back): a server that refuses a request
+    /// from its head alone must still read the body it was promised, or close
+    /// the connection saying so, for the next request to go through.
+    pub fn request_body_after(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        pause: Option<Duration>,
+    ) -> HttpResponse {
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
         for (k, v) in headers {
             head.push_str(&format!("{k}: {v}\r\n"));
@@ -1151,6 +1166,15 @@ impl HttpConn {
         }
         head.push_str("\r\n");
         self.writer.write_all(head.as_bytes()).expect("write request head");
+        if let Some(pause) = pause {
+            // Waits for an early reply (a timeout is the expected outcome).
+            self.reader.get_ref().set_read_timeout(Some(pause)).unwrap();
+            let _ = self.reader.fill_buf();
+            self.reader
+                .get_ref()
+                .set_read_timeout(Some(Duration::from_secs(15)))
+                .unwrap();
+        }
         // The server may answer (e.g. 413) before reading the whole body; a
         // write error then is not a test failure in itself.
         let _ = self.writer.write_all(body);
