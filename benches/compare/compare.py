@@ -20,7 +20,11 @@ Scenarios: ingest (traces), forward (traces), ingest-logs, ingest-metrics, sluic
 (sluice only: memory_limiter, filter with 2 conditions, resource with 2 actions, attributes with 1
 upsert, batch -> nop; Rotel has no such processors, its plain ingest row is the reference),
 forward-lb (traces through a `loadbalancing` exporter to 3 sinks; sluice only: Rotel has no
-trace-aware load balancer).
+trace-aware load balancer), tail-2shards (sluice only: tail_sampling with the errors / slow / 10%
+policies, batch -> nop, two shards on CPUs 0-1 sharing them with the load, as sluice-2shards),
+forward-kafka (traces through the `kafka` exporter, acks=1, lz4, to a
+tansu broker on CPU 0 with in-memory storage; sluice only; needs `--features kafka` and tansu, which
+`.ci/run` installs under target/tools).
 Rotel 0.0.1a15 is installed from PyPI into target/compare/rotel-py on first use.
 """
 
@@ -91,8 +95,23 @@ PIPELINE_PROCESSORS = """
       - {key: ingest.node, value: sluice-1, action: upsert}"""
 
 
+TAIL_PROCESSORS = """
+  tail_sampling:
+    decision_wait: 2s
+    num_traces: 200000
+    policies:
+      - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}
+      - {name: slow, type: latency, latency: {threshold_ms: 2000}}
+      - {name: rest, type: probabilistic, probabilistic: {sampling_percentage: 10}}"""
+
+
 def sluice_config(grpc, http, metrics, exporter, shards=1, pipeline=False):
-    if isinstance(exporter, list):
+    """`pipeline`: False (batch only), True (the processing pipeline) or "tail" (tail_sampling, batch)."""
+    if isinstance(exporter, str):
+        # forward-kafka: `exporter` is the broker's address.
+        exp = (f"kafka:\n    brokers: [{exporter}]\n    producer: {{required_acks: 1, compression: lz4}}\n"
+               "    sending_queue: {num_consumers: 4, queue_size: 8}")
+    elif isinstance(exporter, list):
         # forward-lb: by trace id over the sinks, each with its own queue and connection.
         hosts = ", ".join(f"127.0.0.1:{p}" for p in exporter)
         exp = ("loadbalancing:\n    protocol:\n      otlp:\n        tls: {insecure: true}\n        compression: none\n"
@@ -102,7 +121,8 @@ def sluice_config(grpc, http, metrics, exporter, shards=1, pipeline=False):
         exp = "nop:" if exporter is None else (
             f"otlp:\n    endpoint: 127.0.0.1:{exporter}\n    tls: {{insecure: true}}\n    compression: none\n"
             "    sending_queue: {num_consumers: 4, queue_size: 8}")
-    name = "nop" if exporter is None else ("loadbalancing" if isinstance(exporter, list) else "otlp")
+    name = ("nop" if exporter is None else "loadbalancing" if isinstance(exporter, list)
+            else "kafka" if isinstance(exporter, str) else "otlp")
     # Forwarding: smaller batches and a short queue bound the memory held for a
     # sink that cannot keep up (the peak RSS target is 64 MiB).
     batch = "{}" if exporter is None else "{send_batch_size: 2048, send_batch_max_size: 4096}"
@@ -112,13 +132,13 @@ def sluice_config(grpc, http, metrics, exporter, shards=1, pipeline=False):
       grpc: {{endpoint: 127.0.0.1:{grpc}}}
       http: {{endpoint: 127.0.0.1:{http}}}
 processors:
-  batch: {batch}{PIPELINE_PROCESSORS if pipeline else ""}
+  batch: {batch}{TAIL_PROCESSORS if pipeline == "tail" else PIPELINE_PROCESSORS if pipeline else ""}
 exporters:
   {exp}
 service:
   telemetry: {{metrics: {{address: 127.0.0.1:{metrics}}}}}
   pipelines:
-    traces: {{receivers: [otlp], processors: [{"memory_limiter, filter, resource, attributes, " if pipeline else ""}batch], exporters: [{name}]}}
+    traces: {{receivers: [otlp], processors: [{"tail_sampling, " if pipeline == "tail" else "memory_limiter, filter, resource, attributes, " if pipeline else ""}batch], exporters: [{name}]}}
     metrics: {{receivers: [otlp], processors: [batch], exporters: [{name}]}}
     logs: {{receivers: [otlp], processors: [batch], exporters: [{name}]}}
 tuning: {{shards: {shards}}}
@@ -163,6 +183,22 @@ def start_rotel(tmp, cpu, grpc, http, exporter=None):
     return proc
 
 
+TANSU = os.environ.get("SLUICE_TANSU", os.path.join(ROOT, "target", "tools", "bin", "tansu"))
+
+
+def start_tansu(tmp, cpu, port):
+    """A tansu broker with in-memory storage and the traces topic (8 partitions)."""
+    url = f"tcp://127.0.0.1:{port}"
+    log = open(os.path.join(tmp, f"tansu-{port}.log"), "w")
+    proc = subprocess.Popen(["taskset", "-c", cpu, TANSU, "broker", "--listener-url", url,
+                             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+                            cwd=tmp, stdout=log, stderr=log, env=dict(os.environ, RUST_LOG="warn"))
+    wait_port(port, proc)
+    subprocess.run([TANSU, "topic", "create", "otlp_spans", "--broker", url, "--partitions", "8"],
+                   check=True, capture_output=True)
+    return proc
+
+
 def stop(proc):
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -173,11 +209,12 @@ def stop(proc):
             proc.wait()
 
 
-def load(port, signal_name, args, cpus="0"):
+def load(port, signal_name, args, cpus="0", fresh_trace_ids=False):
     out = subprocess.run(["taskset", "-c", cpus, SLUICE, "bench", "--endpoint", f"127.0.0.1:{port}",
                           "--signal", signal_name, "--connections", str(args.connections), "--streams",
                           str(args.streams), "--items-per-request", str(args.items), "--duration", args.duration,
-                          "--frame-size", str(args.frame_size), "--cpus", cpus, "--json"],
+                          "--frame-size", str(args.frame_size), "--cpus", cpus, "--json"]
+                         + (["--fresh-trace-ids"] if fresh_trace_ids else []),
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -228,6 +265,12 @@ def h2load(port, signal_name, args, tmp, cpus="0"):
     return {"ok_items": ok * args.items, "failed_requests": failed, "p99_us": 0}
 
 
+# Scenarios that route by trace id: `sluice bench` gives every request trace ids
+# of its own (as live traffic); h2load, which repeats one request body (the same
+# 13 traces forever), is not run for these.
+FRESH_TRACES = ("tail-2shards", "forward-lb")
+
+
 def measure(tmp, peer, scenario, loadgen, args):
     """One run of one scenario against one peer under one load generator; returns a result dict."""
     sig = {"ingest-logs": "logs", "ingest-metrics": "metrics"}.get(scenario, "traces")
@@ -238,26 +281,30 @@ def measure(tmp, peer, scenario, loadgen, args):
     if forward:
         sink_port = free_port()
         sinks.append(start_sluice(tmp, "sink", "0", sink_port, free_port(), free_port()))
+    if scenario == "forward-kafka":
+        port = free_port()
+        sinks.append(start_tansu(tmp, "0", port))
+        sink_port = f"127.0.0.1:{port}"
     if scenario == "forward-lb":
         sink_port = [free_port() for _ in range(3)]
         for i, port in enumerate(sink_port):
             sinks.append(start_sluice(tmp, f"sink{i}", "0", port, free_port(), free_port()))
     try:
         if peer == "sluice":
-            shards = 2 if scenario == "sluice-2shards" else 1
+            shards = 2 if scenario in ("sluice-2shards", "tail-2shards") else 1
             cpus = "0,1" if shards == 2 else "1"
             proc = start_sluice(tmp, "sluice", cpus, grpc, http, metrics, sink_port, shards,
-                                pipeline=scenario == "pipeline")
+                                pipeline="tail" if scenario == "tail-2shards" else scenario == "pipeline")
         else:
             proc = start_rotel(tmp, "1", grpc, http, sink_port)
         try:
             time.sleep(0.3)
             c0, t0 = cpu_seconds(proc.pid), time.time()
-            cpus = "0,1" if scenario == "sluice-2shards" else "0"
+            cpus = "0,1" if scenario in ("sluice-2shards", "tail-2shards") else "0"
             if loadgen == "h2load":
                 res = h2load(grpc, sig, args, tmp, cpus)
             else:
-                res = load(grpc, sig, args, cpus)
+                res = load(grpc, sig, args, cpus, fresh_trace_ids=scenario in FRESH_TRACES)
             wall = time.time() - t0
             time.sleep(0.5)
             cpu = cpu_seconds(proc.pid) - c0
@@ -290,12 +337,16 @@ def main():
     ap.add_argument("--scenarios", default="ingest,forward,ingest-logs,ingest-metrics,sluice-2shards,pipeline")
     ap.add_argument("--peers", default="sluice,rotel")
     args = ap.parse_args()
-    if not os.path.exists(SLUICE):
+    if "forward-kafka" in args.scenarios.split(","):
+        subprocess.check_call(["cargo", "build", "--release", "--features", "kafka"], cwd=ROOT)
+    elif not os.path.exists(SLUICE):
         subprocess.check_call(["cargo", "build", "--release"], cwd=ROOT)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for scenario, loadgen in [(s, g) for s in args.scenarios.split(",") for g in args.loads.split(",")]:
-            peers = ["sluice"] if scenario in ("sluice-2shards", "pipeline", "forward-lb") else args.peers.split(",")
+        for scenario, loadgen in [(s, g) for s in args.scenarios.split(",") for g in args.loads.split(",")
+                                  if not (g == "h2load" and s in FRESH_TRACES)]:
+            peers = ["sluice"] if scenario in ("sluice-2shards", "tail-2shards", "pipeline", "forward-lb",
+                                               "forward-kafka") else args.peers.split(",")
             for peer in peers:
                 runs = []
                 for _ in range(args.runs):
@@ -314,7 +365,7 @@ def main():
           "| ratio per CPU-s |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for row in rows:
-        ref = "ingest" if row["scenario"] == "pipeline" else row["scenario"]
+        ref = "ingest" if row["scenario"] in ("pipeline", "tail-2shards") else row["scenario"]
         base = [r for r in rows if r["scenario"] == ref and r["load"] == row["load"] and r["peer"] == "rotel"]
         ratio = ""
         if row["peer"] == "sluice" and base and base[0]["items_per_cpu_s"] > 0:

@@ -54,6 +54,9 @@ pub struct LoadPlan {
     pub bodies: Arc<Vec<Bytes>>,
     /// gRPC: the largest DATA frame sent (0: the whole request in one).
     pub frame_size: usize,
+    /// Per body, where its trace ids start (`workload::trace_id_offsets`):
+    /// when not empty, every gRPC request sent gets trace ids of its own.
+    pub trace_id_offsets: Arc<Vec<Vec<usize>>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -231,27 +234,43 @@ async fn connection(conn: usize, shared: Rc<Shared>) {
             // Prefix and message in one buffer, built once, cut into chunks of
             // `frame_size`: each chunk goes out as one DATA frame, as gRPC
             // clients send (16 KiB frames whatever the server allows).
-            let bodies: Rc<Vec<Vec<Bytes>>> = Rc::new(
+            let framed: Rc<Vec<Bytes>> = Rc::new(
                 plan.bodies
                     .iter()
                     .map(|b| {
                         let mut framed = grpc::prefix(false, b.len()).to_vec();
                         framed.extend_from_slice(b);
-                        frames(Bytes::from(framed), plan.frame_size)
+                        Bytes::from(framed)
                     })
                     .collect(),
             );
+            let bodies: Rc<Vec<Vec<Bytes>>> =
+                Rc::new(framed.iter().map(|b| frames(b.clone(), plan.frame_size)).collect());
             let Some(send) = connect_h2(&shared).await else { return };
             let mut streams = Vec::new();
             for s in 0..plan.streams {
-                let (shared, bodies, mut send) = (shared.clone(), bodies.clone(), send.clone());
+                let (shared, framed, bodies, mut send) = (shared.clone(), framed.clone(), bodies.clone(), send.clone());
                 streams.push(
                     glommio::spawn_local(async move {
                         let mut i = conn * 7919 + s * 104_729;
                         let uri = format!("http://{}{}", shared.plan.addr, shared.plan.signal.grpc_path());
+                        let fresh = !shared.plan.trace_id_offsets.is_empty();
+                        // A number no other stream of this run uses, per request.
+                        let stream_id = ((shared.slot as u64) << 56) ^ ((conn as u64) << 44) ^ ((s as u64) << 32);
+                        let mut sent = 0u64;
                         while shared.take() {
                             i = i.wrapping_add(1);
-                            let body = bodies[i % bodies.len()].clone();
+                            let body = if fresh {
+                                sent += 1;
+                                let k = i % framed.len();
+                                let offsets = &shared.plan.trace_id_offsets[k];
+                                frames(
+                                    with_trace_ids(&framed[k], offsets, stream_id ^ sent),
+                                    shared.plan.frame_size,
+                                )
+                            } else {
+                                bodies[i % bodies.len()].clone()
+                            };
                             let req = Request::builder()
                                 .method(Method::POST)
                                 .uri(&uri)
@@ -323,6 +342,20 @@ async fn connection(conn: usize, shared: Rc<Shared>) {
 }
 
 /// `body` cut into chunks of at most `frame_size` bytes (0: one chunk).
+/// A copy of a gRPC-framed traces request whose trace ids (at `offsets` in the
+/// message, after the 5-byte prefix) have their first 8 bytes XORed with `n`:
+/// the spans of one trace still share an id, and no other request has it.
+fn with_trace_ids(framed: &Bytes, offsets: &[usize], n: u64) -> Bytes {
+    let mut b = framed.to_vec();
+    for &off in offsets {
+        let at = grpc::PREFIX_LEN + off;
+        for (byte, x) in b[at..at + 8].iter_mut().zip(n.to_le_bytes()) {
+            *byte ^= x;
+        }
+    }
+    Bytes::from(b)
+}
+
 fn frames(body: Bytes, frame_size: usize) -> Vec<Bytes> {
     if frame_size == 0 || body.len() <= frame_size {
         return vec![body];

@@ -61,6 +61,12 @@ pub struct BenchArgs {
     /// or 0 for one frame per request (a path real clients never take).
     #[arg(long, default_value_t = 16384)]
     pub frame_size: usize,
+    /// Traces over gRPC: give every request sent trace ids of its own (the
+    /// workload's ids with a per-request number folded in), as live traffic
+    /// has, instead of cycling through the same traces (tail sampling, load
+    /// balancing). Costs the generator a copy of each request.
+    #[arg(long)]
+    pub fresh_trace_ids: bool,
     /// Write one gRPC-framed request of the workload to this file and exit
     /// (a body for another load generator, e.g. `h2load -d FILE`).
     #[arg(long)]
@@ -181,6 +187,11 @@ pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<Summary, BenchError
         items_per_request: args.items_per_request as u64,
         stop,
         cpus: args.cpus.clone(),
+        trace_id_offsets: Arc::new(if args.fresh_trace_ids && signal == Signal::Traces {
+            bodies.iter().map(|b| workload::trace_id_offsets(b)).collect()
+        } else {
+            Vec::new()
+        }),
         bodies: Arc::new(bodies),
         frame_size: args.frame_size,
     };

@@ -303,6 +303,38 @@ pub fn request(signal: Signal, items: usize, rng: &mut Rng) -> Bytes {
     }
 }
 
+/// Where each span's trace id starts in an encoded traces request of this
+/// workload (found by its bytes: the ids are random, so a match elsewhere is
+/// out of the question), for a load generator that gives every request sent
+/// trace ids of its own.
+pub fn trace_id_offsets(body: &[u8]) -> Vec<usize> {
+    let Ok(req) = ExportTraceServiceRequest::decode(body) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<&[u8]> = req
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .map(|s| &s.trace_id[..])
+        .filter(|id| id.len() == 16)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut offsets = Vec::new();
+    for id in ids {
+        // Span field 1 (trace_id), 16 bytes long: tag 0x0a, length 0x10.
+        let needle: Vec<u8> = [0x0a, 0x10].iter().chain(id).copied().collect();
+        offsets.extend(
+            body.windows(needle.len())
+                .enumerate()
+                .filter(|(_, w)| *w == needle)
+                .map(|(i, _)| i + 2),
+        );
+    }
+    offsets
+}
+
 /// `count` distinct encoded requests.
 pub fn requests(signal: Signal, items: usize, count: usize, seed: u64) -> Vec<Bytes> {
     let mut rng = Rng::new(seed);
@@ -312,6 +344,25 @@ pub fn requests(signal: Signal, items: usize, count: usize, seed: u64) -> Vec<By
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_trace_id_is_found() {
+        let body = request(Signal::Traces, 100, &mut Rng::new(3));
+        let offsets = trace_id_offsets(&body);
+        assert_eq!(offsets.len(), 100, "one trace id per span");
+        let req = ExportTraceServiceRequest::decode(&body[..]).unwrap();
+        let mut ids: Vec<&[u8]> = req
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .map(|s| &s.trace_id[..])
+            .collect();
+        let mut found: Vec<&[u8]> = offsets.iter().map(|&o| &body[o..o + 16]).collect();
+        ids.sort_unstable();
+        found.sort_unstable();
+        assert_eq!(ids, found);
+    }
 
     #[test]
     fn bodies_hold_the_requested_items() {

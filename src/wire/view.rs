@@ -129,9 +129,19 @@ pub fn attribute<'a>(msg: &'a [u8], number: u32, key: &str) -> Value<'a> {
         if f_num != number {
             continue;
         }
+        // One walk of the KeyValue: its last key and last value (last wins).
         let kv = &msg[s..e];
-        if bytes_of(kv, 1).unwrap_or_default() == key.as_bytes() {
-            return bytes_of(kv, 2).map_or(Value::Nil, any_value);
+        let (mut k, mut v) = (&kv[..0], None);
+        for f in WireFields::all(kv) {
+            let Ok(f) = f else { break };
+            match (f.number, f.value) {
+                (1, wire::Value::Len(s, e)) => k = &kv[s..e],
+                (2, wire::Value::Len(s, e)) => v = Some(&kv[s..e]),
+                _ => {}
+            }
+        }
+        if k == key.as_bytes() {
+            return v.map_or(Value::Nil, any_value);
         }
     }
     Value::Nil
