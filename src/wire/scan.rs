@@ -93,7 +93,19 @@ pub fn scan(signal: Signal, body: &[u8]) -> Result<Scan, WireError> {
     // Everything a protobuf decoder would reject is refused here, at receipt:
     // a batch merges many clients' requests, and one bad request must not make
     // a backend reject the others with it.
-    super::validate::validate(signal, body)?;
+    // The validating walk counts on its way: one walk per request.
+    let c = super::validate::validate_counted(signal, body)?;
+    Ok(Scan {
+        items: c.items,
+        resources: c.resources,
+        only_resources: c.only_resources,
+    })
+}
+
+/// The counting walk alone (what `scan` counted before validation counted
+/// for it), kept to check that both agree.
+#[cfg(test)]
+fn count_only(signal: Signal, body: &[u8]) -> Result<Scan, WireError> {
     let mut scan = Scan {
         only_resources: true,
         ..Scan::default()
@@ -194,6 +206,62 @@ mod tests {
         }
         .encode_to_vec();
         assert_eq!(scan(Signal::Metrics, &metrics).unwrap().items, 6);
+    }
+
+    #[test]
+    fn validation_counts_what_the_counting_walk_counts() {
+        let mut rng = crate::bench::workload::Rng::new(9);
+        let mut checked = 0;
+        for signal in Signal::ALL {
+            for items in [1, 7, 100, 333] {
+                for body in crate::bench::workload::requests(signal, items, 3, items as u64) {
+                    let want = count_only(signal, &body).unwrap();
+                    assert_eq!(scan(signal, &body).unwrap(), want, "{signal:?} {items}");
+                    assert_eq!(want.items, items as u64);
+                    // Edited bodies: whatever validates is counted alike.
+                    for _ in 0..200 {
+                        let mut m = body.to_vec();
+                        let i = (rng.next_u64() % m.len() as u64) as usize;
+                        m[i] = rng.next_u64() as u8;
+                        if let Ok(got) = scan(signal, &m) {
+                            assert_eq!(Ok(got), count_only(signal, &m), "{signal:?} edit at {i}");
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 100, "{checked}");
+        // A metric with two data fields (prost keeps the last): both counted, as before.
+        let two = Metric {
+            name: "m".into(),
+            data: Some(metric::Data::Gauge(Gauge {
+                data_points: vec![NumberDataPoint::default(); 2],
+            })),
+            ..Default::default()
+        };
+        let mut bytes = two.encode_to_vec();
+        bytes.extend(
+            Metric {
+                data: Some(metric::Data::Sum(Sum {
+                    data_points: vec![NumberDataPoint::default(); 3],
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        );
+        let framed = |field: u32, content: &[u8]| {
+            let mut out = BytesMut::new();
+            crate::wire::put_len_header(&mut out, field, content.len());
+            out.extend_from_slice(content);
+            out.to_vec()
+        };
+        // Request 1: ResourceMetrics { 2: ScopeMetrics { 2: the metric } }.
+        let req = framed(1, &framed(2, &framed(2, &bytes)));
+        let got = scan(Signal::Metrics, &req).unwrap();
+        assert_eq!(got, count_only(Signal::Metrics, &req).unwrap());
+        assert_eq!(got.items, 5);
     }
 
     #[test]

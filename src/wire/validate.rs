@@ -60,28 +60,59 @@ struct F {
     e: usize,
 }
 
+/// What the validating walk counted on its way (so that receipt walks a
+/// request once).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Spans, metric data points (of every data field a metric has) or log records.
+    pub items: u64,
+    /// Top-level resource entries.
+    pub resources: u64,
+    /// True when the body holds only field-1 entries.
+    pub only_resources: bool,
+}
+
 /// Validates a whole `Export{Trace,Metrics,Logs}ServiceRequest` body.
 pub fn validate(signal: Signal, body: &[u8]) -> Res {
+    validate_counted(signal, body).map(|_| ())
+}
+
+/// Validates a request body and counts its items and resource entries.
+pub fn validate_counted(signal: Signal, body: &[u8]) -> Result<Counts, WireError> {
     match signal {
-        Signal::Traces => request(body, span),
+        Signal::Traces => request(body, |buf, s, e, b| span(buf, s, e, b).map(|()| 1)),
         Signal::Metrics => request(body, metric),
-        Signal::Logs => request(body, log_record),
+        Signal::Logs => request(body, |buf, s, e, b| log_record(buf, s, e, b).map(|()| 1)),
     }
 }
 
-/// The request: `1: Resource{Spans,Metrics,Logs}`, whose scopes hold `leaf`s.
+type Counted = Result<u64, WireError>;
+
+/// The request: `1: Resource{Spans,Metrics,Logs}`, whose scopes hold `leaf`s
+/// (each returns the items it holds).
 #[inline(always)]
-fn request<L>(body: &[u8], leaf: L) -> Res
+fn request<L>(body: &[u8], leaf: L) -> Result<Counts, WireError>
 where
-    L: Fn(&[u8], usize, usize, u32) -> Res + Copy,
+    L: Fn(&[u8], usize, usize, u32) -> Counted + Copy,
 {
+    let mut c = Counts {
+        only_resources: true,
+        ..Counts::default()
+    };
     walk(body, 0, body.len(), LIMIT, |buf, f| {
         match f.number {
-            1 => sub(buf, &f, LIMIT, |buf, s, e, b| resource_entry(buf, s, e, b, leaf))?,
-            _ => return Ok(false),
+            1 => {
+                c.items += sub_n(buf, &f, LIMIT, |buf, s, e, b| resource_entry(buf, s, e, b, leaf))?;
+                c.resources += 1;
+            }
+            _ => {
+                c.only_resources = false;
+                return Ok(false);
+            }
         }
         Ok(true)
-    })
+    })?;
+    Ok(c)
 }
 
 /// Walks the fields of the message at `buf[s..e]` whose fields have recursion
@@ -281,6 +312,15 @@ fn sub<C>(buf: &[u8], f: &F, budget: u32, child: C) -> Res
 where
     C: FnOnce(&[u8], usize, usize, u32) -> Res,
 {
+    sub_n(buf, f, budget, |buf, s, e, b| child(buf, s, e, b).map(|()| 0)).map(|_| ())
+}
+
+/// `sub` for a child that counts items.
+#[inline(always)]
+fn sub_n<C>(buf: &[u8], f: &F, budget: u32, child: C) -> Counted
+where
+    C: FnOnce(&[u8], usize, usize, u32) -> Counted,
+{
     bytes(f)?;
     if budget == 0 {
         return Err(WireError::TooDeep { at: f.at });
@@ -322,36 +362,40 @@ fn packed_varint(buf: &[u8], f: &F) -> Res {
 
 /// `Resource{Spans,Metrics,Logs}`: 1 resource, 2 scope entries, 3 schema_url.
 #[inline(always)]
-fn resource_entry<L>(buf: &[u8], s: usize, e: usize, b: u32, leaf: L) -> Res
+fn resource_entry<L>(buf: &[u8], s: usize, e: usize, b: u32, leaf: L) -> Counted
 where
-    L: Fn(&[u8], usize, usize, u32) -> Res + Copy,
+    L: Fn(&[u8], usize, usize, u32) -> Counted + Copy,
 {
+    let mut n = 0;
     walk(buf, s, e, b, |buf, f| {
         match f.number {
             1 => sub(buf, &f, b, resource)?,
-            2 => sub(buf, &f, b, |buf, s, e, b| scope_entry(buf, s, e, b, leaf))?,
+            2 => n += sub_n(buf, &f, b, |buf, s, e, b| scope_entry(buf, s, e, b, leaf))?,
             3 => string(buf, &f)?,
             _ => return Ok(false),
         }
         Ok(true)
-    })
+    })?;
+    Ok(n)
 }
 
 /// `Scope{Spans,Metrics,Logs}`: 1 scope, 2 leaves, 3 schema_url.
 #[inline(always)]
-fn scope_entry<L>(buf: &[u8], s: usize, e: usize, b: u32, leaf: L) -> Res
+fn scope_entry<L>(buf: &[u8], s: usize, e: usize, b: u32, leaf: L) -> Counted
 where
-    L: Fn(&[u8], usize, usize, u32) -> Res + Copy,
+    L: Fn(&[u8], usize, usize, u32) -> Counted + Copy,
 {
+    let mut n = 0;
     walk(buf, s, e, b, |buf, f| {
         match f.number {
-            2 => sub(buf, &f, b, leaf)?,
+            2 => n += sub_n(buf, &f, b, leaf)?,
             1 => sub(buf, &f, b, scope)?,
             3 => string(buf, &f)?,
             _ => return Ok(false),
         }
         Ok(true)
-    })
+    })?;
+    Ok(n)
 }
 
 /// `Resource`: 1 attributes, 2 dropped_attributes_count, 3 entity_refs.
@@ -573,36 +617,47 @@ fn log_record(buf: &[u8], s: usize, e: usize, b: u32) -> Res {
 
 /// `Metric`: 1 name, 2 description, 3 unit, data oneof (5 gauge, 7 sum,
 /// 9 histogram, 10 exponential_histogram, 11 summary), 12 metadata.
-fn metric(buf: &[u8], s: usize, e: usize, b: u32) -> Res {
+fn metric(buf: &[u8], s: usize, e: usize, b: u32) -> Counted {
+    let mut n = 0;
     walk(buf, s, e, b, |buf, f| {
         match f.number {
             1..=3 => string(buf, &f)?,
-            5 => sub(buf, &f, b, |buf, s, e, b| points(buf, s, e, b, number_point))?,
-            7 => sub(buf, &f, b, |buf, s, e, b| aggregate(buf, s, e, b, number_point, true))?,
-            9 => sub(buf, &f, b, |buf, s, e, b| {
-                aggregate(buf, s, e, b, histogram_point, false)
-            })?,
-            10 => sub(buf, &f, b, |buf, s, e, b| {
-                aggregate(buf, s, e, b, exp_histogram_point, false)
-            })?,
-            11 => sub(buf, &f, b, |buf, s, e, b| points(buf, s, e, b, summary_point))?,
+            5 => n += sub_n(buf, &f, b, |buf, s, e, b| points(buf, s, e, b, number_point))?,
+            7 => n += sub_n(buf, &f, b, |buf, s, e, b| aggregate(buf, s, e, b, number_point, true))?,
+            9 => {
+                n += sub_n(buf, &f, b, |buf, s, e, b| {
+                    aggregate(buf, s, e, b, histogram_point, false)
+                })?
+            }
+            10 => {
+                n += sub_n(buf, &f, b, |buf, s, e, b| {
+                    aggregate(buf, s, e, b, exp_histogram_point, false)
+                })?
+            }
+            11 => n += sub_n(buf, &f, b, |buf, s, e, b| points(buf, s, e, b, summary_point))?,
             12 => sub(buf, &f, b, key_value)?,
             _ => return Ok(false),
         }
         Ok(true)
-    })
+    })?;
+    Ok(n)
 }
 
 /// `Gauge` / `Summary`: only `1: data_points`.
 #[inline(always)]
-fn points(buf: &[u8], s: usize, e: usize, b: u32, point: fn(&[u8], usize, usize, u32) -> Res) -> Res {
+fn points(buf: &[u8], s: usize, e: usize, b: u32, point: fn(&[u8], usize, usize, u32) -> Res) -> Counted {
+    let mut n = 0;
     walk(buf, s, e, b, |buf, f| {
         match f.number {
-            1 => sub(buf, &f, b, point)?,
+            1 => {
+                sub(buf, &f, b, point)?;
+                n += 1;
+            }
             _ => return Ok(false),
         }
         Ok(true)
-    })
+    })?;
+    Ok(n)
 }
 
 /// `Sum` (with `3: is_monotonic`), `Histogram`, `ExponentialHistogram`:
@@ -615,16 +670,21 @@ fn aggregate(
     b: u32,
     point: fn(&[u8], usize, usize, u32) -> Res,
     monotonic: bool,
-) -> Res {
+) -> Counted {
+    let mut n = 0;
     walk(buf, s, e, b, |buf, f| {
         match f.number {
-            1 => sub(buf, &f, b, point)?,
+            1 => {
+                sub(buf, &f, b, point)?;
+                n += 1;
+            }
             2 => want(&f, VARINT)?,
             3 if monotonic => want(&f, VARINT)?,
             _ => return Ok(false),
         }
         Ok(true)
-    })
+    })?;
+    Ok(n)
 }
 
 /// `NumberDataPoint`.
