@@ -206,25 +206,24 @@ fn run(variant: Variant, threads: usize, per_thread: u64, endpoint: &str, receiv
                         }
                     }
                 }
+                let record = |seq: u64| match &tracer {
+                    Some(tr) => {
+                        let mut s = tr.start("op");
+                        s.set_attribute(opentelemetry::KeyValue::new("seq", seq as i64));
+                        s.end();
+                    }
+                    None => {
+                        let _ = rec.record_span(native_span(t, seq));
+                    }
+                };
                 barrier.wait();
                 barrier.wait();
                 ARMED.with(|a| a.set(true));
-                let start = Instant::now();
                 for seq in 1..per_thread {
                     let t0 = Instant::now();
-                    match &tracer {
-                        Some(tr) => {
-                            let mut s = tr.start("op");
-                            s.set_attribute(opentelemetry::KeyValue::new("seq", seq as i64));
-                            s.end();
-                        }
-                        None => {
-                            let _ = rec.record_span(native_span(t, seq));
-                        }
-                    }
+                    record(seq);
                     lat.push(t0.elapsed().as_nanos() as u64);
                 }
-                let _ = start;
                 ARMED.with(|a| a.set(false));
                 // Throughput: the same records again, not timed one by one
                 // (two clock reads per record would be a third of a native
@@ -233,16 +232,7 @@ fn run(variant: Variant, threads: usize, per_thread: u64, endpoint: &str, receiv
                 barrier.wait();
                 let start = Instant::now();
                 for seq in 1..per_thread {
-                    match &tracer {
-                        Some(tr) => {
-                            let mut s = tr.start("op");
-                            s.set_attribute(opentelemetry::KeyValue::new("seq", seq as i64));
-                            s.end();
-                        }
-                        None => {
-                            let _ = rec.record_span(native_span(t, seq));
-                        }
-                    }
+                    record(seq);
                 }
                 let took = start.elapsed();
                 (lat, took)

@@ -311,15 +311,8 @@ pub fn trace_id_offsets(body: &[u8]) -> Vec<usize> {
     let Ok(req) = ExportTraceServiceRequest::decode(body) else {
         return Vec::new();
     };
-    let mut ids: Vec<&[u8]> = req
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .flat_map(|s| &s.spans)
-        .map(|s| &s.trace_id[..])
-        .filter(|id| id.len() == 16)
-        .collect();
-    ids.sort_unstable();
+    let mut ids = span_trace_ids(&req);
+    ids.retain(|id| id.len() == 16);
     ids.dedup();
     let mut offsets = Vec::new();
     for id in ids {
@@ -333,6 +326,19 @@ pub fn trace_id_offsets(body: &[u8]) -> Vec<usize> {
         );
     }
     offsets
+}
+
+/// The trace id of every span of a request, sorted.
+fn span_trace_ids(req: &ExportTraceServiceRequest) -> Vec<&[u8]> {
+    let mut ids: Vec<&[u8]> = req
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .map(|s| &s.trace_id[..])
+        .collect();
+    ids.sort_unstable();
+    ids
 }
 
 /// `count` distinct encoded requests.
@@ -351,17 +357,9 @@ mod tests {
         let offsets = trace_id_offsets(&body);
         assert_eq!(offsets.len(), 100, "one trace id per span");
         let req = ExportTraceServiceRequest::decode(&body[..]).unwrap();
-        let mut ids: Vec<&[u8]> = req
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .flat_map(|s| &s.spans)
-            .map(|s| &s.trace_id[..])
-            .collect();
         let mut found: Vec<&[u8]> = offsets.iter().map(|&o| &body[o..o + 16]).collect();
-        ids.sort_unstable();
         found.sort_unstable();
-        assert_eq!(ids, found);
+        assert_eq!(span_trace_ids(&req), found);
     }
 
     #[test]
