@@ -69,8 +69,9 @@ fn tail(c: &mut Criterion) {
     {
         let st = TailStats::new("tail_sampling", &policies, 1);
         let cfg = settings("600s");
-        g.throughput(Throughput::Elements(SPANS as u64));
-        g.bench_function("buffer/per_request_of_100_spans", |b| {
+        // Each iteration buffers 8 requests.
+        g.throughput(Throughput::Elements(8 * SPANS as u64));
+        g.bench_function("buffer/8_requests_of_100_spans", |b| {
             b.iter_batched(
                 || TailSampler::new("tail_sampling", &cfg, 0, 1, 0, None),
                 |s| {
