@@ -470,6 +470,22 @@ async fn shard_main(
         stats.shards.len(),
     ));
     let mut bind_error = spool_error;
+    // One receiver endpoint's context on this shard.
+    let receiver_ctx = |receiver, stats_index, max_message, auth| {
+        Rc::new(ReceiverCtx {
+            pipelines: pipelines.clone(),
+            lifecycle: lifecycle.clone(),
+            stats: stats.clone(),
+            shard,
+            receiver,
+            stats_index,
+            max_message,
+            budget: budget.clone(),
+            body_timeout: config.tuning.body_timeout,
+            body_deadline: config.tuning.body_deadline,
+            auth,
+        })
+    };
     for (id, r) in &config.receivers {
         let id = id.to_string();
         let Some(receiver) = pipelines.receiver_index(&id) else {
@@ -479,20 +495,7 @@ async fn shard_main(
             ReceiverConfig::Otlp(o) => o,
             ReceiverConfig::Kafka(k) => {
                 let stats_index = stats.shards[shard].receiver(&id, "kafka").unwrap_or(0);
-                let ctx = Rc::new(ReceiverCtx {
-                    pipelines: pipelines.clone(),
-                    lifecycle: lifecycle.clone(),
-                    stats: stats.clone(),
-                    shard,
-                    receiver,
-                    stats_index,
-                    max_message: usize::MAX,
-                    budget: budget.clone(),
-                    body_timeout: config.tuning.body_timeout,
-                    body_deadline: config.tuning.body_deadline,
-                    auth: None,
-                });
-                crate::kafka::spawn_receiver(id, k, ctx);
+                crate::kafka::spawn_receiver(id, k, receiver_ctx(receiver, stats_index, usize::MAX, None));
                 continue;
             }
         };
@@ -518,25 +521,14 @@ async fn shard_main(
                 }
             };
             let stats_index = stats.shards[shard].receiver(&id, transport).unwrap_or(0);
-            let ctx = Rc::new(ReceiverCtx {
-                pipelines: pipelines.clone(),
-                lifecycle: lifecycle.clone(),
-                stats: stats.clone(),
-                shard,
-                receiver,
-                stats_index,
-                max_message,
-                budget: budget.clone(),
-                body_timeout: config.tuning.body_timeout,
-                auth: crate::extension::authenticator::ServerAuth::new(
-                    &config,
-                    match transport {
-                        "grpc" => o.grpc.as_ref().and_then(|g| g.auth.as_ref()),
-                        _ => o.http.as_ref().and_then(|h| h.auth.as_ref()),
-                    },
-                ),
-                body_deadline: config.tuning.body_deadline,
-            });
+            let auth = crate::extension::authenticator::ServerAuth::new(
+                &config,
+                match transport {
+                    "grpc" => o.grpc.as_ref().and_then(|g| g.auth.as_ref()),
+                    _ => o.http.as_ref().and_then(|h| h.auth.as_ref()),
+                },
+            );
+            let ctx = receiver_ctx(receiver, stats_index, max_message, auth);
             let mut t = tuning;
             if let Some(g) = &o.grpc {
                 t.max_concurrent_streams = g.max_concurrent_streams.max(1);
