@@ -94,14 +94,20 @@ impl Default for ProducerConfig {
     }
 }
 
-/// `exporters.kafka`.
+/// The settings exporter and receiver share: the client and the topics.
 #[derive(Clone, Debug, PartialEq)]
-pub struct KafkaExporterConfig {
+pub struct KafkaClientConfig {
     pub brokers: Vec<String>,
     pub client_id: String,
     pub protocol_version: Option<String>,
     /// By `Signal::index()`.
     pub topics: [TopicConfig; 3],
+}
+
+/// `exporters.kafka`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KafkaExporterConfig {
+    pub client: KafkaClientConfig,
     pub partition_traces_by_id: bool,
     pub partition_metrics_by_resource_attributes: bool,
     pub partition_logs_by_resource_attributes: bool,
@@ -135,10 +141,7 @@ pub enum InitialOffset {
 /// `receivers.kafka`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KafkaReceiverConfig {
-    pub brokers: Vec<String>,
-    pub client_id: String,
-    pub protocol_version: Option<String>,
-    pub topics: [TopicConfig; 3],
+    pub client: KafkaClientConfig,
     pub group_id: String,
     pub initial_offset: InitialOffset,
     /// `autocommit.enable`: commit marked offsets every `autocommit_interval`
@@ -217,15 +220,7 @@ const RECEIVER_UNSUPPORTED: &[&str] = &[
 /// What a build without the `kafka` feature answers.
 const NOT_BUILT: &str = "this sluice was built without the `kafka` feature (rebuild with `--features kafka`)";
 
-/// The settings shared by exporter and receiver.
-struct Common {
-    brokers: Vec<String>,
-    client_id: String,
-    protocol_version: Option<String>,
-    topics: [TopicConfig; 3],
-}
-
-fn common(s: &Section<'_>) -> Result<Common, ConfigError> {
+fn common(s: &Section<'_>) -> Result<KafkaClientConfig, ConfigError> {
     let brokers = match s.strings("brokers")? {
         None => vec!["localhost:9092".to_string()],
         Some(list) => {
@@ -303,7 +298,7 @@ fn common(s: &Section<'_>) -> Result<Common, ConfigError> {
             }
         }
     }
-    Ok(Common {
+    Ok(KafkaClientConfig {
         brokers,
         client_id,
         protocol_version,
@@ -348,12 +343,7 @@ pub fn exporter(
     if !cfg!(feature = "kafka") {
         return Err(ConfigError::new(path, line, NOT_BUILT));
     }
-    let Common {
-        brokers,
-        client_id,
-        protocol_version,
-        topics,
-    } = common(&s)?;
+    let client = common(&s)?;
     let p = s.section(
         "producer",
         &[
@@ -404,10 +394,7 @@ pub fn exporter(
     }
     let flag = |k: &str| s.bool(k).map(|v| v.unwrap_or(false));
     Ok(KafkaExporterConfig {
-        brokers,
-        client_id,
-        protocol_version,
-        topics,
+        client,
         partition_traces_by_id: flag("partition_traces_by_id")?,
         partition_metrics_by_resource_attributes: flag("partition_metrics_by_resource_attributes")?,
         partition_logs_by_resource_attributes: flag("partition_logs_by_resource_attributes")?,
@@ -429,12 +416,7 @@ pub fn receiver(node: &Node, path: &str, line: usize) -> Result<KafkaReceiverCon
     if !cfg!(feature = "kafka") {
         return Err(ConfigError::new(path, line, NOT_BUILT));
     }
-    let Common {
-        brokers,
-        client_id,
-        protocol_version,
-        topics,
-    } = common(&s)?;
+    let client = common(&s)?;
     let group_id = s.string("group_id")?.unwrap_or_else(|| "otel-collector".to_string());
     if group_id.is_empty() {
         return Err(s.error("group_id", "must not be empty"));
@@ -456,10 +438,7 @@ pub fn receiver(node: &Node, path: &str, line: usize) -> Result<KafkaReceiverCon
         return Err(s.error("heartbeat_interval", "must be above zero and below session_timeout"));
     }
     Ok(KafkaReceiverConfig {
-        brokers,
-        client_id,
-        protocol_version,
-        topics,
+        client,
         group_id,
         initial_offset,
         autocommit,
@@ -489,10 +468,10 @@ mod tests {
         let ExporterConfig::Kafka(e) = c.exporters.values().next().unwrap() else {
             panic!()
         };
-        assert_eq!(e.brokers, vec!["127.0.0.1:9092"]);
-        assert_eq!(e.topics[0].topic, "otlp_spans");
-        assert_eq!(e.topics[1].topic, "otlp_metrics");
-        assert_eq!(e.topics[2].topic, "otlp_logs");
+        assert_eq!(e.client.brokers, vec!["127.0.0.1:9092"]);
+        assert_eq!(e.client.topics[0].topic, "otlp_spans");
+        assert_eq!(e.client.topics[1].topic, "otlp_metrics");
+        assert_eq!(e.client.topics[2].topic, "otlp_logs");
         assert_eq!(e.producer, ProducerConfig::default());
         assert_eq!(e.timeout, Duration::from_secs(5));
         assert!(!e.partition_traces_by_id);
@@ -515,7 +494,7 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            e.topics[0],
+            e.client.topics[0],
             TopicConfig {
                 topic: "t".into(),
                 encoding: Encoding::OtlpJson
@@ -536,7 +515,7 @@ mod tests {
         let ReceiverConfig::Kafka(r) = c.receivers.values().next().unwrap() else {
             panic!()
         };
-        assert_eq!(r.topics[2].encoding, Encoding::OtlpJson);
+        assert_eq!(r.client.topics[2].encoding, Encoding::OtlpJson);
         assert_eq!(r.initial_offset, InitialOffset::Earliest);
         assert!(!r.autocommit && !r.mark_after && r.mark_on_error);
     }

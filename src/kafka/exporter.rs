@@ -23,7 +23,7 @@ use rdkafka::{
 use crate::{
     exporter::client::{ExportError, ExportOk},
     kafka::{
-        config::{Encoding, KafkaExporterConfig},
+        config::{Encoding, KafkaClientConfig, KafkaExporterConfig},
         keys,
     },
     otlp_json,
@@ -48,31 +48,37 @@ pub struct KafkaExporter {
     timeout: Duration,
 }
 
-/// librdkafka's settings for the exporter's config.
-pub fn client_config(c: &KafkaExporterConfig) -> ClientConfig {
+/// librdkafka's settings that exporter and receiver share.
+pub(crate) fn base_client_config(c: &KafkaClientConfig) -> ClientConfig {
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", c.brokers.join(","))
-        .set("client.id", &c.client_id)
-        .set(
-            "message.timeout.ms",
-            c.timeout.as_millis().clamp(1, i32::MAX as u128).to_string(),
-        )
-        .set("request.required.acks", c.producer.required_acks.to_string())
-        .set("compression.codec", c.producer.compression.codec())
-        // Room for the record's framing and key beside the largest value.
-        .set(
-            "message.max.bytes",
-            (c.producer.max_message_bytes + 64 * 1024).to_string(),
-        )
-        // Kafka's Java client's key hashing, so sluice and other producers
-        // put one key in the same partition.
-        .set("partitioner", "murmur2_random")
-        .set("linger.ms", "5");
-    if c.producer.flush_max_messages > 0 {
-        cc.set("batch.num.messages", c.producer.flush_max_messages.to_string());
-    }
+        .set("client.id", &c.client_id);
     if let Some(v) = &c.protocol_version {
         cc.set("broker.version.fallback", v);
+    }
+    cc
+}
+
+/// librdkafka's settings for the exporter's config.
+pub fn client_config(c: &KafkaExporterConfig) -> ClientConfig {
+    let mut cc = base_client_config(&c.client);
+    cc.set(
+        "message.timeout.ms",
+        c.timeout.as_millis().clamp(1, i32::MAX as u128).to_string(),
+    )
+    .set("request.required.acks", c.producer.required_acks.to_string())
+    .set("compression.codec", c.producer.compression.codec())
+    // Room for the record's framing and key beside the largest value.
+    .set(
+        "message.max.bytes",
+        (c.producer.max_message_bytes + 64 * 1024).to_string(),
+    )
+    // Kafka's Java client's key hashing, so sluice and other producers
+    // put one key in the same partition.
+    .set("partitioner", "murmur2_random")
+    .set("linger.ms", "5");
+    if c.producer.flush_max_messages > 0 {
+        cc.set("batch.num.messages", c.producer.flush_max_messages.to_string());
     }
     cc
 }
@@ -86,8 +92,8 @@ impl KafkaExporter {
         }
         KafkaExporter {
             producer,
-            topics: std::array::from_fn(|i| c.topics[i].topic.clone()),
-            encodings: std::array::from_fn(|i| c.topics[i].encoding),
+            topics: std::array::from_fn(|i| c.client.topics[i].topic.clone()),
+            encodings: std::array::from_fn(|i| c.client.topics[i].encoding),
             partitioned: Signal::ALL.map(|s| c.partitioned(s)),
             max_message_bytes: c.producer.max_message_bytes,
             timeout: c.timeout,

@@ -37,10 +37,8 @@ type KafkaConsumer = StreamConsumer<DefaultConsumerContext, NaiveRuntime>;
 
 /// librdkafka's settings for the receiver's config.
 pub fn client_config(c: &KafkaReceiverConfig) -> ClientConfig {
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", c.brokers.join(","))
-        .set("client.id", &c.client_id)
-        .set("group.id", &c.group_id)
+    let mut cc = super::exporter::base_client_config(&c.client);
+    cc.set("group.id", &c.group_id)
         .set("enable.auto.commit", c.autocommit.to_string())
         .set(
             "auto.commit.interval.ms",
@@ -62,9 +60,6 @@ pub fn client_config(c: &KafkaReceiverConfig) -> ClientConfig {
         .set("queued.max.messages.kbytes", "16384")
         // Notice topics created after the consumer started.
         .set("topic.metadata.refresh.interval.ms", "5000");
-    if let Some(v) = &c.protocol_version {
-        cc.set("broker.version.fallback", v);
-    }
     cc
 }
 
@@ -102,7 +97,10 @@ pub async fn run(id: String, cfg: KafkaReceiverConfig, ctx: Rc<ReceiverCtx>) {
             return;
         }
     };
-    let topics: Vec<&str> = signals.iter().map(|s| cfg.topics[s.index()].topic.as_str()).collect();
+    let topics: Vec<&str> = signals
+        .iter()
+        .map(|s| cfg.client.topics[s.index()].topic.as_str())
+        .collect();
     if let Err(e) = consumer.subscribe(&topics) {
         tracing::error!(receiver = %id, error = %e, ?topics, "cannot subscribe to the Kafka topics");
         return;
@@ -147,7 +145,7 @@ pub async fn run(id: String, cfg: KafkaReceiverConfig, ctx: Rc<ReceiverCtx>) {
         let Some(signal) = signals
             .iter()
             .copied()
-            .find(|s| cfg.topics[s.index()].topic == msg.topic())
+            .find(|s| cfg.client.topics[s.index()].topic == msg.topic())
         else {
             continue;
         };
@@ -156,7 +154,7 @@ pub async fn run(id: String, cfg: KafkaReceiverConfig, ctx: Rc<ReceiverCtx>) {
             mark(&consumer, &msg, cfg.autocommit);
         }
         let raw = msg.payload().unwrap_or_default();
-        let body = match cfg.topics[signal.index()].encoding {
+        let body = match cfg.client.topics[signal.index()].encoding {
             Encoding::OtlpProto => Ok(Bytes::copy_from_slice(raw)),
             Encoding::OtlpJson => otlp_json::decode_request(signal, raw).map_err(|e| format!("invalid OTLP/JSON: {e}")),
         };
