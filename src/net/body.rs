@@ -225,7 +225,7 @@ pub async fn discard(body: hyper::body::Incoming, rules: BodyRules) -> bool {
     if body.is_end_stream() {
         return true;
     }
-    if !rules.drain || body.size_hint().lower() > DISCARD_CAP as u64 {
+    if body.size_hint().lower() > DISCARD_CAP as u64 {
         return false;
     }
     let mut r = Reader {

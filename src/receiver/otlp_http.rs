@@ -164,7 +164,7 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
         Err(mut refusal) => {
             // An HTTP/1.1 client may send its next request on this
             // connection: read the refused body, or say the connection ends.
-            if !crate::net::body::discard(req.into_body(), rules).await && rules.drain {
+            if rules.drain && !crate::net::body::discard(req.into_body(), rules).await {
                 refusal
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
