@@ -58,7 +58,7 @@ use crate::{
     signal::Signal,
     wire::edit::{self, Attrs, Rewrite},
     wire::view::{self, Item, Kind},
-    wire::{Fields, WireError},
+    wire::WireError,
 };
 
 /// `include` / `exclude` as configured.
@@ -382,16 +382,14 @@ impl Appends {
     /// The entries to append to the item, or `None` when it holds one of
     /// the keys (or its field is not one encoded).
     fn apply(&self, item: &[u8], field: u32) -> Option<&[u8]> {
-        for f in Fields::all(item).flatten() {
-            if f.number != field {
-                continue;
-            }
-            if let Some((s, e)) = f.value.range() {
-                let key = view::bytes_of(&item[s..e], 1).unwrap_or_default();
-                if self.keys.iter().any(|k| k.as_bytes() == key) {
-                    return None;
-                }
-            }
+        let mut held = false;
+        view::entries(item, field, |kv| {
+            let key = view::entry_key(kv);
+            held = self.keys.iter().any(|k| k.as_bytes() == key);
+            !held
+        });
+        if held {
+            return None;
         }
         self.encoded
             .iter()

@@ -45,7 +45,7 @@ use crate::{
     processor::ottl::{self, Condition, Context},
     signal::Signal,
     wire::edit::{self, Edited},
-    wire::view::Kind,
+    wire::view::{Indexed, Kind},
     wire::WireError,
 };
 
@@ -217,8 +217,10 @@ impl Filter {
             for chunk in &chunks {
                 let mut failure: Option<FilterError> = None;
                 let edited: Edited = edit::retain(chunk, kind, &mut |item| {
+                    // One walk of the item serves every condition's lookups.
+                    let item = Indexed::new(item);
                     for c in conds {
-                        match c.eval(item) {
+                        match c.eval(&item) {
                             Ok(true) => return false,
                             Ok(false) => {}
                             Err(e) => self.eval_failed(c, e, &mut failure),

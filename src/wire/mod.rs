@@ -13,7 +13,8 @@
 //! a metric's data is one of `5 gauge, 7 sum, 9 histogram,
 //! 10 exponential_histogram, 11 summary`, each holding `1: data_points`.
 //!
-//! The parts: [`field`] (varints, keys, the field iterator), [`scan`] (the
+//! The parts: [`field`] (varints, keys, the field iterator), [`tags`] (the
+//! fast pass that only locates fields, for lookups), [`scan`] (the
 //! receive-time validate-and-count walk), [`validate`] (the schema-aware
 //! check that refuses what a prost decode refuses), [`split`] (cutting a
 //! payload at entry boundaries), [`view`] (zero-copy reads of one item's
@@ -29,6 +30,7 @@ pub(crate) mod fixtures;
 pub mod partition;
 pub mod scan;
 pub mod split;
+pub mod tags;
 pub mod validate;
 pub mod view;
 

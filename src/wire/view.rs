@@ -19,11 +19,18 @@
 //! unit 3, data 5/7/9/10/11; data point attributes 7 (gauge, sum, summary),
 //! 9 (histogram) or 1 (exponential histogram), start 2, time 3.
 
-use std::borrow::Cow;
+use std::{
+    borrow::Cow,
+    cell::{Cell, RefCell},
+};
 
 use crate::{
     processor::ottl::{self, Path, Value},
-    wire::{self, Fields as WireFields},
+    wire::{
+        self,
+        tags::{tags, tags_in},
+        Fields as WireFields,
+    },
 };
 
 /// Which kind of item an [`Item`] views.
@@ -75,13 +82,16 @@ pub fn point_attributes_field(data_field: u32) -> u32 {
 /// The last occurrence of field `number` in `msg` (protobuf: last wins).
 pub fn last(msg: &[u8], number: u32) -> Option<wire::Value> {
     let mut found = None;
-    for f in WireFields::all(msg) {
-        let Ok(f) = f else { break };
-        if f.number == number {
-            found = Some(f.value);
+    tags(msg, |n, s, e| {
+        if n == number {
+            found = Some((s, e));
         }
+    });
+    let (s, e) = found?;
+    match WireFields::new(msg, s, e).next() {
+        Some(Ok(f)) => Some(f.value),
+        _ => None,
     }
-    found
 }
 
 /// The bytes of the last length-delimited field `number` in `msg`.
@@ -93,44 +103,69 @@ pub fn bytes_of(msg: &[u8], number: u32) -> Option<&[u8]> {
 }
 
 fn str_of(msg: &[u8], number: u32) -> Value<'_> {
-    match bytes_of(msg, number) {
-        Some(b) => std::str::from_utf8(b).map_or(Value::Nil, |s| Value::Str(Cow::Borrowed(s))),
+    str_at(msg, last(msg, number))
+}
+
+fn str_at(msg: &[u8], found: Option<wire::Value>) -> Value<'_> {
+    match found {
+        Some(wire::Value::Len(s, e)) => {
+            std::str::from_utf8(&msg[s..e]).map_or(Value::Nil, |s| Value::Str(Cow::Borrowed(s)))
+        }
         // An absent string field is the empty string (proto3 default).
-        None => Value::Str(Cow::Borrowed("")),
+        _ => Value::Str(Cow::Borrowed("")),
+    }
+}
+
+fn bytes_at(msg: &[u8], found: Option<wire::Value>) -> Option<&[u8]> {
+    match found? {
+        wire::Value::Len(s, e) => Some(&msg[s..e]),
+        _ => None,
     }
 }
 
 fn varint_of(msg: &[u8], number: u32) -> Value<'static> {
-    match last(msg, number) {
+    varint_at(last(msg, number))
+}
+
+fn varint_at(found: Option<wire::Value>) -> Value<'static> {
+    match found {
         Some(wire::Value::Varint(v)) => Value::Int(v as i32 as i64),
         _ => Value::Int(0),
     }
 }
 
-fn fixed64_of(msg: &[u8], number: u32) -> Value<'static> {
-    match last(msg, number) {
+fn fixed64_at(found: Option<wire::Value>) -> Value<'static> {
+    match found {
         Some(wire::Value::Fixed64(v)) => Value::Int(v as i64),
         _ => Value::Int(0),
     }
 }
 
-fn hex_id(msg: &[u8], number: u32) -> Value<'static> {
-    Value::Str(Cow::Owned(hex::encode(bytes_of(msg, number).unwrap_or_default())))
+fn hex_at(msg: &[u8], found: Option<wire::Value>) -> Value<'static> {
+    Value::Str(Cow::Owned(hex::encode(bytes_at(msg, found).unwrap_or_default())))
 }
 
 /// The value of the first attribute `key` among the `KeyValue` entries in
 /// field `number` of `msg` (the first one wins, as in the Collector).
 pub fn attribute<'a>(msg: &'a [u8], number: u32, key: &str) -> Value<'a> {
-    for f in WireFields::all(msg) {
-        let Ok(f) = f else { break };
-        let (f_num, wire::Value::Len(s, e)) = (f.number, f.value) else {
-            continue;
-        };
-        if f_num != number {
-            continue;
+    attribute_in(msg, 0, msg.len(), number, key)
+}
+
+/// [`attribute`] over the fields of `msg[start..end]` only (where an
+/// [`Indexed`] item knows its attribute entries are).
+fn attribute_in<'a>(msg: &'a [u8], start: usize, end: usize, number: u32, key: &str) -> Value<'a> {
+    let mut found = Value::Nil;
+    entries_in(msg, start, end, number, |kv| {
+        // The shape nearly every entry has (key, then value, each once):
+        // read without walking the entry.
+        if let Some((k, v)) = plain_key_value(kv) {
+            if k == key.as_bytes() {
+                found = any_value(v);
+                return false;
+            }
+            return true;
         }
-        // One walk of the KeyValue: its last key and last value (last wins).
-        let kv = &msg[s..e];
+        // Else one walk of the KeyValue: its last key and last value (last wins).
         let (mut k, mut v) = (&kv[..0], None);
         for f in WireFields::all(kv) {
             let Ok(f) = f else { break };
@@ -141,10 +176,53 @@ pub fn attribute<'a>(msg: &'a [u8], number: u32, key: &str) -> Value<'a> {
             }
         }
         if k == key.as_bytes() {
-            return v.map_or(Value::Nil, any_value);
+            found = v.map_or(Value::Nil, any_value);
+            return false;
         }
+        true
+    });
+    found
+}
+
+/// Calls `each` with the bytes of every entry (a length-delimited field
+/// `number`: attributes) of `msg`, in order, until it answers false.
+#[inline]
+pub fn entries<'a>(msg: &'a [u8], number: u32, each: impl FnMut(&'a [u8]) -> bool) {
+    entries_in(msg, 0, msg.len(), number, each)
+}
+
+#[inline]
+fn entries_in<'a>(msg: &'a [u8], start: usize, end: usize, number: u32, mut each: impl FnMut(&'a [u8]) -> bool) {
+    tags_in(msg, start, end, |n, _, value, e| match value {
+        Some(value) if n == number => each(&msg[value..e]),
+        _ => true,
+    })
+}
+
+/// The key of a `KeyValue` entry (its last field 1; empty when absent).
+#[inline]
+pub fn entry_key(kv: &[u8]) -> &[u8] {
+    match plain_key_value(kv) {
+        Some((k, _)) => k,
+        None => bytes_of(kv, 1).unwrap_or_default(),
     }
-    Value::Nil
+}
+
+/// A `KeyValue` of the plain shape `0x0a klen key 0x12 vlen value` (one-byte
+/// lengths, nothing else in the entry): its key and value bytes. Any other
+/// shape (repeated or reordered fields, long lengths) is `None`, for the
+/// general walk.
+#[inline]
+fn plain_key_value(kv: &[u8]) -> Option<(&[u8], &[u8])> {
+    let n = kv.len();
+    if n < 4 || kv[0] != 0x0a || kv[1] >= 0x80 {
+        return None;
+    }
+    let v = 2 + usize::from(kv[1]);
+    if v + 2 > n || kv[v] != 0x12 || kv[v + 1] >= 0x80 || v + 2 + usize::from(kv[v + 1]) != n {
+        return None;
+    }
+    Some((&kv[2..v], &kv[v + 2..]))
 }
 
 /// Reads an `AnyValue` message.
@@ -214,45 +292,158 @@ impl Item<'_> {
     }
 }
 
+/// An item with the positions of its own fields, found in one walk on the
+/// first lookup and shared by every later lookup of the same item: a
+/// filter's conditions or a sampling policy's tests read several fields of
+/// each span, and protobuf's "last occurrence wins" would otherwise make
+/// each lookup walk the whole span.
+pub struct Indexed<'i, 'a> {
+    pub item: &'i Item<'a>,
+    /// Filled in place on the first lookup (`built`): the index is a few
+    /// hundred bytes, which a `OnceCell` would copy twice per item.
+    index: RefCell<Index>,
+    built: Cell<bool>,
+}
+
+/// Where fields 1-15 of a message are (every field a view reads has a
+/// number below 16): the tag offsets of each number's first occurrence and
+/// the range of its last one.
+struct Index {
+    present: u16,
+    first: [u32; 16],
+    last: [(u32, u32); 16],
+}
+
+impl Index {
+    const EMPTY: Index = Index {
+        present: 0,
+        first: [0; 16],
+        last: [(0, 0); 16],
+    };
+
+    fn fill(&mut self, msg: &[u8]) {
+        tags(msg, |n, s, e| self.note(n as usize, s, e));
+    }
+
+    #[inline(always)]
+    fn note(&mut self, n: usize, start: usize, end: usize) {
+        if n >= 16 {
+            return;
+        }
+        // Offsets fit: a request body is far below 4 GiB.
+        let (s, e) = (start as u32, end as u32);
+        if self.present & (1 << n) == 0 {
+            self.present |= 1 << n;
+            self.first[n] = s;
+        }
+        self.last[n] = (s, e);
+    }
+}
+
+impl<'i, 'a> Indexed<'i, 'a> {
+    pub fn new(item: &'i Item<'a>) -> Self {
+        Indexed {
+            item,
+            index: RefCell::new(Index::EMPTY),
+            built: Cell::new(false),
+        }
+    }
+
+    fn index(&self) -> std::cell::Ref<'_, Index> {
+        if !self.built.get() {
+            self.index.borrow_mut().fill(self.item.item);
+            self.built.set(true);
+        }
+        self.index.borrow()
+    }
+
+    /// The last occurrence of the item's field `number`.
+    fn last(&self, number: u32) -> Option<wire::Value> {
+        if number >= 16 {
+            return last(self.item.item, number);
+        }
+        let ix = self.index();
+        if ix.present & (1 << number) == 0 {
+            return None;
+        }
+        let (s, e) = ix.last[number as usize];
+        match WireFields::new(self.item.item, s as usize, e as usize).next() {
+            Some(Ok(f)) => Some(f.value),
+            _ => None,
+        }
+    }
+
+    /// Attribute `key` among the item's entries in field `number`, walking
+    /// only from the first entry to the last.
+    fn attribute(&self, number: u32, key: &str) -> Value<'a> {
+        let msg = self.item.item;
+        if number >= 16 {
+            return attribute(msg, number, key);
+        }
+        let ix = self.index();
+        if ix.present & (1 << number) == 0 {
+            return Value::Nil;
+        }
+        let (first, (_, end)) = (ix.first[number as usize], ix.last[number as usize]);
+        attribute_in(msg, first as usize, end as usize, number, key)
+    }
+}
+
 impl ottl::Fields for Item<'_> {
     fn get(&self, path: &Path) -> Value<'_> {
-        let it = self.item;
-        match (self.kind, path) {
-            (_, Path::ResourceAttribute(k)) => attribute(self.resource, 1, k),
-            (_, Path::ScopeName) => str_of(self.scope, 1),
-            (_, Path::ScopeVersion) => str_of(self.scope, 2),
-            (Kind::Span, Path::Name) => str_of(it, 5),
-            (Kind::Span, Path::Kind) => varint_of(it, 6),
-            (Kind::Span, Path::StatusCode) => match bytes_of(it, 15) {
+        Indexed::new(self).get_value(path)
+    }
+}
+
+impl ottl::Fields for Indexed<'_, '_> {
+    fn get(&self, path: &Path) -> Value<'_> {
+        self.get_value(path)
+    }
+}
+
+impl<'a> Indexed<'_, 'a> {
+    fn get_value(&self, path: &Path) -> Value<'a> {
+        let item = *self.item;
+        let it = item.item;
+        let str_f = |n| str_at(it, self.last(n));
+        let fixed = |n| fixed64_at(self.last(n));
+        let hex = |n| hex_at(it, self.last(n));
+        match (item.kind, path) {
+            (_, Path::ResourceAttribute(k)) => attribute(item.resource, 1, k),
+            (_, Path::ScopeName) => str_of(item.scope, 1),
+            (_, Path::ScopeVersion) => str_of(item.scope, 2),
+            (Kind::Span, Path::Name) => str_f(5),
+            (Kind::Span, Path::Kind) => varint_at(self.last(6)),
+            (Kind::Span, Path::StatusCode) => match bytes_at(it, self.last(15)) {
                 Some(status) => varint_of(status, 3),
                 None => Value::Int(0),
             },
-            (Kind::Span, Path::Attribute(k)) => attribute(it, 9, k),
-            (Kind::Span, Path::TraceId) => hex_id(it, 1),
-            (Kind::Span, Path::SpanId) => hex_id(it, 2),
-            (Kind::Span, Path::ParentSpanId) => hex_id(it, 4),
-            (Kind::Span, Path::StartTime) => fixed64_of(it, 7),
-            (Kind::Span, Path::EndTime) => fixed64_of(it, 8),
-            (Kind::SpanEvent, Path::Name) => str_of(it, 2),
-            (Kind::SpanEvent, Path::Attribute(k)) => attribute(it, 3, k),
-            (Kind::SpanEvent, Path::Time) => fixed64_of(it, 1),
-            (Kind::LogRecord, Path::Time) => fixed64_of(it, 1),
-            (Kind::LogRecord, Path::SeverityNumber) => varint_of(it, 2),
-            (Kind::LogRecord, Path::SeverityText) => str_of(it, 3),
-            (Kind::LogRecord, Path::Body) => bytes_of(it, 5).map_or(Value::Nil, any_value),
-            (Kind::LogRecord, Path::Attribute(k)) => attribute(it, 6, k),
-            (Kind::LogRecord, Path::TraceId) => hex_id(it, 9),
-            (Kind::LogRecord, Path::SpanId) => hex_id(it, 10),
-            (Kind::Metric, Path::MetricName) => str_of(it, 1),
-            (Kind::Metric, Path::MetricDescription) => str_of(it, 2),
-            (Kind::Metric, Path::MetricUnit) => str_of(it, 3),
-            (Kind::Metric | Kind::DataPoint, Path::MetricType) => Value::Int(metric_type(self.data_field())),
-            (Kind::DataPoint, Path::MetricName) => str_of(self.parent, 1),
-            (Kind::DataPoint, Path::MetricDescription) => str_of(self.parent, 2),
-            (Kind::DataPoint, Path::MetricUnit) => str_of(self.parent, 3),
-            (Kind::DataPoint, Path::Attribute(k)) => attribute(it, point_attributes_field(self.data_field()), k),
-            (Kind::DataPoint, Path::StartTime) => fixed64_of(it, 2),
-            (Kind::DataPoint, Path::Time) => fixed64_of(it, 3),
+            (Kind::Span, Path::Attribute(k)) => self.attribute(9, k),
+            (Kind::Span, Path::TraceId) => hex(1),
+            (Kind::Span, Path::SpanId) => hex(2),
+            (Kind::Span, Path::ParentSpanId) => hex(4),
+            (Kind::Span, Path::StartTime) => fixed(7),
+            (Kind::Span, Path::EndTime) => fixed(8),
+            (Kind::SpanEvent, Path::Name) => str_f(2),
+            (Kind::SpanEvent, Path::Attribute(k)) => self.attribute(3, k),
+            (Kind::SpanEvent, Path::Time) => fixed(1),
+            (Kind::LogRecord, Path::Time) => fixed(1),
+            (Kind::LogRecord, Path::SeverityNumber) => varint_at(self.last(2)),
+            (Kind::LogRecord, Path::SeverityText) => str_f(3),
+            (Kind::LogRecord, Path::Body) => bytes_at(it, self.last(5)).map_or(Value::Nil, any_value),
+            (Kind::LogRecord, Path::Attribute(k)) => self.attribute(6, k),
+            (Kind::LogRecord, Path::TraceId) => hex(9),
+            (Kind::LogRecord, Path::SpanId) => hex(10),
+            (Kind::Metric, Path::MetricName) => str_f(1),
+            (Kind::Metric, Path::MetricDescription) => str_f(2),
+            (Kind::Metric, Path::MetricUnit) => str_f(3),
+            (Kind::Metric | Kind::DataPoint, Path::MetricType) => Value::Int(metric_type(item.data_field())),
+            (Kind::DataPoint, Path::MetricName) => str_of(item.parent, 1),
+            (Kind::DataPoint, Path::MetricDescription) => str_of(item.parent, 2),
+            (Kind::DataPoint, Path::MetricUnit) => str_of(item.parent, 3),
+            (Kind::DataPoint, Path::Attribute(k)) => self.attribute(point_attributes_field(item.data_field()), k),
+            (Kind::DataPoint, Path::StartTime) => fixed(2),
+            (Kind::DataPoint, Path::Time) => fixed(3),
             // The parser only lets through paths that exist in the context.
             _ => Value::Nil,
         }
@@ -397,5 +588,143 @@ mod tests {
         assert_eq!(item.get(&Path::TraceId), Value::Str("01".repeat(16).into()));
         let below_warn = ottl::parse("severity_number < SEVERITY_NUMBER_WARN", ottl::Context::LogRecord).unwrap();
         assert!(!below_warn.eval(&item).unwrap());
+    }
+
+    /// A span whose fields repeat and whose attribute entries are split by
+    /// other fields (two encodings concatenated, which protobuf merges):
+    /// the indexed lookups answer as a decoder would, last name, first
+    /// attribute of a key, every entry found.
+    #[test]
+    fn indexed_lookups_follow_protobuf_merging() {
+        let first = Span {
+            name: "first".into(),
+            kind: 1,
+            attributes: vec![kv("x", any_value::Value::IntValue(1))],
+            ..Default::default()
+        };
+        let second = Span {
+            name: "second".into(),
+            end_time_unix_nano: 9,
+            attributes: vec![
+                kv("y", any_value::Value::IntValue(2)),
+                kv("x", any_value::Value::IntValue(3)),
+            ],
+            ..Default::default()
+        };
+        let mut span = first.encode_to_vec();
+        span.extend(second.encode_to_vec());
+        let item = Item {
+            kind: Kind::Span,
+            resource: &[],
+            scope: &[],
+            item: &span,
+            parent: &[],
+        };
+        let indexed = Indexed::new(&item);
+        for (path, want) in [
+            (Path::Name, Value::Str("second".into())),
+            (Path::Kind, Value::Int(1)),
+            (Path::EndTime, Value::Int(9)),
+            (Path::StartTime, Value::Int(0)),
+            (Path::Attribute("x".into()), Value::Int(1)),
+            (Path::Attribute("y".into()), Value::Int(2)),
+            (Path::Attribute("z".into()), Value::Nil),
+        ] {
+            assert_eq!(indexed.get(&path), want, "{path:?}");
+            assert_eq!(item.get(&path), want, "{path:?} without the shared index");
+        }
+        // The decoder agrees.
+        let decoded = Span::decode(span.as_slice()).unwrap();
+        assert_eq!(decoded.name, "second");
+        assert_eq!(decoded.attributes.len(), 3);
+    }
+
+    /// The fast tag pass (indexed or not) finds what the general walk finds, for every
+    /// byte of a span changed to every value (malformed bytes included).
+    #[test]
+    fn index_pass_agrees_with_the_general_walk() {
+        let span = Span {
+            trace_id: vec![7; 16].into(),
+            name: "GET /users".into(),
+            kind: 2,
+            start_time_unix_nano: 1 << 40,
+            attributes: vec![kv("a", any_value::Value::IntValue(300))],
+            dropped_attributes_count: 3,
+            ..Default::default()
+        }
+        .encode_to_vec();
+        for i in 0..span.len() {
+            for b in 0..=255u8 {
+                let mut edited = span.clone();
+                edited[i] = b;
+                let item = Item {
+                    kind: Kind::Span,
+                    resource: &[],
+                    scope: &[],
+                    item: &edited,
+                    parent: &[],
+                };
+                let indexed = Indexed::new(&item);
+                let general = |n: u32| {
+                    let mut found = None;
+                    for f in WireFields::all(&edited) {
+                        let Ok(f) = f else { break };
+                        if f.number == n {
+                            found = Some(f.value);
+                        }
+                    }
+                    found
+                };
+                for n in 1..20 {
+                    assert_eq!(indexed.last(n), general(n), "field {n} of {edited:?}");
+                    assert_eq!(last(&edited, n), general(n), "field {n} of {edited:?}");
+                }
+            }
+        }
+    }
+
+    /// The plain-shape reading of a `KeyValue` answers as the general walk
+    /// does, for every byte of many entries changed to every value (the
+    /// edited bytes take the general path or agree with it).
+    #[test]
+    fn plain_key_values_read_as_the_general_walk() {
+        let entries = [
+            kv("http.route", any_value::Value::StringValue("/users".into())),
+            kv("n", any_value::Value::IntValue(-7)),
+            kv("b", any_value::Value::BoolValue(true)),
+            kv("d", any_value::Value::DoubleValue(1.5)),
+            kv("", any_value::Value::StringValue(String::new())),
+            KeyValue {
+                key: "none".into(),
+                ..Default::default()
+            },
+        ];
+        let general = |kv: &[u8]| -> (Vec<u8>, Option<Vec<u8>>) {
+            let (mut k, mut v) = (Vec::new(), None);
+            for f in WireFields::all(kv) {
+                let Ok(f) = f else { break };
+                match (f.number, f.value) {
+                    (1, wire::Value::Len(s, e)) => k = kv[s..e].to_vec(),
+                    (2, wire::Value::Len(s, e)) => v = Some(kv[s..e].to_vec()),
+                    _ => {}
+                }
+            }
+            (k, v)
+        };
+        let mut plain = 0;
+        for entry in &entries {
+            let bytes = entry.encode_to_vec();
+            for i in 0..bytes.len() {
+                for b in 0..=255u8 {
+                    let mut edited = bytes.clone();
+                    edited[i] = b;
+                    if let Some((k, v)) = plain_key_value(&edited) {
+                        plain += 1;
+                        assert_eq!(general(&edited), (k.to_vec(), Some(v.to_vec())), "{edited:?}");
+                    }
+                }
+            }
+        }
+        assert!(plain > 1000, "the plain shape was read {plain} times");
     }
 }

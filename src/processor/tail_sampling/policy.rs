@@ -147,7 +147,8 @@ impl Matcher {
                     false
                 }
             };
-            if span.iter().any(|c| ok(c.eval(item), c)) {
+            let indexed = view::Indexed::new(item);
+            if span.iter().any(|c| ok(c.eval(&indexed), c)) {
                 return true;
             }
             if spanevent.is_empty() {
@@ -165,6 +166,7 @@ impl Matcher {
                     item: &item.item[s..e],
                     parent: item.item,
                 };
+                let ev = view::Indexed::new(&ev);
                 if spanevent.iter().any(|c| ok(c.eval(&ev), c)) {
                     return true;
                 }
