@@ -88,6 +88,12 @@ pub fn last(msg: &[u8], number: u32) -> Option<wire::Value> {
         }
     });
     let (s, e) = found?;
+    value_at(msg, s, e)
+}
+
+/// The value of the field whose tag starts at `s` and which ends at `e`
+/// (located by a [`tags`] pass).
+fn value_at(msg: &[u8], s: usize, e: usize) -> Option<wire::Value> {
     match WireFields::new(msg, s, e).next() {
         Some(Ok(f)) => Some(f.value),
         _ => None,
@@ -156,25 +162,7 @@ pub fn attribute<'a>(msg: &'a [u8], number: u32, key: &str) -> Value<'a> {
 fn attribute_in<'a>(msg: &'a [u8], start: usize, end: usize, number: u32, key: &str) -> Value<'a> {
     let mut found = Value::Nil;
     entries_in(msg, start, end, number, |kv| {
-        // The shape nearly every entry has (key, then value, each once):
-        // read without walking the entry.
-        if let Some((k, v)) = plain_key_value(kv) {
-            if k == key.as_bytes() {
-                found = any_value(v);
-                return false;
-            }
-            return true;
-        }
-        // Else one walk of the KeyValue: its last key and last value (last wins).
-        let (mut k, mut v) = (&kv[..0], None);
-        for f in WireFields::all(kv) {
-            let Ok(f) = f else { break };
-            match (f.number, f.value) {
-                (1, wire::Value::Len(s, e)) => k = &kv[s..e],
-                (2, wire::Value::Len(s, e)) => v = Some(&kv[s..e]),
-                _ => {}
-            }
-        }
+        let (k, v) = key_value(kv);
         if k == key.as_bytes() {
             found = v.map_or(Value::Nil, any_value);
             return false;
@@ -199,13 +187,31 @@ fn entries_in<'a>(msg: &'a [u8], start: usize, end: usize, number: u32, mut each
     })
 }
 
-/// The key of a `KeyValue` entry (its last field 1; empty when absent).
+/// The key of a `KeyValue` entry (its last key; empty when absent).
 #[inline]
 pub fn entry_key(kv: &[u8]) -> &[u8] {
-    match plain_key_value(kv) {
-        Some((k, _)) => k,
-        None => bytes_of(kv, 1).unwrap_or_default(),
+    key_value(kv).0
+}
+
+/// The key and value bytes of a `KeyValue` entry: its last key and last
+/// value (last wins; the key empty and the value `None` when absent).
+#[inline]
+fn key_value(kv: &[u8]) -> (&[u8], Option<&[u8]>) {
+    // The shape nearly every entry has (key, then value, each once): read
+    // without walking the entry.
+    if let Some((k, v)) = plain_key_value(kv) {
+        return (k, Some(v));
     }
+    let (mut k, mut v) = (&kv[..0], None);
+    for f in WireFields::all(kv) {
+        let Ok(f) = f else { break };
+        match (f.number, f.value) {
+            (1, wire::Value::Len(s, e)) => k = &kv[s..e],
+            (2, wire::Value::Len(s, e)) => v = Some(&kv[s..e]),
+            _ => {}
+        }
+    }
+    (k, v)
 }
 
 /// A `KeyValue` of the plain shape `0x0a klen key 0x12 vlen value` (one-byte
@@ -357,20 +363,21 @@ impl<'i, 'a> Indexed<'i, 'a> {
         self.index.borrow()
     }
 
+    /// Where the item's field `number` (below 16) is: the tag offset of its
+    /// first occurrence and the range of its last; `None` when absent.
+    fn located(&self, number: u32) -> Option<(usize, (usize, usize))> {
+        let ix = self.index();
+        let n = number as usize;
+        (ix.present & (1 << n) != 0).then(|| (ix.first[n] as usize, (ix.last[n].0 as usize, ix.last[n].1 as usize)))
+    }
+
     /// The last occurrence of the item's field `number`.
     fn last(&self, number: u32) -> Option<wire::Value> {
         if number >= 16 {
             return last(self.item.item, number);
         }
-        let ix = self.index();
-        if ix.present & (1 << number) == 0 {
-            return None;
-        }
-        let (s, e) = ix.last[number as usize];
-        match WireFields::new(self.item.item, s as usize, e as usize).next() {
-            Some(Ok(f)) => Some(f.value),
-            _ => None,
-        }
+        let (_, (s, e)) = self.located(number)?;
+        value_at(self.item.item, s, e)
     }
 
     /// Attribute `key` among the item's entries in field `number`, walking
@@ -380,12 +387,10 @@ impl<'i, 'a> Indexed<'i, 'a> {
         if number >= 16 {
             return attribute(msg, number, key);
         }
-        let ix = self.index();
-        if ix.present & (1 << number) == 0 {
-            return Value::Nil;
+        match self.located(number) {
+            Some((first, (_, end))) => attribute_in(msg, first, end, number, key),
+            None => Value::Nil,
         }
-        let (first, (_, end)) = (ix.first[number as usize], ix.last[number as usize]);
-        attribute_in(msg, first as usize, end as usize, number, key)
     }
 }
 
