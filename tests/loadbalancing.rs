@@ -555,8 +555,9 @@ async fn wait_whole(refs: &[&Backend], before: &[u64], traces: u64, owner: &dyn 
     let from: Vec<usize> = before.iter().map(|&n| n as usize).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let got: u64 = refs.iter().map(|b| b.span_count()).sum::<u64>() - before.iter().sum::<u64>();
-        if got >= traces * 2 {
+        // Distinct spans: a span delivered twice must not count for one
+        // still on its way (judging then would find a trace half arrived).
+        if distinct_spans(refs, &from) >= traces * 2 {
             let (owners, dups) = owners_allowing_duplicates(refs, &from, 2);
             if owners.len() as u64 == traces {
                 for (id, g) in owners {
@@ -568,6 +569,16 @@ async fn wait_whole(refs: &[&Backend], before: &[u64], traces: u64, owner: &dyn 
         assert!(Instant::now() < deadline, "the cut-off gateway's share did not arrive");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// How many different spans (trace id, span id) the gateways received
+/// after `from` (per-backend span counts).
+fn distinct_spans(refs: &[&Backend], from: &[usize]) -> u64 {
+    let mut seen = std::collections::BTreeSet::new();
+    for (b, &skip) in refs.iter().zip(from) {
+        seen.extend(b.spans().into_iter().skip(skip).map(|s| (s.0, s.1)));
+    }
+    seen.len() as u64
 }
 
 /// With `retry_on_failure` off, a dead gateway's share fails at once and is
