@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the hot path pieces: request scan (validate + count) per
-//! signal, full schema validation (`wire::validate`), full prost decode for
+//! signal, in one buffer and in 16 KiB frames, full schema validation (`wire::validate`), full prost decode for
 //! comparison, batch assembly and encode (with a split at
 //! send_batch_max_size), sending-queue push/pop, store record encode/decode,
 //! and OTLP/JSON decode. Throughput is reported in items (spans, data points,
@@ -28,6 +28,12 @@ fn scan(c: &mut Criterion) {
         g.throughput(Throughput::Elements(ITEMS as u64));
         g.bench_function(format!("wire_scan/{}", signal.name()), |b| {
             b.iter(|| wire::scan(signal, std::hint::black_box(&body)).unwrap())
+        });
+        // The same body as gRPC clients send it: 16 KiB DATA frames, walked
+        // across the cuts without joining (issue #12: within 10% of one chunk).
+        let frames: Vec<bytes::Bytes> = body.chunks(16 << 10).map(bytes::Bytes::copy_from_slice).collect();
+        g.bench_function(format!("wire_scan_16k_frames/{}", signal.name()), |b| {
+            b.iter(|| wire::scan_chunks(signal, std::hint::black_box(&frames)).unwrap())
         });
         g.bench_function(format!("validate/{}", signal.name()), |b| {
             b.iter(|| wire::validate::validate(signal, std::hint::black_box(&body)).unwrap())

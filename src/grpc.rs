@@ -85,18 +85,37 @@ pub fn parse_prefix(head: &[u8]) -> Result<(bool, usize), FrameError> {
     Ok((head[0] != 0, len))
 }
 
-/// Splits a complete unary gRPC body into (compressed flag, message). The body
-/// must hold exactly one message.
-pub fn unframe(body: Bytes, limit: usize) -> Result<(bool, Bytes), FrameError> {
-    let (compressed, declared) = parse_prefix(&body)?;
+/// Splits a complete unary gRPC body, held as the `chunks` it arrived in,
+/// into (compressed flag, the message's chunks). The body must hold exactly
+/// one message. Nothing is copied but the prefix when a chunk cuts it.
+pub fn unframe(mut chunks: Vec<Bytes>, limit: usize) -> Result<(bool, Vec<Bytes>), FrameError> {
+    let total: usize = chunks.iter().map(Bytes::len).sum();
+    let mut head = [0u8; PREFIX_LEN];
+    let mut got = 0;
+    for c in &chunks {
+        let n = c.len().min(PREFIX_LEN - got);
+        head[got..got + n].copy_from_slice(&c[..n]);
+        got += n;
+        if got == PREFIX_LEN {
+            break;
+        }
+    }
+    let (compressed, declared) = parse_prefix(&head[..got])?;
     if declared > limit {
         return Err(FrameError::TooLarge(declared, limit));
     }
-    let actual = body.len() - PREFIX_LEN;
+    let actual = total - PREFIX_LEN;
     if declared != actual {
         return Err(FrameError::LengthMismatch { declared, actual });
     }
-    Ok((compressed, body.slice(PREFIX_LEN..)))
+    let mut skip = PREFIX_LEN;
+    chunks.retain_mut(|c| {
+        let n = c.len().min(skip);
+        skip -= n;
+        *c = c.slice(n..);
+        !c.is_empty()
+    });
+    Ok((compressed, chunks))
 }
 
 /// Percent-encodes a `grpc-message` value as the gRPC HTTP/2 spec asks.
@@ -139,25 +158,39 @@ mod tests {
         let msg = b"hello";
         let mut body = prefix(false, msg.len()).to_vec();
         body.extend_from_slice(msg);
-        let (c, m) = unframe(Bytes::from(body), 100).unwrap();
+        let (c, m) = unframe(vec![Bytes::from(body.clone())], 100).unwrap();
         assert!(!c);
-        assert_eq!(&m[..], msg);
+        assert_eq!(m, [&msg[..]]);
+        // Cut anywhere, even inside the prefix: the same message, uncopied.
+        for a in 0..body.len() {
+            for b in a..body.len() {
+                let chunks = vec![
+                    Bytes::copy_from_slice(&body[..a]),
+                    Bytes::copy_from_slice(&body[a..b]),
+                    Bytes::copy_from_slice(&body[b..]),
+                ];
+                let (c, m) = unframe(chunks, 100).unwrap();
+                assert!(!c);
+                assert_eq!(m.concat(), msg, "cut at {a}, {b}");
+                assert!(m.iter().all(|c| !c.is_empty()));
+            }
+        }
     }
 
     #[test]
     fn frame_errors() {
         assert_eq!(
-            unframe(Bytes::from_static(b"\0\0"), 10),
+            unframe(vec![Bytes::from_static(b"\0"), Bytes::from_static(b"\0")], 10),
             Err(FrameError::ShortPrefix(2))
         );
         let mut body = prefix(false, 50).to_vec();
         body.extend_from_slice(b"abc");
         assert_eq!(
-            unframe(Bytes::from(body.clone()), 10),
+            unframe(vec![Bytes::from(body.clone())], 10),
             Err(FrameError::TooLarge(50, 10))
         );
         assert_eq!(
-            unframe(Bytes::from(body), 100),
+            unframe(vec![Bytes::from(body)], 100),
             Err(FrameError::LengthMismatch {
                 declared: 50,
                 actual: 3

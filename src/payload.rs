@@ -1,14 +1,15 @@
 //! `Payload`: an OTLP export request held as encoded `Bytes` chunks, never decoded.
 //!
-//! As received and batched, each chunk is a run of complete, encoded top-level
-//! entries (field 1: `ResourceSpans` / `ResourceMetrics` / `ResourceLogs`) of an
-//! `Export{Trace,Metrics,Logs}ServiceRequest`; after trace sampling a chunk may
-//! be a piece of an entry (a re-encoded length header, then slices of the kept
-//! spans), so only the concatenation of all chunks is guaranteed to be a
-//! request. Because protobuf concatenation is merge, that concatenation is a
-//! valid export request: a
-//! batch is built by appending received request bodies (refcounted slices of the
-//! receive buffers) and written out with vectored writes, with no re-encode.
+//! A received request is kept as the frames it arrived in (HTTP/2 DATA
+//! frames of up to 16 KiB from gRPC clients): a chunk may end anywhere,
+//! even inside a field, and only the concatenation of all chunks is
+//! guaranteed to be a request. Because protobuf concatenation is merge, that
+//! concatenation is a valid export request: a batch is built by appending
+//! received bodies (refcounted slices of the receive buffers) and written
+//! out with vectored writes, with no copy and no re-encode. The walkers that
+//! work chunk by chunk (processors, `split`, the store's record cutting)
+//! first regroup the chunks at entry boundaries (`wire::rope::align`),
+//! joining only the chunks an entry crosses.
 
 use bytes::{Bytes, BytesMut};
 
@@ -35,6 +36,16 @@ impl Payload {
         Payload { chunks, items, len }
     }
 
+    /// A request held as `chunks` (empty ones left out) holding `items` items.
+    pub fn from_chunks(chunks: Vec<Bytes>, items: u64) -> Self {
+        let mut p = Payload::new();
+        for c in chunks {
+            p.push(c, 0);
+        }
+        p.items = items;
+        p
+    }
+
     pub fn is_empty(&self) -> bool {
         self.items == 0 && self.len == 0
     }
@@ -57,16 +68,21 @@ impl Payload {
 
     /// The request as one contiguous buffer (copies unless there is a single chunk).
     pub fn to_bytes(&self) -> Bytes {
-        match self.chunks.len() {
-            0 => Bytes::new(),
-            1 => self.chunks[0].clone(),
-            _ => {
-                let mut out = BytesMut::with_capacity(self.len);
-                for c in &self.chunks {
-                    out.extend_from_slice(c);
-                }
-                out.freeze()
+        join(&self.chunks)
+    }
+}
+
+/// `chunks` as one contiguous buffer (copies unless there is a single chunk).
+pub fn join(chunks: &[Bytes]) -> Bytes {
+    match chunks {
+        [] => Bytes::new(),
+        [one] => one.clone(),
+        _ => {
+            let mut out = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+            for c in chunks {
+                out.extend_from_slice(c);
             }
+            out.freeze()
         }
     }
 }

@@ -349,6 +349,13 @@ impl ShardPipelines {
     fn process(&self, targets: &[usize], payload: Payload) -> Result<Vec<Payload>, SubmitError> {
         let mut out = Vec::with_capacity(targets.len());
         let last = targets.len().saturating_sub(1);
+        // Processors walk chunk by chunk, each as whole entries: regroup a
+        // request held as its frames once, for every target.
+        let payload = if targets.iter().any(|&pi| !self.pipelines[pi].steps.is_empty()) {
+            crate::wire::rope::align(payload)
+        } else {
+            payload
+        };
         let mut payload = Some(payload);
         for (i, &pi) in targets.iter().enumerate() {
             let data = if i == last {
@@ -365,6 +372,11 @@ impl ShardPipelines {
     fn run_steps(&self, pi: usize, from: usize, mut data: Payload) -> Result<Payload, SubmitError> {
         let p = &self.pipelines[pi];
         let st = &self.stats.shards[self.shard];
+        if p.steps.len() > from {
+            // Processors walk chunk by chunk, each as whole entries (a no-op
+            // walk of the top-level entries when `process` aligned already).
+            data = crate::wire::rope::align(data);
+        }
         for step in p.steps.iter().skip(from) {
             // What the step changed, if anything: the new chunks and the
             // items it dropped.

@@ -23,8 +23,10 @@ forward-lb (traces through a `loadbalancing` exporter to 3 sinks; sluice only: R
 trace-aware load balancer), tail-2shards (sluice only: tail_sampling with the errors / slow / 10%
 policies, batch -> nop, two shards on CPUs 0-1 sharing them with the load, as sluice-2shards),
 forward-kafka (traces through the `kafka` exporter, acks=1, lz4, to a
-tansu broker on CPU 0 with in-memory storage; sluice only; needs `--features kafka` and tansu, which
-`.ci/run` installs under target/tools).
+tansu broker on CPU 0 with in-memory storage; sluice only; needs `--features kafka` and tansu:
+`.ci/run` installs an unoptimised build under target/tools, which limits this scenario; for figures,
+point SLUICE_TANSU at a release build: `cargo install --locked --root target/tansu-release tansu
+--version 0.6.0 --features dynostore,libsql`).
 Rotel 0.0.1a15 is installed from PyPI into target/compare/rotel-py on first use.
 """
 
@@ -40,7 +42,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SLUICE = os.path.join(ROOT, "target", "release", "sluice")
+# The sluice binary measured: target/release/sluice (built if missing), or
+# $SLUICE_BIN (to compare two builds: run once with each).
+SLUICE = os.environ.get("SLUICE_BIN", os.path.join(ROOT, "target", "release", "sluice"))
 ROTEL_DIR = os.path.join(ROOT, "target", "compare", "rotel-py")
 ROTEL = os.path.join(ROTEL_DIR, "rotel", "rotel-agent")
 TICK = os.sysconf("SC_CLK_TCK")

@@ -219,8 +219,8 @@ pub async fn read_grpc_response(resp: Response<Incoming>) -> Result<GrpcReply, E
             body: Bytes::new(),
         });
     }
-    let (compressed, msg) = match grpc::unframe(data, MAX_RESPONSE_BYTES) {
-        Ok(m) => m,
+    let (compressed, msg) = match grpc::unframe(vec![data], MAX_RESPONSE_BYTES) {
+        Ok((c, m)) => (c, crate::payload::join(&m)),
         Err(e) => return Ok(internal(format!("malformed response message: {e}"))),
     };
     let msg = if compressed {
@@ -493,9 +493,9 @@ mod tests {
             let got = srv.received.borrow()[0].clone();
             assert_eq!(got.headers["grpc-encoding"], "gzip");
             let body = Bytes::from(got.body());
-            let (compressed, msg) = grpc::unframe(body, 1 << 20).unwrap();
+            let (compressed, msg) = grpc::unframe(vec![body], 1 << 20).unwrap();
             assert!(compressed);
-            assert_eq!(compression::gunzip(&msg, 1 << 20).unwrap(), p.to_bytes());
+            assert_eq!(compression::gunzip(&msg.concat(), 1 << 20).unwrap(), p.to_bytes());
         });
     }
 

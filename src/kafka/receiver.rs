@@ -202,7 +202,7 @@ async fn deliver(id: &str, ctx: &ReceiverCtx, signal: Signal, body: Bytes) -> Ou
     let mut refused = 0u64;
     let mut wait = Duration::from_millis(10);
     let outcome = loop {
-        match ctx.accept(signal, body.clone()).await {
+        match ctx.accept(signal, vec![body.clone()]).await {
             Ok(_) => break Outcome::Accepted,
             Err(Rejection::Refused(m)) => {
                 if refused == 0 {

@@ -107,13 +107,14 @@ const FRAME_GUESS: usize = 16 << 10;
 /// known (Content-Length, gRPC prefix), otherwise frame by frame; after the
 /// first frame, no frame is polled (so no flow-control window reopens)
 /// without room in the budget. The returned `Held` keeps the bytes charged
-/// until it is dropped. A body that arrives as a single frame is returned as
-/// is, without copying.
+/// until it is dropped. The body is returned as the frames it arrived in
+/// (their concatenation is the body), without copying; only runs of frames
+/// under 4 KiB are gathered into one buffer.
 pub async fn read_body(
     body: hyper::body::Incoming,
     budget: &Rc<InflightBudget>,
     rules: BodyRules,
-) -> Result<(Bytes, Held), BodyError> {
+) -> Result<(Vec<Bytes>, Held), BodyError> {
     let mut r = Reader {
         body,
         timeout: rules.timeout,
@@ -139,17 +140,15 @@ pub async fn read_body(
             .await
             .map_err(|_| BodyError::Busy(rules.timeout * 2))?;
     }
-    let mut first: Option<Bytes> = None;
-    let mut rest: Option<BytesMut> = None;
-    let mut total = 0usize;
+    let mut chunks = Chunks::default();
     loop {
-        let complete = expected.is_some_and(|n| total >= n);
+        let complete = expected.is_some_and(|n| chunks.total >= n);
         // The first frame of a body of unknown size is read without a
         // reservation (it is within the stream window a client may fill
         // anyway) and charged once it is here: a stream whose client has
         // not sent anything yet holds nothing.
-        let first_frame = first.is_none() && rest.is_none();
-        if total >= held.bytes() && !complete && !first_frame {
+        let first_frame = chunks.total == 0;
+        if chunks.total >= held.bytes() && !complete && !first_frame {
             // Nothing reserved for the next frame: wait for room for one.
             budget
                 .reserve(&mut held, FRAME_GUESS, deadline())
@@ -157,32 +156,17 @@ pub async fn read_body(
                 .map_err(|_| BodyError::Busy(rules.timeout * 2))?;
         }
         let Some(data) = r.next().await? else { break };
-        total += data.len();
+        let total = chunks.total + data.len();
         if total > limit {
             return Err(r.too_large(total, rules).await);
         }
         if total > held.bytes() {
             held.force(total - held.bytes());
         }
-        match (first.take(), &mut rest) {
-            (None, None) => first = Some(data),
-            (Some(f), None) => {
-                // A second frame: join them (the first frame is released).
-                let cap = expected.unwrap_or((f.len() + data.len()) * 2).max(f.len() + data.len());
-                let mut b = BytesMut::with_capacity(cap);
-                b.extend_from_slice(&f);
-                b.extend_from_slice(&data);
-                rest = Some(b);
-            }
-            (_, Some(b)) => b.extend_from_slice(&data),
-        }
+        chunks.push(data);
         if rules.grpc && expected.is_none() {
-            let head: &[u8] = match (&first, &rest) {
-                (_, Some(b)) => b,
-                (Some(f), None) => f,
-                _ => &[],
-            };
-            if head.len() >= crate::grpc::PREFIX_LEN {
+            let mut head = [0u8; crate::grpc::PREFIX_LEN];
+            if chunks.head(&mut head) {
                 let declared = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
                 let n = declared.saturating_add(crate::grpc::PREFIX_LEN);
                 if n > limit {
@@ -203,12 +187,73 @@ pub async fn read_body(
             }
         }
     }
-    let bytes = match (first, rest) {
-        (_, Some(b)) => b.freeze(),
-        (Some(f), None) => f,
-        (None, None) => Bytes::new(),
-    };
-    Ok((bytes, held))
+    Ok((chunks.finish(), held))
+}
+
+/// Frames at least this large are kept as chunks of their own; smaller ones
+/// are gathered into one buffer (so a body sent in tiny frames costs a copy
+/// of those bytes, not a chunk header and a pinned receive buffer each).
+const OWN_CHUNK: usize = 4 << 10;
+
+/// A body as it arrives: frames kept as they came, runs of small ones
+/// gathered (a lone small frame, such as a whole small request, is kept).
+#[derive(Default)]
+struct Chunks {
+    done: Vec<Bytes>,
+    /// A small frame not yet followed by another.
+    lone: Option<Bytes>,
+    /// Two or more small frames in a row, copied together.
+    small: BytesMut,
+    total: usize,
+}
+
+impl Chunks {
+    fn push(&mut self, data: Bytes) {
+        self.total += data.len();
+        if data.len() >= OWN_CHUNK {
+            self.seal();
+            self.done.push(data);
+        } else if data.is_empty() {
+        } else if self.lone.is_none() && self.small.is_empty() {
+            self.lone = Some(data);
+        } else {
+            if let Some(first) = self.lone.take() {
+                self.small.extend_from_slice(&first);
+            }
+            self.small.extend_from_slice(&data);
+        }
+    }
+
+    fn seal(&mut self) {
+        if let Some(first) = self.lone.take() {
+            self.done.push(first);
+        } else if !self.small.is_empty() {
+            self.done.push(self.small.split().freeze());
+        }
+    }
+
+    /// Copies the body's first bytes into `out`; false while fewer arrived.
+    fn head(&self, out: &mut [u8]) -> bool {
+        if self.total < out.len() {
+            return false;
+        }
+        let mut done = 0;
+        let pending = [self.lone.as_deref().unwrap_or_default(), &self.small[..]];
+        for c in self.done.iter().map(|c| &c[..]).chain(pending) {
+            let n = c.len().min(out.len() - done);
+            out[done..done + n].copy_from_slice(&c[..n]);
+            done += n;
+            if done == out.len() {
+                break;
+            }
+        }
+        true
+    }
+
+    fn finish(mut self) -> Vec<Bytes> {
+        self.seal();
+        self.done
+    }
 }
 
 /// Most a refused HTTP/1.1 request's body is read (and discarded) to keep its

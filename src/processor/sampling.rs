@@ -189,6 +189,9 @@ impl Sampler {
                 (None, payload.items)
             };
         }
+        // Chunk by chunk as whole entries (a request may be the frames it
+        // arrived in).
+        let payload = crate::wire::rope::align(payload);
         let mut kept = Payload::new();
         let mut dropped = 0;
         for chunk in &payload.chunks {

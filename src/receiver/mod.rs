@@ -97,9 +97,10 @@ impl ReceiverCtx {
         }
     }
 
-    /// Validates a protobuf request body, then hands it to the pipelines.
-    /// Returns the number of items accepted.
-    pub async fn accept(&self, signal: Signal, body: Bytes) -> Result<u64, Rejection> {
+    /// Validates a protobuf request body, held as the chunks it arrived in
+    /// (kept as they are: a payload is a list of chunks), then hands it to
+    /// the pipelines. Returns the number of items accepted.
+    pub async fn accept(&self, signal: Signal, body: Vec<Bytes>) -> Result<u64, Rejection> {
         self.stats().requests.add(1);
         if self.lifecycle.is_draining() {
             return Err(Rejection::ShuttingDown);
@@ -107,14 +108,17 @@ impl ReceiverCtx {
         if !self.pipelines.accepts(self.receiver, signal) {
             return Err(Rejection::NoPipeline(signal));
         }
-        let scan = wire::scan(signal, &body).map_err(|e: WireError| Rejection::Malformed(e.to_string()))?;
-        let body = if scan.only_resources {
-            body
-        } else {
-            wire::resources_only(&body).map_err(|e| Rejection::Malformed(e.to_string()))?
-        };
+        let scan = wire::scan_chunks(signal, &body).map_err(|e: WireError| Rejection::Malformed(e.to_string()))?;
         let items = scan.items;
-        let payload = Payload::from_body(body, items);
+        let payload = if scan.only_resources {
+            Payload::from_chunks(body, items)
+        } else {
+            let joined = crate::payload::join(&body);
+            Payload::from_body(
+                wire::resources_only(&joined).map_err(|e| Rejection::Malformed(e.to_string()))?,
+                items,
+            )
+        };
         let spooled = self.pipelines.needs_spool(self.receiver, signal);
         if !spooled {
             self.wait_for_room(signal, &payload).await;

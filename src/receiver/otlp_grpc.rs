@@ -132,12 +132,12 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
         if codec == Compression::None {
             return status_response(Code::Internal, "compressed flag set without grpc-encoding", None);
         }
-        match codec.decompress(&msg, limit) {
+        match codec.decompress(&crate::payload::join(&msg), limit) {
             Ok(m) => {
                 // The compressed copy goes now; the output is charged until hand-off.
                 drop(msg);
                 held.force(m.len());
-                m
+                vec![m]
             }
             Err(compression::CompressionError::TooLarge(_)) => return too_large("decompressed message"),
             Err(e) => return status_response(Code::InvalidArgument, &e.to_string(), None),

@@ -217,12 +217,12 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
         }
     };
     let body = if codec != Compression::None {
-        let out = codec.decompress(&body, limit);
+        let out = codec.decompress(&crate::payload::join(&body), limit);
         drop(body);
         match out {
             Ok(b) => {
                 held.force(b.len());
-                b
+                vec![b]
             }
             Err(compression::CompressionError::TooLarge(_)) => return too_large(),
             Err(e) => {
@@ -240,10 +240,10 @@ pub async fn handle(ctx: Rc<ReceiverCtx>, req: Request<Incoming>) -> Response<Re
     };
     let body = match enc {
         Encoding::Protobuf => body,
-        Encoding::Json => match otlp_json::decode_request_off_shard(signal, body).await {
+        Encoding::Json => match otlp_json::decode_request_off_shard(signal, crate::payload::join(&body)).await {
             Ok(b) => {
                 held.force(b.len());
-                b
+                vec![b]
             }
             Err(e) => {
                 return error(

@@ -287,24 +287,15 @@ pub fn record_pieces(
     if payload.len <= target {
         return Ok(vec![payload.clone()]);
     }
-    // `wire::split` walks each chunk as whole request entries. Chunks as
-    // received are; after sampling a chunk may be part of an entry, and then
-    // only the concatenation is a request, so it is joined first.
-    let whole = if payload.chunks.iter().all(|c| whole_entries(c)) {
-        payload.clone()
-    } else {
-        Payload::from_body(payload.to_bytes(), payload.items)
-    };
+    // `wire::split` walks each chunk as whole request entries; a request kept
+    // as the frames it arrived in, or cut by sampling, is regrouped first.
+    let whole = crate::wire::rope::align(payload.clone());
     let mut out = Vec::new();
     cut(signal, whole, target, limit, &mut out)?;
     Ok(out)
 }
 
 /// Whether `chunk` is a run of complete top-level request entries (field 1).
-fn whole_entries(chunk: &[u8]) -> bool {
-    crate::wire::Fields::all(chunk).all(|f| f.is_ok_and(|f| f.number == 1))
-}
-
 fn cut(signal: Signal, p: Payload, target: usize, limit: usize, out: &mut Vec<Payload>) -> Result<(), StoreError> {
     if p.len <= target {
         out.push(p);

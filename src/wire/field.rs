@@ -43,11 +43,19 @@ pub struct Field {
 /// Reads a varint at `*pos`, advancing it.
 #[inline(always)]
 pub fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
-    // Tags, lengths of small messages and small integers: one byte.
-    if let Some(&b) = buf.get(*pos) {
+    // Tags, lengths of small messages and small integers: one byte; a span's
+    // length and field 16's tag: two.
+    let p = *pos;
+    if let Some(&b) = buf.get(p) {
         if b < 0x80 {
-            *pos += 1;
+            *pos = p + 1;
             return Ok(u64::from(b));
+        }
+        if let Some(&c) = buf.get(p + 1) {
+            if c < 0x80 {
+                *pos = p + 2;
+                return Ok(u64::from(b & 0x7f) | u64::from(c) << 7);
+            }
         }
     }
     read_varint_slow(buf, pos)
@@ -276,5 +284,19 @@ mod tests {
         assert_eq!(read_varint(&[0x80, 0x80], &mut pos), Err(WireError::Truncated(2)));
         let mut pos = 0;
         assert!(read_varint(&[0xff; 11], &mut pos).is_err());
+        // Every two-byte encoding (the fast path), canonical or not, at an
+        // offset, and cut after its first byte.
+        for b in 0x80..=0xffu8 {
+            for c in 0..0x80u8 {
+                let mut pos = 1;
+                assert_eq!(
+                    read_varint(&[9, b, c, 9], &mut pos),
+                    Ok(u64::from(b & 0x7f) | u64::from(c) << 7)
+                );
+                assert_eq!(pos, 3);
+                let mut pos = 1;
+                assert_eq!(read_varint(&[9, b], &mut pos), Err(WireError::Truncated(2)));
+            }
+        }
     }
 }

@@ -20,7 +20,9 @@
 //! payload at entry boundaries), [`view`] (zero-copy reads of one item's
 //! fields for processors), [`edit`] (dropping and rewriting items and
 //! attributes by emitting new slices), [`partition`] (slicing a request by a
-//! key of its items, e.g. a trace id).
+//! key of its items, e.g. a trace id), [`rope`] (reading a body held as
+//! the several frames it arrived in, and regrouping a payload's chunks at
+//! entry boundaries for the walkers that work chunk by chunk).
 
 pub mod edit;
 mod error;
@@ -28,6 +30,7 @@ pub mod field;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod partition;
+pub mod rope;
 pub mod scan;
 pub mod split;
 pub mod tags;
@@ -36,5 +39,5 @@ pub mod view;
 
 pub use error::WireError;
 pub use field::{put_len_header, put_varint, read_varint, varint_len, Field, Fields, Value};
-pub use scan::{resources_only, scan, Scan};
+pub use scan::{resources_only, scan, scan_chunks, Scan};
 pub use split::split;

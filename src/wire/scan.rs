@@ -102,6 +102,17 @@ pub fn scan(signal: Signal, body: &[u8]) -> Result<Scan, WireError> {
     })
 }
 
+/// `scan` over a body held as several chunks (the frames it arrived in),
+/// without joining them (see `validate::validate_chunks`).
+pub fn scan_chunks(signal: Signal, chunks: &[Bytes]) -> Result<Scan, WireError> {
+    let c = super::validate::validate_chunks(signal, chunks)?;
+    Ok(Scan {
+        items: c.items,
+        resources: c.resources,
+        only_resources: c.only_resources,
+    })
+}
+
 /// The counting walk alone (what `scan` counted before validation counted
 /// for it), kept to check that both agree.
 #[cfg(test)]

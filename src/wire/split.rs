@@ -139,6 +139,9 @@ pub fn split(signal: Signal, payload: Payload, max: u64) -> Result<Vec<Payload>,
     if max == 0 || payload.items <= max {
         return Ok(vec![payload]);
     }
+    // Each chunk is walked as whole entries: regroup a payload kept as the
+    // frames it arrived in (or cut by sampling) first.
+    let payload = super::rope::align(payload);
     let mut units: Vec<Unit> = Vec::new();
     for chunk in &payload.chunks {
         for f in Fields::all(chunk) {

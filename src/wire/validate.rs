@@ -47,6 +47,9 @@ const START_GROUP: u8 = 3;
 const END_GROUP: u8 = 4;
 const I32: u8 = 5;
 
+mod chunked;
+pub use chunked::validate_chunks;
+
 type Res = Result<(), WireError>;
 
 /// One field as handed to a message's checker: number, wire type, offset of
@@ -1188,7 +1191,7 @@ mod tests {
         }
     }
 
-    fn rich() -> [(Signal, Vec<u8>); 3] {
+    pub(super) fn rich() -> [(Signal, Vec<u8>); 3] {
         [
             (Signal::Traces, rich_traces().encode_to_vec()),
             (Signal::Metrics, rich_metrics().encode_to_vec()),

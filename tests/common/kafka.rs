@@ -92,7 +92,7 @@ impl Broker {
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
-                    "cannot run the Kafka test broker {:?}: {e}. `.ci/run` installs it; by hand: cargo install --locked --root target/tools tansu --features dynostore,libsql",
+                    "cannot run the Kafka test broker {:?}: {e}. `.ci/run` installs it; by hand: cargo install --debug --locked --root target/tools tansu --version 0.6.0 --features dynostore,libsql",
                     tansu_bin()
                 )
             });

@@ -1254,8 +1254,52 @@ pub struct GrpcReply {
 }
 
 pub struct GrpcConn {
-    send: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    send: hyper::client::conn::http2::SendRequest<Frames>,
     authority: String,
+    /// DATA frame size for request bodies (16 KiB, as gRPC clients send).
+    frame: usize,
+}
+
+/// The DATA frame size gRPC clients (grpc-go, grpc-java, tonic) send bodies in.
+pub const CLIENT_FRAME: usize = 16 << 10;
+
+/// A request body sent as these DATA frames, one `Bytes` each.
+pub struct Frames(std::collections::VecDeque<Bytes>);
+
+impl Frames {
+    /// `body` cut into frames of `size` bytes (one frame if `size` is 0).
+    pub fn cut(body: Vec<u8>, size: usize) -> Frames {
+        let body = Bytes::from(body);
+        if size == 0 || body.len() <= size {
+            return Frames([body].into_iter().filter(|b| !b.is_empty()).collect());
+        }
+        Frames(
+            (0..body.len())
+                .step_by(size)
+                .map(|i| body.slice(i..(i + size).min(body.len())))
+                .collect(),
+        )
+    }
+}
+
+impl hyper::body::Body for Frames {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.0.iter().map(|b| b.len() as u64).sum())
+    }
 }
 
 pub const TRACES_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -1295,10 +1339,18 @@ impl GrpcConn {
         Ok(GrpcConn {
             send,
             authority: addr.to_string(),
+            frame: CLIENT_FRAME,
         })
     }
 
-    /// Sends `msg` as one gRPC frame (gzip-compressed if `gzip`).
+    /// Sends request bodies in DATA frames of `size` bytes (0: one frame).
+    pub fn frame_size(mut self, size: usize) -> Self {
+        self.frame = size;
+        self
+    }
+
+    /// Sends `msg` as one gRPC message (gzip-compressed if `gzip`), in DATA
+    /// frames of the connection's frame size.
     pub async fn call(&mut self, path: &str, msg: &[u8], gzip_it: bool) -> GrpcReply {
         let body = if gzip_it {
             grpc_frame(&gzip(msg), true)
@@ -1330,7 +1382,7 @@ impl GrpcConn {
         if gzip_header {
             b = b.header("grpc-encoding", "gzip");
         }
-        let req = b.body(Full::new(Bytes::from(framed))).unwrap();
+        let req = b.body(Frames::cut(framed, self.frame)).unwrap();
         self.send
             .ready()
             .await
