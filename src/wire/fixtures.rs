@@ -9,6 +9,17 @@ use crate::proto::{
     ExportTraceServiceRequest,
 };
 
+/// `body` cut at `cuts` (sorted offsets) into chunks, as frames would cut it.
+pub fn cut(body: &[u8], cuts: &[usize]) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    for &c in cuts.iter().chain(std::iter::once(&body.len())) {
+        out.push(Bytes::copy_from_slice(&body[from..c]));
+        from = c;
+    }
+    out
+}
+
 pub fn kv(k: &str, v: &str) -> KeyValue {
     KeyValue {
         key: k.into(),

@@ -189,17 +189,11 @@ pub fn align(payload: Payload) -> Payload {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{bench::workload, signal::Signal, wire::Fields};
-
-    fn cut(body: &[u8], cuts: &[usize]) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        let mut from = 0;
-        for &c in cuts.iter().chain(std::iter::once(&body.len())) {
-            out.push(Bytes::copy_from_slice(&body[from..c]));
-            from = c;
-        }
-        out
-    }
+    use crate::{
+        bench::workload,
+        signal::Signal,
+        wire::{fixtures::cut, Fields},
+    };
 
     fn whole_entries(chunk: &[u8]) -> bool {
         Fields::all(chunk).all(|f| f.is_ok_and(|f| f.number == 1))

@@ -237,17 +237,7 @@ fn scope_entry(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Cuts `body` at `cuts` (sorted offsets) into chunks.
-    fn cut(body: &[u8], cuts: &[usize]) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        let mut from = 0;
-        for &c in cuts.iter().chain(std::iter::once(&body.len())) {
-            out.push(Bytes::copy_from_slice(&body[from..c]));
-            from = c;
-        }
-        out
-    }
+    use crate::wire::fixtures::cut;
 
     fn bodies() -> Vec<(Signal, Vec<u8>)> {
         let mut all: Vec<(Signal, Vec<u8>)> = super::super::tests::rich().into_iter().collect();
