@@ -91,15 +91,7 @@ pub fn parse_prefix(head: &[u8]) -> Result<(bool, usize), FrameError> {
 pub fn unframe(mut chunks: Vec<Bytes>, limit: usize) -> Result<(bool, Vec<Bytes>), FrameError> {
     let total: usize = chunks.iter().map(Bytes::len).sum();
     let mut head = [0u8; PREFIX_LEN];
-    let mut got = 0;
-    for c in &chunks {
-        let n = c.len().min(PREFIX_LEN - got);
-        head[got..got + n].copy_from_slice(&c[..n]);
-        got += n;
-        if got == PREFIX_LEN {
-            break;
-        }
-    }
+    let got = crate::payload::copy_prefix(chunks.iter().map(|c| &c[..]), &mut head);
     let (compressed, declared) = parse_prefix(&head[..got])?;
     if declared > limit {
         return Err(FrameError::TooLarge(declared, limit));

@@ -72,6 +72,21 @@ impl Payload {
     }
 }
 
+/// Copies the first bytes of the body made of `parts` into `out`; returns
+/// how many there were (fewer than `out` holds when the body is shorter).
+pub fn copy_prefix<'a>(parts: impl IntoIterator<Item = &'a [u8]>, out: &mut [u8]) -> usize {
+    let mut done = 0;
+    for c in parts {
+        let n = c.len().min(out.len() - done);
+        out[done..done + n].copy_from_slice(&c[..n]);
+        done += n;
+        if done == out.len() {
+            break;
+        }
+    }
+    done
+}
+
 /// `chunks` as one contiguous buffer (copies unless there is a single chunk).
 pub fn join(chunks: &[Bytes]) -> Bytes {
     match chunks {

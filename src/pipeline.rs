@@ -369,14 +369,11 @@ impl ShardPipelines {
     }
 
     /// Runs the processors of pipeline `pi` from step `from` on over `data`.
+    /// `data`'s chunks hold whole entries: `process` aligned a received
+    /// request, and tail sampling's kept slices are whole requests.
     fn run_steps(&self, pi: usize, from: usize, mut data: Payload) -> Result<Payload, SubmitError> {
         let p = &self.pipelines[pi];
         let st = &self.stats.shards[self.shard];
-        if p.steps.len() > from {
-            // Processors walk chunk by chunk, each as whole entries (a no-op
-            // walk of the top-level entries when `process` aligned already).
-            data = crate::wire::rope::align(data);
-        }
         for step in p.steps.iter().skip(from) {
             // What the step changed, if anything: the new chunks and the
             // items it dropped.

@@ -166,8 +166,9 @@ pub async fn read_body(
         chunks.push(data);
         if rules.grpc && expected.is_none() {
             let mut head = [0u8; crate::grpc::PREFIX_LEN];
-            if chunks.head(&mut head) {
-                let declared = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+            let got = chunks.head(&mut head);
+            // Until the whole prefix is here, `parse_prefix` says it is short.
+            if let Ok((_, declared)) = crate::grpc::parse_prefix(&head[..got]) {
                 let n = declared.saturating_add(crate::grpc::PREFIX_LEN);
                 if n > limit {
                     return Err(r.too_large(total, rules).await);
@@ -210,10 +211,12 @@ struct Chunks {
 impl Chunks {
     fn push(&mut self, data: Bytes) {
         self.total += data.len();
+        if data.is_empty() {
+            return;
+        }
         if data.len() >= OWN_CHUNK {
             self.seal();
             self.done.push(data);
-        } else if data.is_empty() {
         } else if self.lone.is_none() && self.small.is_empty() {
             self.lone = Some(data);
         } else {
@@ -232,22 +235,10 @@ impl Chunks {
         }
     }
 
-    /// Copies the body's first bytes into `out`; false while fewer arrived.
-    fn head(&self, out: &mut [u8]) -> bool {
-        if self.total < out.len() {
-            return false;
-        }
-        let mut done = 0;
+    /// Copies the body's first bytes into `out`; returns how many arrived.
+    fn head(&self, out: &mut [u8]) -> usize {
         let pending = [self.lone.as_deref().unwrap_or_default(), &self.small[..]];
-        for c in self.done.iter().map(|c| &c[..]).chain(pending) {
-            let n = c.len().min(out.len() - done);
-            out[done..done + n].copy_from_slice(&c[..n]);
-            done += n;
-            if done == out.len() {
-                break;
-            }
-        }
-        true
+        crate::payload::copy_prefix(self.done.iter().map(|c| &c[..]).chain(pending), out)
     }
 
     fn finish(mut self) -> Vec<Bytes> {

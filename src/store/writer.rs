@@ -295,7 +295,6 @@ pub fn record_pieces(
     Ok(out)
 }
 
-/// Whether `chunk` is a run of complete top-level request entries (field 1).
 fn cut(signal: Signal, p: Payload, target: usize, limit: usize, out: &mut Vec<Payload>) -> Result<(), StoreError> {
     if p.len <= target {
         out.push(p);

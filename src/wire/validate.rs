@@ -175,7 +175,13 @@ where
 #[inline(always)]
 fn key(buf: &[u8], pos: &mut usize) -> Result<(u32, u8), WireError> {
     let at = *pos;
-    let key = read_varint(buf, pos)?;
+    split_key(read_varint(buf, pos)?, at)
+}
+
+/// A key read at `at` as (field number, wire type): at most 32 bits, field
+/// number ≥ 1 (shared with the walk across frames).
+#[inline(always)]
+fn split_key(key: u64, at: usize) -> Result<(u32, u8), WireError> {
     if key > u64::from(u32::MAX) {
         return Err(WireError::InvalidKey { at });
     }

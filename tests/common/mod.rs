@@ -1256,8 +1256,6 @@ pub struct GrpcReply {
 pub struct GrpcConn {
     send: hyper::client::conn::http2::SendRequest<Frames>,
     authority: String,
-    /// DATA frame size for request bodies (16 KiB, as gRPC clients send).
-    frame: usize,
 }
 
 /// The DATA frame size gRPC clients (grpc-go, grpc-java, tonic) send bodies in.
@@ -1267,12 +1265,9 @@ pub const CLIENT_FRAME: usize = 16 << 10;
 pub struct Frames(std::collections::VecDeque<Bytes>);
 
 impl Frames {
-    /// `body` cut into frames of `size` bytes (one frame if `size` is 0).
+    /// `body` cut into frames of `size` (> 0) bytes.
     pub fn cut(body: Vec<u8>, size: usize) -> Frames {
         let body = Bytes::from(body);
-        if size == 0 || body.len() <= size {
-            return Frames([body].into_iter().filter(|b| !b.is_empty()).collect());
-        }
         Frames(
             (0..body.len())
                 .step_by(size)
@@ -1339,18 +1334,11 @@ impl GrpcConn {
         Ok(GrpcConn {
             send,
             authority: addr.to_string(),
-            frame: CLIENT_FRAME,
         })
     }
 
-    /// Sends request bodies in DATA frames of `size` bytes (0: one frame).
-    pub fn frame_size(mut self, size: usize) -> Self {
-        self.frame = size;
-        self
-    }
-
     /// Sends `msg` as one gRPC message (gzip-compressed if `gzip`), in DATA
-    /// frames of the connection's frame size.
+    /// frames of `CLIENT_FRAME` bytes.
     pub async fn call(&mut self, path: &str, msg: &[u8], gzip_it: bool) -> GrpcReply {
         let body = if gzip_it {
             grpc_frame(&gzip(msg), true)
@@ -1382,7 +1370,7 @@ impl GrpcConn {
         if gzip_header {
             b = b.header("grpc-encoding", "gzip");
         }
-        let req = b.body(Frames::cut(framed, self.frame)).unwrap();
+        let req = b.body(Frames::cut(framed, CLIENT_FRAME)).unwrap();
         self.send
             .ready()
             .await

@@ -22,7 +22,7 @@
 
 use bytes::Bytes;
 
-use super::{scope, string, sub, sub_n, validate_counted, Counted, Counts, F, I32, I64, LEN, LIMIT, VARINT};
+use super::{scope, split_key, string, sub, sub_n, validate_counted, Counted, Counts, F, I32, I64, LEN, LIMIT, VARINT};
 use crate::{
     signal::Signal,
     wire::{rope::Rope, WireError},
@@ -94,11 +94,7 @@ fn walk(rope: &Rope<'_>, s: usize, e: usize, budget: u32, mut known: impl FnMut(
     let mut pos = s;
     while pos < e {
         let at = pos;
-        let key = rope.varint(&mut pos, e)?;
-        if key > u64::from(u32::MAX) || key >> 3 == 0 {
-            return Err(Unsure);
-        }
-        let (number, wt) = ((key >> 3) as u32, (key & 7) as u8);
+        let (number, wt) = split_key(rope.varint(&mut pos, e)?, at)?;
         let (mut vs, mut ve) = (0, 0);
         match wt {
             VARINT => {
