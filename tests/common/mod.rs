@@ -59,10 +59,23 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 // ---------------------------------------------------------------------------
 // ports and configs
 
-/// A TCP port that was free a moment ago on 127.0.0.1.
+/// A TCP port that was free a moment ago on 127.0.0.1, and not handed out
+/// before in this test process. The kernel may give a just-released port
+/// again, and sluice binds with SO_REUSEPORT, so two tests running side by
+/// side could otherwise both listen on one port and answer each other's
+/// requests (seen: a gRPC call answered 404 by another instance's HTTP
+/// receiver).
 pub fn free_port() -> u16 {
-    let l = StdListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let l = StdListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = l.local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// The three ports a sluice instance listens on.
