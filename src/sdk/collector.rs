@@ -171,25 +171,19 @@ impl Recorder {
     /// Records a finished span. Refused records come back in the error.
     #[inline]
     pub fn record_span(&self, span: Span) -> Result<(), Rejected<Span>> {
-        self.0.hub.push(Entry::Span(span)).map_err(|r| Rejected {
-            reason: r.reason,
-            record: match r.record {
-                Entry::Span(s) => s,
-                _ => unreachable!("a span was pushed"),
-            },
-        })
+        self.0
+            .hub
+            .push(|| Entry::Span(span))
+            .map_err(|reason| Rejected { reason, record: span })
     }
 
     /// Records a log record. Refused records come back in the error.
     #[inline]
     pub fn record_log(&self, log: LogRecord) -> Result<(), Rejected<LogRecord>> {
-        self.0.hub.push(Entry::Log(log)).map_err(|r| Rejected {
-            reason: r.reason,
-            record: match r.record {
-                Entry::Log(l) => l,
-                _ => unreachable!("a log record was pushed"),
-            },
-        })
+        self.0
+            .hub
+            .push(|| Entry::Log(log))
+            .map_err(|reason| Rejected { reason, record: log })
     }
 
     /// See `Collector::force_flush`.

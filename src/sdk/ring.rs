@@ -15,10 +15,6 @@
 //! Overflow counters live per ring (`RingCounters`), written only by the
 //! owning thread with a plain load + store, and summed by `Collector::stats`.
 
-// A refused record comes back by value: boxing it would allocate on the
-// refusal path, which must not allocate either.
-#![allow(clippy::result_large_err)]
-
 use std::{
     cell::RefCell,
     sync::{
@@ -32,7 +28,7 @@ use std::{
 use crate::{processor::sampling, telemetry::counters::Counter};
 
 use super::{
-    overflow::{Overflow, RejectReason, Rejected, DROP_OLDEST_MIN_WAIT},
+    overflow::{Overflow, RejectReason, DROP_OLDEST_MIN_WAIT},
     record::Entry,
 };
 
@@ -111,9 +107,16 @@ impl Hub {
         }
     }
 
-    /// Records `entry` through this thread's ring for this hub.
-    pub fn push(self: &Arc<Hub>, entry: Entry) -> Result<(), Rejected<Entry>> {
-        let mut entry = Some(entry);
+    /// Records the entry `make` builds through this thread's ring for this
+    /// hub; a refused entry is dropped (the caller still has its record).
+    ///
+    /// The entry is built only where it is pushed, so it is copied once
+    /// into a temporary and once into the ring's slot: a slot is a few
+    /// hundred bytes, and moving the entry through the thread-local lookup
+    /// and the overflow checks by value cost a dozen such copies, most of a
+    /// native record's time.
+    #[inline]
+    pub fn push(self: &Arc<Hub>, make: impl FnOnce() -> Entry) -> Result<(), RejectReason> {
         let r = LOCAL.try_with(|local| {
             let Ok(mut local) = local.try_borrow_mut() else {
                 // Re-entered from inside a push (a drop in the ring); refuse.
@@ -131,22 +134,14 @@ impl Hub {
                     local.len() - 1
                 }
             };
-            local[i].push(&mut entry)
+            local[i].push(make)
         });
-        match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(reason)) => Err(Rejected {
-                reason,
-                record: entry.take().expect("a refused record is given back"),
-            }),
-            Err(_) => {
-                self.lost_in_teardown.fetch_add(1, Ordering::Relaxed);
-                Err(Rejected {
-                    reason: RejectReason::Dropped,
-                    record: entry.take().expect("the record was not consumed"),
-                })
-            }
-        }
+        r.unwrap_or_else(|_| {
+            // The thread-local is gone: this thread is being torn down (a
+            // record made from another thread-local's destructor).
+            self.lost_in_teardown.fetch_add(1, Ordering::Relaxed);
+            Err(RejectReason::Dropped)
+        })
     }
 }
 
@@ -192,8 +187,9 @@ impl LocalRing {
         self.hub.capacity - self.ring.slots()
     }
 
-    /// Pushes the entry out of `slot`; on refusal the entry stays in `slot`.
-    fn push(&mut self, slot: &mut Option<Entry>) -> Result<(), RejectReason> {
+    /// Pushes the entry `make` builds.
+    #[inline]
+    fn push(&mut self, make: impl FnOnce() -> Entry) -> Result<(), RejectReason> {
         let hub = &*self.hub;
         if hub.closed.load(Ordering::Relaxed) {
             self.counters.after_shutdown.add(1);
@@ -201,56 +197,64 @@ impl LocalRing {
         }
         if let Overflow::Sample(_) = hub.overflow {
             if self.used() >= hub.high_water {
-                let id = slot.as_ref().map_or([0; 16], Entry::trace_id);
-                if !sampling::keep_trace(&id, hub.sample_threshold) {
+                let entry = make();
+                if !sampling::keep_trace(&entry.trace_id(), hub.sample_threshold) {
                     self.counters.sampled_out.add(1);
                     hub.wake();
                     // Sampled out by design: not an error for the caller.
-                    slot.take();
                     return Ok(());
                 }
+                return self.push_built(entry);
             }
         }
-        let entry = slot.take().expect("an entry to push");
+        self.push_built(make())
+    }
+
+    #[inline(always)]
+    fn push_built(&mut self, entry: Entry) -> Result<(), RejectReason> {
         match self.ring.push(entry) {
             Ok(()) => {
                 self.since_check += 1;
                 if self.since_check >= self.check_every {
                     self.since_check = 0;
-                    if self.used() >= hub.high_water {
-                        hub.wake();
+                    if self.used() >= self.hub.high_water {
+                        self.hub.wake();
                     }
                 }
                 Ok(())
             }
-            Err(rtrb::PushError::Full(entry)) => {
-                let overflow = hub.overflow;
-                hub.wake();
-                let wait = match overflow {
-                    Overflow::DropOldest => hub.backpressure_wait.max(DROP_OLDEST_MIN_WAIT),
-                    Overflow::Backpressure => hub.backpressure_wait,
-                    _ => Duration::ZERO,
-                };
-                let entry = match self.wait_for_room(entry, wait) {
-                    Ok(()) => return Ok(()),
-                    Err(e) => e,
-                };
-                *slot = Some(entry);
-                if overflow == Overflow::Backpressure {
-                    self.counters.backpressure.add(1);
-                    Err(RejectReason::Backpressure)
-                } else {
-                    self.counters.dropped_new.add(1);
-                    Err(RejectReason::Dropped)
-                }
-            }
+            Err(rtrb::PushError::Full(entry)) => self.full(entry),
         }
     }
 
-    /// Spins, then yields, retrying the push until `wait` has passed.
-    fn wait_for_room(&mut self, mut entry: Entry, wait: Duration) -> Result<(), Entry> {
+    /// The ring was full: wait as the overflow policy says, then refuse.
+    #[cold]
+    fn full(&mut self, entry: Entry) -> Result<(), RejectReason> {
+        let hub = &*self.hub;
+        let overflow = hub.overflow;
+        hub.wake();
+        let wait = match overflow {
+            Overflow::DropOldest => hub.backpressure_wait.max(DROP_OLDEST_MIN_WAIT),
+            Overflow::Backpressure => hub.backpressure_wait,
+            _ => Duration::ZERO,
+        };
+        if self.wait_for_room(entry, wait) {
+            return Ok(());
+        }
+        if overflow == Overflow::Backpressure {
+            self.counters.backpressure.add(1);
+            Err(RejectReason::Backpressure)
+        } else {
+            self.counters.dropped_new.add(1);
+            Err(RejectReason::Dropped)
+        }
+    }
+
+    /// Spins, then yields, retrying the push until `wait` has passed;
+    /// true when the entry went in (it is dropped otherwise).
+    fn wait_for_room(&mut self, mut entry: Entry, wait: Duration) -> bool {
         if wait.is_zero() {
-            return Err(entry);
+            return false;
         }
         let until = Instant::now() + wait;
         let mut spins = 0u32;
@@ -263,11 +267,11 @@ impl LocalRing {
                 self.hub.wake();
             }
             match self.ring.push(entry) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return true,
                 Err(rtrb::PushError::Full(e)) => entry = e,
             }
             if Instant::now() >= until {
-                return Err(entry);
+                return false;
             }
         }
     }

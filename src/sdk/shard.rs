@@ -34,7 +34,7 @@ use crate::{
 use super::{
     encode,
     overflow::Overflow,
-    record::{now_unix_nanos, Entry},
+    record::now_unix_nanos,
     ring::{Hub, RingConsumer},
     self_metrics::{self, SdkStats},
 };
@@ -90,14 +90,17 @@ impl ShardSettings {
 struct State {
     hub: Arc<Hub>,
     rings: Vec<RingConsumer>,
-    /// Records waiting for a batch: [traces, logs].
-    pending: [Vec<Entry>; 2],
+    /// Records drained and encoded, waiting for their batch to be sent:
+    /// [traces, logs].
+    pending: [encode::Batch; 2],
     started: [Option<Instant>; 2],
     producer: QueueProducer,
     stats: Stats,
     max_batch: usize,
     flush_interval: Duration,
     resource: Resource,
+    /// `resource`, encoded once.
+    resource_bytes: Vec<u8>,
     /// Records taken out of the rings so far.
     drained: u64,
     /// In a flush or shutdown: wait for room instead of evicting, so what
@@ -153,11 +156,7 @@ impl State {
                 st.drop_items(DropReason::DropOldest, old.signal, old.payload.items);
             }
         }
-        let payload = if k == 0 {
-            encode::traces(&self.resource, &mut self.pending[k])
-        } else {
-            encode::logs(&self.resource, &mut self.pending[k])
-        };
+        let payload = self.pending[k].take(&self.resource_bytes);
         self.started[k] = None;
         let signal = SIGNALS[k];
         let items = payload.items;
@@ -191,7 +190,7 @@ impl State {
                 if self.pending[k].is_empty() {
                     self.started[k] = Some(now);
                 }
-                self.pending[k].push(e);
+                self.pending[k].add(&self.resource_bytes, e);
                 if self.pending[k].len() >= self.max_batch && !self.emit(k) {
                     break;
                 }
@@ -296,12 +295,13 @@ pub async fn run(hub: Arc<Hub>, control: Arc<Control>, settings: ShardSettings, 
     let mut state = State {
         hub: hub.clone(),
         rings: Vec::new(),
-        pending: [Vec::new(), Vec::new()],
+        pending: [encode::Batch::new(Signal::Traces), encode::Batch::new(Signal::Logs)],
         started: [None, None],
         producer,
         stats,
         max_batch: settings.max_batch.max(1),
         flush_interval: settings.flush_interval,
+        resource_bytes: prost::Message::encode_to_vec(&settings.resource),
         resource: settings.resource,
         drained: 0,
         flushing: false,
