@@ -38,7 +38,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::{
     processor::ottl,
     wire::view::{self, Item, Kind},
-    wire::{put_len_header, put_varint, Fields, WireError},
+    wire::{put_len_header, put_varint, tags::tags_in, Fields, WireError},
 };
 
 /// What becomes of one item in [`rewrite`].
@@ -266,15 +266,16 @@ fn edit_entry<'x>(
 }
 
 /// The message in field `number` of `body[s..e]` (the last one), or empty.
+/// Read by the tags-only pass: a scope entry is walked for its scope before
+/// its items, past a hundred spans' headers.
 fn sub(body: &[u8], s: usize, e: usize, number: u32) -> &[u8] {
     let mut out: &[u8] = &[];
-    for f in Fields::new(body, s, e).flatten() {
-        if f.number == number {
-            if let Some((a, b)) = f.value.range() {
-                out = &body[a..b];
-            }
+    tags_in(body, s, e, |n, _, value, end| {
+        if let Some(v) = value.filter(|_| n == number) {
+            out = &body[v..end];
         }
-    }
+        true
+    });
     out
 }
 
@@ -299,7 +300,11 @@ pub fn rewrite<'x>(
     mut item: Option<&mut ItemEdit<'x>>,
 ) -> Result<Edited, WireError> {
     let mut edited = Edited::default();
-    let mut out: Out<'x> = Out::default();
+    // Room for a scope entry's items without growing (each kept item is a
+    // piece until its entry turns out unchanged).
+    let mut out: Out<'x> = Out {
+        pieces: Vec::with_capacity(256),
+    };
     let mut written = BytesMut::new();
     let mut pieces = Vec::new();
     for rf in Fields::all(body) {
@@ -324,7 +329,13 @@ pub fn rewrite<'x>(
             Outcome::Drop(n) | Outcome::Changed(n) => {
                 edited.dropped += n;
                 edited.changed = true;
-                written.reserve(out.pieces.iter().map(Piece::len).sum());
+                // Room for this entry and, at the first change, for the
+                // rest of the body as well: one allocation per request
+                // rather than a regrowth (and copy) per changed entry.
+                let need: usize = out.pieces.iter().map(Piece::len).sum();
+                if written.capacity() - written.len() < need {
+                    written.reserve(need + body.len() - rf.end);
+                }
                 for p in &out.pieces {
                     p.write(body, &mut written);
                 }

@@ -92,12 +92,25 @@ pub fn last(msg: &[u8], number: u32) -> Option<wire::Value> {
 }
 
 /// The value of the field whose tag starts at `s` and which ends at `e`
-/// (located by a [`tags`] pass).
+/// (located by a [`tags`] pass, which checked its framing: only the value
+/// is read here, not the field walked again).
 fn value_at(msg: &[u8], s: usize, e: usize) -> Option<wire::Value> {
-    match WireFields::new(msg, s, e).next() {
-        Some(Ok(f)) => Some(f.value),
-        _ => None,
-    }
+    let msg = msg.get(..e)?;
+    let mut pos = s;
+    let key = wire::read_varint(msg, &mut pos).ok()?;
+    Some(match key & 7 {
+        0 => wire::Value::Varint(wire::read_varint(msg, &mut pos).ok()?),
+        1 => wire::Value::Fixed64(u64::from_le_bytes(msg.get(pos..pos + 8)?.try_into().ok()?)),
+        2 => {
+            wire::read_varint(msg, &mut pos).ok()?;
+            wire::Value::Len(pos, e)
+        }
+        5 => wire::Value::Fixed32(u32::from_le_bytes(msg.get(pos..pos + 4)?.try_into().ok()?)),
+        _ => match WireFields::new(msg, s, e).next() {
+            Some(Ok(f)) => f.value,
+            _ => return None,
+        },
+    })
 }
 
 /// The bytes of the last length-delimited field `number` in `msg`.
