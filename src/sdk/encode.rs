@@ -234,10 +234,7 @@ fn put_kv(buf: &mut BytesMut, key: &str, v: &AttrValue) {
     put_str(buf, 1, key);
     put_len_header(buf, 2, attr_value_len(v));
     match *v {
-        AttrValue::Str(s) => {
-            put_len_header(buf, 1, s.len());
-            buf.put_slice(s.as_bytes());
-        }
+        AttrValue::Str(s) => put_bytes(buf, 1, s.as_bytes()),
         AttrValue::I64(i) => {
             buf.put_u8(3 << 3);
             put_varint(buf, i as u64);
@@ -320,7 +317,7 @@ fn span_len(s: &Span) -> usize {
     let status = s.status as u64;
     (2 + 16)
         + (2 + 8)
-        + if nonzero(&s.parent_span_id) { 2 + 8 } else { 0 }
+        + id_len(&s.parent_span_id)
         + str_len(s.name)
         + varint_field_len(s.kind as u64)
         + fixed_len(s.start_unix_nanos)
@@ -330,15 +327,32 @@ fn span_len(s: &Span) -> usize {
         + if status != 0 { 2 + 1 + varint_len(status) } else { 0 }
 }
 
-fn put_span(buf: &mut BytesMut, s: &Span) {
-    put_len_header(buf, 1, 16);
-    buf.put_slice(&s.trace_id);
-    put_len_header(buf, 2, 8);
-    buf.put_slice(&s.span_id);
-    if nonzero(&s.parent_span_id) {
-        put_len_header(buf, 4, 8);
-        buf.put_slice(&s.parent_span_id);
+/// A length-delimited field holding `bytes` (written even when empty).
+fn put_bytes(buf: &mut BytesMut, field: u32, bytes: &[u8]) {
+    put_len_header(buf, field, bytes.len());
+    buf.put_slice(bytes);
+}
+
+/// A trace or span id field, left out when all zero (as the prost
+/// conversion does for optional ids).
+fn put_id(buf: &mut BytesMut, field: u32, id: &[u8]) {
+    if nonzero(id) {
+        put_bytes(buf, field, id);
     }
+}
+
+fn id_len(id: &[u8]) -> usize {
+    if nonzero(id) {
+        2 + id.len()
+    } else {
+        0
+    }
+}
+
+fn put_span(buf: &mut BytesMut, s: &Span) {
+    put_bytes(buf, 1, &s.trace_id);
+    put_bytes(buf, 2, &s.span_id);
+    put_id(buf, 4, &s.parent_span_id);
     put_str(buf, 5, s.name);
     put_varint_field(buf, 6, s.kind as u64);
     put_fixed(buf, 7, s.start_unix_nanos);
@@ -364,8 +378,8 @@ fn log_len(l: &LogRecord) -> usize {
         + body
         + attrs_len(&l.attrs)
         + varint_field_len(u64::from(l.attrs.dropped()))
-        + if nonzero(&l.trace_id) { 2 + 16 } else { 0 }
-        + if nonzero(&l.span_id) { 2 + 8 } else { 0 }
+        + id_len(&l.trace_id)
+        + id_len(&l.span_id)
         + fixed_len(l.time_unix_nanos)
 }
 
@@ -373,18 +387,11 @@ fn put_log(buf: &mut BytesMut, l: &LogRecord) {
     put_fixed(buf, 1, l.time_unix_nanos);
     put_varint_field(buf, 2, u64::from(l.severity));
     put_len_header(buf, 5, 1 + varint_len(l.body.len() as u64) + l.body.len());
-    put_len_header(buf, 1, l.body.len());
-    buf.put_slice(l.body.as_bytes());
+    put_bytes(buf, 1, l.body.as_bytes());
     put_attrs(buf, 6, &l.attrs);
     put_varint_field(buf, 7, u64::from(l.attrs.dropped()));
-    if nonzero(&l.trace_id) {
-        put_len_header(buf, 9, 16);
-        buf.put_slice(&l.trace_id);
-    }
-    if nonzero(&l.span_id) {
-        put_len_header(buf, 10, 8);
-        buf.put_slice(&l.span_id);
-    }
+    put_id(buf, 9, &l.trace_id);
+    put_id(buf, 10, &l.span_id);
     put_fixed(buf, 11, l.time_unix_nanos);
 }
 
