@@ -39,25 +39,6 @@ use super::record::{AttrValue, Attrs, Entry, LogRecord, Span};
 /// The scope native records are exported under.
 pub const NATIVE_SCOPE: &str = "sluice.sdk";
 
-/// Encodes trace entries (native and OTel spans) as one export request.
-pub fn traces(resource: &Resource, entries: &mut Vec<Entry>) -> Payload {
-    encode_all(Signal::Traces, resource, entries)
-}
-
-/// Encodes log entries (native and OTel log records) as one export request.
-pub fn logs(resource: &Resource, entries: &mut Vec<Entry>) -> Payload {
-    encode_all(Signal::Logs, resource, entries)
-}
-
-fn encode_all(signal: Signal, resource: &Resource, entries: &mut Vec<Entry>) -> Payload {
-    let resource = resource.encode_to_vec();
-    let mut b = Batch::new(signal);
-    for e in entries.drain(..) {
-        b.add(&resource, e);
-    }
-    b.take(&resource)
-}
-
 /// The records of one signal being encoded into one export request as the
 /// shard drains them from the rings: a native record is written into the
 /// request buffer when it is added (it is not kept), an SDK object is
@@ -180,13 +161,9 @@ impl Request {
         }
         let sdk = self.buf.len() - self.room - native;
         // `ScopeSpans` / `ScopeLogs` of the native records: scope, records.
-        let native_inner = 1 + varint_len(NATIVE_SCOPE_MSG.len() as u64) + NATIVE_SCOPE_MSG.len() + native;
-        let scope_entry = if native > 0 {
-            1 + varint_len(native_inner as u64) + native_inner
-        } else {
-            0
-        };
-        let resource_field = 1 + varint_len(resource.len() as u64) + resource.len();
+        let native_inner = len_field(NATIVE_SCOPE_MSG.len()) + native;
+        let scope_entry = if native > 0 { len_field(native_inner) } else { 0 };
+        let resource_field = len_field(resource.len());
         let mut head = BytesMut::with_capacity(self.room);
         put_len_header(&mut head, 1, resource_field + scope_entry + sdk);
         put_len_header(&mut head, 1, resource.len());
@@ -203,9 +180,15 @@ impl Request {
     }
 }
 
+/// The size of a length-delimited field of `n` bytes whose number is below
+/// 16 (one tag byte, as every field written here).
+fn len_field(n: usize) -> usize {
+    1 + varint_len(n as u64) + n
+}
+
 fn attr_value_len(v: &AttrValue) -> usize {
     match *v {
-        AttrValue::Str(s) => 1 + varint_len(s.len() as u64) + s.len(),
+        AttrValue::Str(s) => len_field(s.len()),
         AttrValue::I64(i) => 1 + varint_len(i as u64),
         AttrValue::F64(_) => 9,
         AttrValue::Bool(_) => 2,
@@ -214,19 +197,13 @@ fn attr_value_len(v: &AttrValue) -> usize {
 
 /// A `KeyValue` message's length (prost leaves an empty key out).
 fn kv_len(key: &str, v: &AttrValue) -> usize {
-    let key = if key.is_empty() {
-        0
-    } else {
-        1 + varint_len(key.len() as u64) + key.len()
-    };
-    let value = attr_value_len(v);
-    key + 1 + varint_len(value as u64) + value
+    str_len(key) + len_field(attr_value_len(v))
 }
 
+/// A string field, left out when empty (as prost does).
 fn put_str(buf: &mut BytesMut, field: u32, s: &str) {
     if !s.is_empty() {
-        put_len_header(buf, field, s.len());
-        buf.put_slice(s.as_bytes());
+        put_bytes(buf, field, s.as_bytes());
     }
 }
 
@@ -253,13 +230,7 @@ fn put_kv(buf: &mut BytesMut, key: &str, v: &AttrValue) {
 /// The length of an attribute list as repeated field entries (any field
 /// number below 16: one tag byte each).
 fn attrs_len(a: &Attrs) -> usize {
-    a.as_slice()
-        .iter()
-        .map(|(k, v)| {
-            let n = kv_len(k, v);
-            1 + varint_len(n as u64) + n
-        })
-        .sum()
+    a.as_slice().iter().map(|(k, v)| len_field(kv_len(k, v))).sum()
 }
 
 fn put_attrs(buf: &mut BytesMut, field: u32, a: &Attrs) {
@@ -307,7 +278,7 @@ fn str_len(s: &str) -> usize {
     if s.is_empty() {
         0
     } else {
-        1 + varint_len(s.len() as u64) + s.len()
+        len_field(s.len())
     }
 }
 
@@ -324,7 +295,11 @@ fn span_len(s: &Span) -> usize {
         + fixed_len(s.end_unix_nanos)
         + attrs_len(&s.attrs)
         + varint_field_len(u64::from(s.attrs.dropped()))
-        + if status != 0 { 2 + 1 + varint_len(status) } else { 0 }
+        + if status != 0 {
+            len_field(varint_field_len(status))
+        } else {
+            0
+        }
 }
 
 /// A length-delimited field holding `bytes` (written even when empty).
@@ -362,7 +337,7 @@ fn put_span(buf: &mut BytesMut, s: &Span) {
     let status = s.status as u64;
     if status != 0 {
         // `Status { code }`: field 3.
-        put_len_header(buf, 15, 1 + varint_len(status));
+        put_len_header(buf, 15, varint_field_len(status));
         put_varint_field(buf, 3, status);
     }
 }
@@ -370,12 +345,9 @@ fn put_span(buf: &mut BytesMut, s: &Span) {
 /// A native log record's `LogRecord` message length (the observed time is
 /// the record's time; the body is a string value, present even when empty).
 fn log_len(l: &LogRecord) -> usize {
-    let body = 1 + varint_len(l.body.len() as u64) + l.body.len();
     fixed_len(l.time_unix_nanos)
         + varint_field_len(u64::from(l.severity))
-        + 1
-        + varint_len(body as u64)
-        + body
+        + len_field(len_field(l.body.len()))
         + attrs_len(&l.attrs)
         + varint_field_len(u64::from(l.attrs.dropped()))
         + id_len(&l.trace_id)
@@ -386,7 +358,7 @@ fn log_len(l: &LogRecord) -> usize {
 fn put_log(buf: &mut BytesMut, l: &LogRecord) {
     put_fixed(buf, 1, l.time_unix_nanos);
     put_varint_field(buf, 2, u64::from(l.severity));
-    put_len_header(buf, 5, 1 + varint_len(l.body.len() as u64) + l.body.len());
+    put_len_header(buf, 5, len_field(l.body.len()));
     put_bytes(buf, 1, l.body.as_bytes());
     put_attrs(buf, 6, &l.attrs);
     put_varint_field(buf, 7, u64::from(l.attrs.dropped()));
@@ -614,6 +586,25 @@ mod tests {
         },
         sdk::record::{SpanKind, StatusCode},
     };
+
+    /// Encodes trace entries (native and OTel spans) as one export request.
+    fn traces(resource: &Resource, entries: &mut Vec<Entry>) -> Payload {
+        encode_all(Signal::Traces, resource, entries)
+    }
+
+    /// Encodes log entries (native and OTel log records) as one export request.
+    fn logs(resource: &Resource, entries: &mut Vec<Entry>) -> Payload {
+        encode_all(Signal::Logs, resource, entries)
+    }
+
+    fn encode_all(signal: Signal, resource: &Resource, entries: &mut Vec<Entry>) -> Payload {
+        let resource = resource.encode_to_vec();
+        let mut b = Batch::new(signal);
+        for e in entries.drain(..) {
+            b.add(&resource, e);
+        }
+        b.take(&resource)
+    }
 
     /// Records of every shape the direct encoding has a branch for: empty
     /// and long names and strings (two-byte lengths), zero and non-zero

@@ -38,7 +38,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::{
     processor::ottl,
     wire::view::{self, Item, Kind},
-    wire::{put_len_header, put_varint, tags::tags_in, Fields, WireError},
+    wire::{put_len_header, put_varint, Fields, WireError},
 };
 
 /// What becomes of one item in [`rewrite`].
@@ -265,18 +265,11 @@ fn edit_entry<'x>(
     Ok(t.finish())
 }
 
-/// The message in field `number` of `body[s..e]` (the last one), or empty.
-/// Read by the tags-only pass: a scope entry is walked for its scope before
-/// its items, past a hundred spans' headers.
+/// The message in field `number` of `body[s..e]` (the last one), or empty
+/// (read by the tags-only pass: a scope entry is walked for its scope before
+/// its items, past a hundred spans' headers).
 fn sub(body: &[u8], s: usize, e: usize, number: u32) -> &[u8] {
-    let mut out: &[u8] = &[];
-    tags_in(body, s, e, |n, _, value, end| {
-        if let Some(v) = value.filter(|_| n == number) {
-            out = &body[v..end];
-        }
-        true
-    });
-    out
+    view::bytes_of(&body[s..e], number).unwrap_or_default()
 }
 
 /// Drops the items of `kind` for which `keep` says false from the request
