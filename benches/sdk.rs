@@ -3,14 +3,18 @@
 //! process that counts spans). For 1, 2 and 4 producer threads it reports the
 //! cost of one record (ns, p50 / p99 / max, each record timed on its own, so
 //! the figures include one `Instant::now()` pair), the recording throughput
-//! (records per second of all threads together, from a second pass of the
-//! same records that is not timed record by record), what reached the
-//! endpoint of all records of both passes, the delivered throughput (records
-//! of the second pass that reached the endpoint, per second from the pass's
-//! start until the variant's flush returned: what a processor sustains end to
-//! end, where the recording throughput alone would count records a processor
-//! accepted and never delivered), and heap allocations per record (a
-//! counting global allocator, armed only around the timed recording loop).
+//! (records per second of all threads together over the slowest thread's
+//! time, from further passes of the same records that are not timed record
+//! by record: the median of `SDK_BENCH_PASSES` passes, default 5, each after
+//! a flush, because with more producer threads than cores one pass's figure
+//! depends on how the scheduler happened to share the cores), what reached
+//! the endpoint of all records of all passes, the delivered throughput
+//! (records of the untimed passes that reached the endpoint, per second from
+//! the first such pass's start until the variant's last flush returned: what
+//! a processor sustains end to end, where the recording throughput alone
+//! would count records a processor accepted and never delivered), and heap
+//! allocations per record (a counting global allocator, armed only around
+//! the timed recording loop).
 //!
 //! Variants:
 //! - `sluice native`: `Recorder::record_span` of a native `Span`.
@@ -151,7 +155,7 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
-fn run(variant: Variant, threads: usize, per_thread: u64, endpoint: &str, received: &AtomicU64) -> Row {
+fn run(variant: Variant, threads: usize, per_thread: u64, passes: usize, endpoint: &str, received: &AtomicU64) -> Row {
     let collector = Collector::builder()
         .endpoint(format!("http://{endpoint}"))
         // Room for every record of a thread: the figures are the cost of
@@ -232,14 +236,18 @@ fn run(variant: Variant, threads: usize, per_thread: u64, endpoint: &str, receiv
                 ARMED.with(|a| a.set(false));
                 // Throughput: the same records again, not timed one by one
                 // (two clock reads per record would be a third of a native
-                // record's cost), after the main thread has flushed.
-                barrier.wait();
-                barrier.wait();
-                let start = Instant::now();
-                for seq in 1..per_thread {
-                    record(seq);
+                // record's cost), in `passes` passes, each after the main
+                // thread has flushed the one before.
+                let mut took = Vec::with_capacity(passes);
+                for _ in 0..passes {
+                    barrier.wait();
+                    barrier.wait();
+                    let start = Instant::now();
+                    for seq in 1..per_thread {
+                        record(seq);
+                    }
+                    took.push(start.elapsed());
                 }
-                let took = start.elapsed();
                 (lat, took)
             })
         })
@@ -252,22 +260,35 @@ fn run(variant: Variant, threads: usize, per_thread: u64, endpoint: &str, receiv
     let before = received.load(Ordering::Relaxed);
     ALLOCS.store(0, Ordering::Relaxed);
     barrier.wait();
-    // Timed records done: flush them, then the untimed pass runs.
-    barrier.wait();
-    let allocs = ALLOCS.load(Ordering::Relaxed);
-    if let Some(p) = &provider {
-        let _ = p.force_flush();
+    // Timed records done: flush them (and each pass after), then the
+    // untimed passes run.
+    let mut allocs = 0;
+    let (mut pass_start, mut pass_before) = (Instant::now(), 0);
+    for pass in 0..passes {
+        barrier.wait();
+        if pass == 0 {
+            allocs = ALLOCS.load(Ordering::Relaxed);
+        }
+        if let Some(p) = &provider {
+            let _ = p.force_flush();
+        }
+        let _ = collector.force_flush(Duration::from_secs(60));
+        if pass == 0 {
+            (pass_start, pass_before) = (Instant::now(), received.load(Ordering::Relaxed));
+        }
+        barrier.wait();
     }
-    let _ = collector.force_flush(Duration::from_secs(60));
-    let (pass_start, pass_before) = (Instant::now(), received.load(Ordering::Relaxed));
-    barrier.wait();
     let mut lat = Vec::new();
-    let mut slowest = Duration::ZERO;
+    // Per pass, the slowest thread's time.
+    let mut slowest = vec![Duration::ZERO; passes];
     for j in joins {
         let (l, took) = j.join().unwrap();
         lat.extend(l);
-        slowest = slowest.max(took);
+        for (s, t) in slowest.iter_mut().zip(took) {
+            *s = (*s).max(t);
+        }
     }
+    slowest.sort_unstable();
     if let Some(p) = &provider {
         let _ = p.force_flush();
     }
@@ -287,9 +308,9 @@ fn run(variant: Variant, threads: usize, per_thread: u64, endpoint: &str, receiv
         p50: percentile(&lat, 0.50),
         p99: percentile(&lat, 0.99),
         max: *lat.last().unwrap_or(&0),
-        per_sec: records as f64 / slowest.as_secs_f64(),
+        per_sec: records as f64 / slowest[passes / 2].as_secs_f64(),
         delivered_per_sec,
-        recorded: 2 * records,
+        recorded: (1 + passes as u64) * records,
         delivered: received.load(Ordering::Relaxed) - before,
         allocs_per_record: allocs as f64 / records as f64,
     }
@@ -300,6 +321,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
+    let passes: usize = std::env::var("SDK_BENCH_PASSES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(5);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -328,7 +354,7 @@ fn main() {
         percentile(&v, 0.5)
     };
     println!(
-        "records per thread: {per_thread}; endpoint: OTLP/gRPC {endpoint}; ring slot {} bytes; timer pair p50 {timer} ns (included below)",
+        "records per thread: {per_thread}; throughput passes: {passes} (median shown); endpoint: OTLP/gRPC {endpoint}; ring slot {} bytes; timer pair p50 {timer} ns (included below)",
         std::mem::size_of::<sluice::sdk::record::Entry>()
     );
     println!(
@@ -337,7 +363,7 @@ fn main() {
     );
     for threads in [1usize, 2, 4] {
         for variant in [Variant::Native, Variant::SluiceOtel, Variant::OtelBatch] {
-            let r = run(variant, threads, per_thread, &endpoint, &received);
+            let r = run(variant, threads, per_thread, passes, &endpoint, &received);
             println!(
                 "{:<14} {:>7} {:>8} {:>8} {:>10} {:>14.0} {:>14.0} {:>15} {:>13.3}",
                 variant.name(),

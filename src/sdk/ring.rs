@@ -207,23 +207,41 @@ impl LocalRing {
                 return self.push_built(entry);
             }
         }
-        self.push_built(make())
+        // Built straight into its slot: a slot is a few hundred bytes, and
+        // building the entry on the stack first and then pushing it copies
+        // all of them once more per record.
+        let Ok(mut chunk) = self.ring.write_chunk_uninit(1) else {
+            return self.full(make());
+        };
+        chunk.as_mut_slices().0[0].write(make());
+        // SAFETY: the chunk has one slot (the first slice is never empty for
+        // a chunk of one), and it was initialised on the line above.
+        unsafe { chunk.commit_all() };
+        self.pushed();
+        Ok(())
     }
 
     #[inline(always)]
     fn push_built(&mut self, entry: Entry) -> Result<(), RejectReason> {
         match self.ring.push(entry) {
             Ok(()) => {
-                self.since_check += 1;
-                if self.since_check >= self.check_every {
-                    self.since_check = 0;
-                    if self.used() >= self.hub.high_water {
-                        self.hub.wake();
-                    }
-                }
+                self.pushed();
                 Ok(())
             }
             Err(rtrb::PushError::Full(entry)) => self.full(entry),
+        }
+    }
+
+    /// After a push: every `check_every` pushes, wake the shard if the ring
+    /// has reached the high-water mark.
+    #[inline(always)]
+    fn pushed(&mut self) {
+        self.since_check += 1;
+        if self.since_check >= self.check_every {
+            self.since_check = 0;
+            if self.used() >= self.hub.high_water {
+                self.hub.wake();
+            }
         }
     }
 
