@@ -110,11 +110,12 @@ impl Hub {
     /// Records the entry `make` builds through this thread's ring for this
     /// hub; a refused entry is dropped (the caller still has its record).
     ///
-    /// The entry is built only where it is pushed, so it is copied once
-    /// into a temporary and once into the ring's slot: a slot is a few
-    /// hundred bytes, and moving the entry through the thread-local lookup
-    /// and the overflow checks by value cost a dozen such copies, most of a
-    /// native record's time.
+    /// The entry is built only where it is pushed, directly into the ring's
+    /// slot when there is room (`LocalRing::push`): a slot is a few hundred
+    /// bytes, and moving the entry through the thread-local lookup and the
+    /// overflow checks by value cost a dozen such copies, most of a native
+    /// record's time. (Whether the compiler builds it in place is not
+    /// guaranteed; `benches/sdk.rs` shows that it does.)
     #[inline]
     pub fn push(self: &Arc<Hub>, make: impl FnOnce() -> Entry) -> Result<(), RejectReason> {
         let r = LOCAL.try_with(|local| {
