@@ -46,9 +46,16 @@ pub(super) fn plain_key_value(kv: &[u8]) -> bool {
         // A string value: the bytes between key and string (0x12, vlen,
         // 0x0a, slen) are all below 0x80, so key and string are ASCII
         // exactly when everything after the key's length is: one pass.
-        return val.len() >= 2 && val[1] < 0x80 && val.len() == 2 + val[1] as usize && ascii(&kv[2..]);
+        return short_string(val) && ascii(&kv[2..]);
     }
     plain_any_value(val) && ascii(&kv[2..v])
+}
+
+/// An `AnyValue` that is `1: string_value` with a one-byte length filling
+/// it (the string's bytes not checked).
+#[inline(always)]
+fn short_string(val: &[u8]) -> bool {
+    val.len() >= 2 && val[0] == 0x0a && val[1] < 0x80 && val.len() == 2 + val[1] as usize
 }
 
 /// An `AnyValue` holding nothing, a short ASCII string, a bool, an int or a
@@ -58,7 +65,7 @@ fn plain_any_value(val: &[u8]) -> bool {
     match val.first() {
         None => true,
         // string_value
-        Some(0x0a) => val.len() >= 2 && val[1] < 0x80 && val.len() == 2 + val[1] as usize && ascii(&val[2..]),
+        Some(0x0a) => short_string(val) && ascii(&val[2..]),
         // bool_value, int_value: one varint filling the rest
         Some(0x10) | Some(0x18) => {
             let mut pos = 1;
@@ -86,12 +93,9 @@ pub(super) fn plain_span(sp: &[u8], b: u32) -> bool {
         match k {
             // 1 trace_id, 2 span_id, 4 parent_span_id: empty or 16 / 8 bytes.
             0x0a | 0x12 | 0x22 => {
-                let Some(&len) = sp.get(p) else { return false };
-                let want = if k == 0x0a { TRACE_ID } else { SPAN_ID } as u8;
-                if len != want && len != 0 {
+                if !plain_id(sp, &mut p, if k == 0x0a { TRACE_ID } else { SPAN_ID }) {
                     return false;
                 }
-                p += 1 + len as usize;
             }
             // 3 trace_state, 5 name: strings.
             0x1a | 0x2a => {
@@ -153,7 +157,7 @@ pub(super) fn plain_span(sp: &[u8], b: u32) -> bool {
 /// A span's `Status` of the usual shape: a `message` string and a `code`,
 /// each with a one-byte key (anything else: the general walk).
 #[inline(always)]
-pub(super) fn plain_status(st: &[u8]) -> bool {
+fn plain_status(st: &[u8]) -> bool {
     let mut p = 0;
     while p < st.len() {
         let k = st[p];
@@ -167,6 +171,19 @@ pub(super) fn plain_status(st: &[u8]) -> bool {
             return false;
         }
     }
+    true
+}
+
+/// A trace or span id whose one-byte length is at `*p` (moved past the id,
+/// possibly beyond `buf`, which the caller's end check catches): empty or
+/// exactly `want` bytes.
+#[inline(always)]
+fn plain_id(buf: &[u8], p: &mut usize, want: usize) -> bool {
+    let Some(&len) = buf.get(*p) else { return false };
+    if len as usize != want && len != 0 {
+        return false;
+    }
+    *p += 1 + len as usize;
     true
 }
 
@@ -263,12 +280,9 @@ pub(super) fn plain_log_record(lr: &[u8], b: u32) -> bool {
             }
             // 9 trace_id, 10 span_id: empty or 16 / 8 bytes.
             0x4a | 0x52 => {
-                let Some(&len) = lr.get(p) else { return false };
-                let want = if k == 0x4a { TRACE_ID } else { SPAN_ID } as u8;
-                if len != want && len != 0 {
+                if !plain_id(lr, &mut p, if k == 0x4a { TRACE_ID } else { SPAN_ID }) {
                     return false;
                 }
-                p += 1 + len as usize;
             }
             _ => return false,
         }
@@ -363,18 +377,7 @@ mod tests {
         );
         let (mut fast, mut total) = (0, 0);
         for base in &kvs {
-            let mut variants = vec![base.clone()];
-            for i in 0..base.len() {
-                for x in [0x00u8, 0x01, 0x7f, 0x80, 0xff, 0x0a, 0x12, 0x10, 0x18, 0x21] {
-                    let mut m = base.clone();
-                    m[i] = x;
-                    variants.push(m);
-                }
-                let mut m = base.clone();
-                m.remove(i);
-                variants.push(m);
-            }
-            for m in variants {
+            for m in byte_edits(base) {
                 total += 1;
                 if plain_key_value(&m) {
                     fast += 1;
@@ -394,7 +397,7 @@ mod tests {
         let mut variants = vec![base.to_vec()];
         for i in 0..base.len() {
             for x in [
-                0x00u8, 0x01, 0x08, 0x10, 0x7f, 0x80, 0xff, 0x0a, 0x12, 0x22, 0x2a, 0x39, 0x4a, 0x85,
+                0x00u8, 0x01, 0x08, 0x10, 0x18, 0x21, 0x7f, 0x80, 0xff, 0x0a, 0x12, 0x22, 0x2a, 0x39, 0x4a, 0x85,
             ] {
                 let mut m = base.to_vec();
                 m[i] = x;
