@@ -354,8 +354,9 @@ fn main() {
         percentile(&v, 0.5)
     };
     println!(
-        "records per thread: {per_thread}; throughput passes: {passes} (median shown); endpoint: OTLP/gRPC {endpoint}; ring slot {} bytes; timer pair p50 {timer} ns (included below)",
-        std::mem::size_of::<sluice::sdk::record::Entry>()
+        "records per thread: {per_thread}; throughput passes: {passes} (median shown); endpoint: OTLP/gRPC {endpoint}; ring slot {} bytes (native) / {} (OTel); timer pair p50 {timer} ns (included below)",
+        std::mem::size_of::<sluice::sdk::record::Native>(),
+        std::mem::size_of::<sluice::sdk::record::Otel>()
     );
     println!(
         "{:<14} {:>7} {:>8} {:>8} {:>10} {:>14} {:>14} {:>15} {:>13}",

@@ -21,7 +21,7 @@ use super::{
     builder::Builder,
     overflow::Rejected,
     processor::{RingLogProcessor, RingSpanProcessor},
-    record::{Entry, LogRecord, Span},
+    record::{LogRecord, Native, Span},
     ring::Hub,
     self_metrics::SdkStats,
     shard::{Command, Control, FlushReport},
@@ -173,7 +173,7 @@ impl Recorder {
     pub fn record_span(&self, span: Span) -> Result<(), Rejected<Span>> {
         self.0
             .hub
-            .push(|| Entry::Span(span))
+            .push(|| Native::Span(span))
             .map_err(|reason| Rejected { reason, record: span })
     }
 
@@ -182,7 +182,7 @@ impl Recorder {
     pub fn record_log(&self, log: LogRecord) -> Result<(), Rejected<LogRecord>> {
         self.0
             .hub
-            .push(|| Entry::Log(log))
+            .push(|| Native::Log(log))
             .map_err(|reason| Rejected { reason, record: log })
     }
 

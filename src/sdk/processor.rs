@@ -21,7 +21,7 @@ use opentelemetry_sdk::{
 
 use super::{
     collector::{Handle, SdkError},
-    record::Entry,
+    record::Otel,
 };
 
 /// How long a provider's `force_flush()` (which takes no deadline) may take.
@@ -61,7 +61,7 @@ impl SpanProcessor for RingSpanProcessor {
             return;
         }
         // Refusals are counted in the collector's stats.
-        let _ = self.0.hub.push(|| Entry::OtelSpan(span));
+        let _ = self.0.hub.push(|| Otel::Span(span));
     }
 
     fn force_flush(&self) -> OTelSdkResult {
@@ -91,10 +91,7 @@ impl std::fmt::Debug for RingLogProcessor {
 
 impl LogProcessor for RingLogProcessor {
     fn emit(&self, data: &mut SdkLogRecord, scope: &InstrumentationScope) {
-        let _ = self
-            .0
-            .hub
-            .push(|| Entry::OtelLog(Box::new((data.clone(), scope.clone()))));
+        let _ = self.0.hub.push(|| Otel::Log(Box::new((data.clone(), scope.clone()))));
     }
 
     fn force_flush(&self) -> OTelSdkResult {

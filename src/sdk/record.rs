@@ -2,9 +2,15 @@
 //! hot-path API (`Span`, `LogRecord`: plain `Copy` data, static strings and a
 //! fixed number of attributes, so building and recording one never touches
 //! the heap) and the OpenTelemetry SDK's own objects (`SpanData`, a log record
-//! with its scope), moved in as they are. The ring holds `Entry` values; the
-//! shard turns them into OTLP protobuf, so no encoding happens on the
-//! application thread.
+//! with its scope), moved in as they are. Each kind has rings of its own
+//! (`Native`, `Otel` slots): a slot is as large as the largest thing it may
+//! hold, a producer that outruns its shard writes its ring at memory speed,
+//! and an OTel `SpanData` is half again the size of a native span, so one
+//! shared slot type made the native path pay for the OTel one in bandwidth
+//! (352-byte slots instead of 240), and boxing `SpanData` would cost the OTel
+//! path an allocation per span. The shard takes both as `Entry` values and
+//! turns them into OTLP protobuf, so no encoding happens on the application
+//! thread.
 
 use opentelemetry::InstrumentationScope;
 use opentelemetry_sdk::{logs::SdkLogRecord, trace::SpanData};
@@ -115,33 +121,73 @@ pub struct LogRecord {
     pub attrs: Attrs,
 }
 
-/// One ring slot.
+/// A slot of a native record ring.
+pub enum Native {
+    Span(Span),
+    Log(LogRecord),
+}
+
+/// A slot of an OTel SDK record ring.
+#[allow(clippy::large_enum_variant)]
+pub enum Otel {
+    Span(SpanData),
+    /// Boxed: a log record with its inline attributes is several times the
+    /// size of a span. (The SDK lends log records, so recording one clones
+    /// it and allocates anyway.)
+    Log(Box<(SdkLogRecord, InstrumentationScope)>),
+}
+
+/// A record as the shard takes it out of either kind of ring.
 #[allow(clippy::large_enum_variant)]
 pub enum Entry {
     Span(Span),
     Log(LogRecord),
     OtelSpan(SpanData),
-    /// Boxed: a log record with its inline attributes is several times the
-    /// size of a span, and every slot of every ring is as large as the
-    /// largest variant. (The SDK lends log records, so recording one clones
-    /// it and allocates anyway.)
     OtelLog(Box<(SdkLogRecord, InstrumentationScope)>),
+}
+
+impl From<Native> for Entry {
+    fn from(n: Native) -> Entry {
+        match n {
+            Native::Span(s) => Entry::Span(s),
+            Native::Log(l) => Entry::Log(l),
+        }
+    }
+}
+
+impl From<Otel> for Entry {
+    fn from(o: Otel) -> Entry {
+        match o {
+            Otel::Span(s) => Entry::OtelSpan(s),
+            Otel::Log(b) => Entry::OtelLog(b),
+        }
+    }
+}
+
+impl Native {
+    /// The trace id sampling decides on (all zero when there is none).
+    pub fn trace_id(&self) -> [u8; 16] {
+        match self {
+            Native::Span(s) => s.trace_id,
+            Native::Log(l) => l.trace_id,
+        }
+    }
+}
+
+impl Otel {
+    /// The trace id sampling decides on (all zero when there is none).
+    pub fn trace_id(&self) -> [u8; 16] {
+        match self {
+            Otel::Span(s) => s.span_context.trace_id().to_bytes(),
+            Otel::Log(b) => b.0.trace_context().map_or([0; 16], |t| t.trace_id.to_bytes()),
+        }
+    }
 }
 
 impl Entry {
     /// Traces or logs.
     pub fn is_trace(&self) -> bool {
         matches!(self, Entry::Span(_) | Entry::OtelSpan(_))
-    }
-
-    /// The trace id sampling decides on (all zero when there is none).
-    pub fn trace_id(&self) -> [u8; 16] {
-        match self {
-            Entry::Span(s) => s.trace_id,
-            Entry::Log(l) => l.trace_id,
-            Entry::OtelSpan(s) => s.span_context.trace_id().to_bytes(),
-            Entry::OtelLog(b) => b.0.trace_context().map_or([0; 16], |t| t.trace_id.to_bytes()),
-        }
     }
 }
 

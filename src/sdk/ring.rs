@@ -1,6 +1,7 @@
 //! Per-thread rings: each application thread that records into a collector
-//! gets its own rtrb SPSC ring, created on its first record and handed to the
-//! shard once (through `Hub::new_rings`, a mutex taken only at registration,
+//! gets its own rtrb SPSC ring per kind of record it makes (native or OTel
+//! SDK: `record::{Native, Otel}`, the `Slot` types), created on its first
+//! record of that kind and handed to the shard once (through `Hub::new_rings`, a mutex taken only at registration,
 //! never while recording). Recording is then a thread-local lookup and a ring
 //! push: no lock, no allocation (the slot array is allocated at creation), no
 //! syscall, and no shared counter is touched while the ring has room.
@@ -22,6 +23,7 @@ use std::{
         Arc, Mutex,
     },
     task::Waker,
+    thread::LocalKey,
     time::{Duration, Instant},
 };
 
@@ -29,7 +31,7 @@ use crate::{processor::sampling, telemetry::counters::Counter};
 
 use super::{
     overflow::{Overflow, RejectReason, DROP_OLDEST_MIN_WAIT},
-    record::Entry,
+    record::{Entry, Native, Otel},
 };
 
 /// Overflow counts of one ring; each has one writer, the ring's thread.
@@ -41,9 +43,84 @@ pub struct RingCounters {
     pub after_shutdown: Counter,
 }
 
+/// What a ring holds: one kind of record, in slots of its own size.
+pub trait Slot: Sized + Send + 'static {
+    /// This thread's producer ends of rings of this kind, one per hub.
+    fn local() -> &'static LocalKey<RefCell<Vec<LocalRing<Self>>>>;
+    /// The shard's end of a new ring of this kind.
+    fn consumer(ring: rtrb::Consumer<Self>) -> Ring;
+    /// The trace id the `sample` overflow policy decides on.
+    fn trace_id(&self) -> [u8; 16];
+}
+
+thread_local! {
+    static NATIVE: RefCell<Vec<LocalRing<Native>>> = const { RefCell::new(Vec::new()) };
+    static OTEL: RefCell<Vec<LocalRing<Otel>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Slot for Native {
+    fn local() -> &'static LocalKey<RefCell<Vec<LocalRing<Self>>>> {
+        &NATIVE
+    }
+    fn consumer(ring: rtrb::Consumer<Self>) -> Ring {
+        Ring::Native(ring)
+    }
+    fn trace_id(&self) -> [u8; 16] {
+        Native::trace_id(self)
+    }
+}
+
+impl Slot for Otel {
+    fn local() -> &'static LocalKey<RefCell<Vec<LocalRing<Self>>>> {
+        &OTEL
+    }
+    fn consumer(ring: rtrb::Consumer<Self>) -> Ring {
+        Ring::Otel(ring)
+    }
+    fn trace_id(&self) -> [u8; 16] {
+        Otel::trace_id(self)
+    }
+}
+
+/// The shard's end of one ring, of either kind.
+pub enum Ring {
+    Native(rtrb::Consumer<Native>),
+    Otel(rtrb::Consumer<Otel>),
+}
+
+impl Ring {
+    /// The oldest record, if any.
+    pub fn pop(&mut self) -> Option<Entry> {
+        match self {
+            Ring::Native(r) => r.pop().ok().map(Entry::from),
+            Ring::Otel(r) => r.pop().ok().map(Entry::from),
+        }
+    }
+
+    /// Records waiting.
+    pub fn slots(&self) -> usize {
+        match self {
+            Ring::Native(r) => r.slots(),
+            Ring::Otel(r) => r.slots(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots() == 0
+    }
+
+    /// The producer's thread is gone: nothing more will arrive.
+    pub fn is_abandoned(&self) -> bool {
+        match self {
+            Ring::Native(r) => r.is_abandoned(),
+            Ring::Otel(r) => r.is_abandoned(),
+        }
+    }
+}
+
 /// The shard's end of one thread's ring.
 pub struct RingConsumer {
-    pub ring: rtrb::Consumer<Entry>,
+    pub ring: Ring,
     pub counters: Arc<RingCounters>,
 }
 
@@ -117,8 +194,8 @@ impl Hub {
     /// record's time. (Whether the compiler builds it in place is not
     /// guaranteed; `benches/sdk.rs` shows that it does.)
     #[inline]
-    pub fn push(self: &Arc<Hub>, make: impl FnOnce() -> Entry) -> Result<(), RejectReason> {
-        let r = LOCAL.try_with(|local| {
+    pub fn push<T: Slot>(self: &Arc<Hub>, make: impl FnOnce() -> T) -> Result<(), RejectReason> {
+        let r = T::local().try_with(|local| {
             let Ok(mut local) = local.try_borrow_mut() else {
                 // Re-entered from inside a push (a drop in the ring); refuse.
                 return Err(RejectReason::Dropped);
@@ -146,22 +223,18 @@ impl Hub {
     }
 }
 
-thread_local! {
-    static LOCAL: RefCell<Vec<LocalRing>> = const { RefCell::new(Vec::new()) };
-}
-
-/// The application thread's end of its ring for one hub.
-struct LocalRing {
+/// The application thread's end of its ring of `T` for one hub.
+pub struct LocalRing<T> {
     hub: Arc<Hub>,
-    ring: rtrb::Producer<Entry>,
+    ring: rtrb::Producer<T>,
     counters: Arc<RingCounters>,
     /// Pushes since the occupancy was last compared with the high-water mark.
     since_check: usize,
     check_every: usize,
 }
 
-impl LocalRing {
-    fn register(hub: &Arc<Hub>) -> LocalRing {
+impl<T: Slot> LocalRing<T> {
+    fn register(hub: &Arc<Hub>) -> LocalRing<T> {
         let (p, c) = rtrb::RingBuffer::new(hub.capacity);
         let counters = Arc::new(RingCounters::default());
         if let Ok(mut all) = hub.counters.lock() {
@@ -169,7 +242,7 @@ impl LocalRing {
         }
         if let Ok(mut new) = hub.new_rings.lock() {
             new.push(RingConsumer {
-                ring: c,
+                ring: T::consumer(c),
                 counters: counters.clone(),
             });
         }
@@ -190,7 +263,7 @@ impl LocalRing {
 
     /// Pushes the entry `make` builds.
     #[inline]
-    fn push(&mut self, make: impl FnOnce() -> Entry) -> Result<(), RejectReason> {
+    fn push(&mut self, make: impl FnOnce() -> T) -> Result<(), RejectReason> {
         let hub = &*self.hub;
         if hub.closed.load(Ordering::Relaxed) {
             self.counters.after_shutdown.add(1);
@@ -223,7 +296,7 @@ impl LocalRing {
     }
 
     #[inline(always)]
-    fn push_built(&mut self, entry: Entry) -> Result<(), RejectReason> {
+    fn push_built(&mut self, entry: T) -> Result<(), RejectReason> {
         match self.ring.push(entry) {
             Ok(()) => {
                 self.pushed();
@@ -248,7 +321,7 @@ impl LocalRing {
 
     /// The ring was full: wait as the overflow policy says, then refuse.
     #[cold]
-    fn full(&mut self, entry: Entry) -> Result<(), RejectReason> {
+    fn full(&mut self, entry: T) -> Result<(), RejectReason> {
         let hub = &*self.hub;
         let overflow = hub.overflow;
         hub.wake();
@@ -271,7 +344,7 @@ impl LocalRing {
 
     /// Spins, then yields, retrying the push until `wait` has passed;
     /// true when the entry went in (it is dropped otherwise).
-    fn wait_for_room(&mut self, mut entry: Entry, wait: Duration) -> bool {
+    fn wait_for_room(&mut self, mut entry: T, wait: Duration) -> bool {
         if wait.is_zero() {
             return false;
         }

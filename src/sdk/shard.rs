@@ -184,7 +184,7 @@ impl State {
             // can arrive, so an empty ring after the drain is finished.
             let abandoned = self.rings[i].ring.is_abandoned();
             while self.may_drain() {
-                let Ok(e) = self.rings[i].ring.pop() else { break };
+                let Some(e) = self.rings[i].ring.pop() else { break };
                 self.drained += 1;
                 let k = usize::from(!e.is_trace());
                 if self.pending[k].is_empty() {
