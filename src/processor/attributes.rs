@@ -247,7 +247,7 @@ fn text_of(v: &Value<'_>) -> Option<String> {
 }
 
 fn str_field(msg: &[u8], number: u32) -> Option<&str> {
-    std::str::from_utf8(view::bytes_of(msg, number).unwrap_or_default()).ok()
+    crate::wire::text::as_str(view::bytes_of(msg, number).unwrap_or_default())
 }
 
 impl Matcher {

@@ -618,7 +618,7 @@ impl<'a> Attrs<'a> {
                 continue;
             };
             let kv = &msg[s..e];
-            let key = std::str::from_utf8(view::bytes_of(kv, 1).unwrap_or_default()).unwrap_or("\u{0}");
+            let key = crate::wire::text::as_str(view::bytes_of(kv, 1).unwrap_or_default()).unwrap_or("\u{0}");
             list.push(Attr {
                 key: Cow::Borrowed(key),
                 value: AttrValue::Wire(view::bytes_of(kv, 2).unwrap_or_default()),

@@ -14,7 +14,8 @@
 //! 10 exponential_histogram, 11 summary`, each holding `1: data_points`.
 //!
 //! The parts: [`field`] (varints, keys, the field iterator), [`tags`] (the
-//! fast pass that only locates fields, for lookups), [`scan`] (the
+//! fast pass that only locates fields, for lookups), [`text`] (UTF-8 checks
+//! of short strings), [`scan`] (the
 //! receive-time validate-and-count walk), [`validate`] (the schema-aware
 //! check that refuses what a prost decode refuses), [`split`] (cutting a
 //! payload at entry boundaries), [`view`] (zero-copy reads of one item's
@@ -34,6 +35,7 @@ pub mod rope;
 pub mod scan;
 pub mod split;
 pub mod tags;
+pub mod text;
 pub mod validate;
 pub mod view;
 

@@ -49,8 +49,9 @@ const I32: u8 = 5;
 
 mod chunked;
 mod plain;
+use crate::wire::text::utf8;
 pub use chunked::validate_chunks;
-use plain::{plain_key_value, plain_log_record, plain_point, plain_span, utf8};
+use plain::{plain_key_value, plain_log_record, plain_point, plain_span};
 
 type Res = Result<(), WireError>;
 

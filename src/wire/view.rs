@@ -128,7 +128,7 @@ fn str_of(msg: &[u8], number: u32) -> Value<'_> {
 fn str_at(msg: &[u8], found: Option<wire::Value>) -> Value<'_> {
     match found {
         Some(wire::Value::Len(s, e)) => {
-            std::str::from_utf8(&msg[s..e]).map_or(Value::Nil, |s| Value::Str(Cow::Borrowed(s)))
+            wire::text::as_str(&msg[s..e]).map_or(Value::Nil, |s| Value::Str(Cow::Borrowed(s)))
         }
         // An absent string field is the empty string (proto3 default).
         _ => Value::Str(Cow::Borrowed("")),
@@ -251,7 +251,7 @@ pub fn any_value(v: &[u8]) -> Value<'_> {
         let Ok(f) = f else { break };
         out = match (f.number, f.value) {
             (1, wire::Value::Len(s, e)) => {
-                std::str::from_utf8(&v[s..e]).map_or(Value::Nil, |t| Value::Str(Cow::Borrowed(t)))
+                wire::text::as_str(&v[s..e]).map_or(Value::Nil, |t| Value::Str(Cow::Borrowed(t)))
             }
             (2, wire::Value::Varint(b)) => Value::Bool(b != 0),
             (3, wire::Value::Varint(i)) => Value::Int(i as i64),

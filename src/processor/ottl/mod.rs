@@ -9,7 +9,7 @@
 //! (a span's name is a slice of the request bytes; an attribute is found by
 //! scanning the item's key/value entries). Parsing resolves everything that
 //! can be resolved early: enum names become numbers, regular expressions are
-//! compiled, and every path is checked against the context it is used in
+//! compiled (with a literal fast path, `pattern`), and every path is checked against the context it is used in
 //! (`severity_number` means nothing to a span), so a condition that parses
 //! cannot fail for a reason the config could have told.
 //!
@@ -36,6 +36,7 @@
 mod eval;
 mod lexer;
 mod parser;
+mod pattern;
 mod value;
 
 pub use eval::EvalError;

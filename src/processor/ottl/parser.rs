@@ -2,7 +2,7 @@
 //! context it is written in, enum names to numbers, and regexes to compiled
 //! matchers. Precedence, lowest first: `or`, `and`, `not`, comparison.
 
-use regex::Regex;
+use super::pattern::Pattern;
 
 use super::{
     lexer::{tokens, Spanned, Tok},
@@ -106,7 +106,7 @@ pub enum Expr {
     Not(Box<Expr>),
     Cmp(Operand, CmpOp, Operand),
     Literal(bool),
-    IsMatch(Operand, Regex),
+    IsMatch(Operand, Pattern),
     IsString(Operand),
     IsInt(Operand),
 }
@@ -283,7 +283,7 @@ impl Parser {
                 let Tok::Str(pattern) = pt.tok else {
                     return Err(self.unexpected(pt, "a regular expression as a string literal"));
                 };
-                let re = Regex::new(&pattern).map_err(|e| ParseError {
+                let re = Pattern::new(&pattern).map_err(|e| ParseError {
                     column: pt.col,
                     message: format!("invalid regular expression {pattern:?}: {}", one_line(&e.to_string())),
                 })?;

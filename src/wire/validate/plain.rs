@@ -22,6 +22,7 @@
 //! for metrics.
 
 use super::{any_value, nested_key_value, read_varint, span_event, span_link, span_status, SPAN_ID, TRACE_ID};
+use crate::wire::text::{ascii, utf8};
 
 /// The shape nearly every attribute has, recognised without the general
 /// walker: `1: key` then `2: AnyValue` holding nothing, a string, a bool, an
@@ -198,39 +199,6 @@ fn plain_len(buf: &[u8], p: &mut usize) -> Option<(usize, usize)> {
     }
     *p = s + len as usize;
     Some((s, *p))
-}
-
-/// Whether `b` is UTF-8: ASCII a word at a time first (keys, names and most
-/// values are short and ASCII, where the general validator's setup costs
-/// more than the check).
-#[inline(always)]
-pub(super) fn utf8(b: &[u8]) -> bool {
-    ascii(b) || std::str::from_utf8(b).is_ok()
-}
-
-/// Whether every byte of `b` is below 0x80: whole words, the tail as one
-/// more (overlapping) word, so a short key costs two or three loads and no
-/// byte loop.
-#[inline(always)]
-fn ascii(b: &[u8]) -> bool {
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let n = b.len();
-    let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0x80; 8]));
-    if n >= 8 {
-        // The last word covers the tail, so the loop stops short of it.
-        let mut acc = word(n - 8);
-        let mut i = 0;
-        while i + 8 < n {
-            acc |= word(i);
-            i += 8;
-        }
-        acc & HIGH == 0
-    } else if n >= 4 {
-        let half = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or([0x80; 4]));
-        (half(0) | half(n - 4)) & HIGH as u32 == 0
-    } else {
-        b.iter().fold(0u8, |acc, &x| acc | x) < 0x80
-    }
 }
 
 /// `plain_span` for log records: one dispatch on the key byte per field.
