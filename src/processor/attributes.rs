@@ -343,10 +343,13 @@ impl Matcher {
 /// all different. An item holding none of the keys becomes its received
 /// bytes followed by the entries encoded once at start (a repeated field may
 /// continue anywhere in a message); an item holding any of them takes the
-/// general path.
+/// general path. Whether an item holds a key is first asked of its bytes
+/// as a whole: a key that occurs nowhere in them is in no entry, which a
+/// substring search answers for most items in a fraction of the walk.
 #[derive(Debug)]
 struct Appends {
     keys: Vec<String>,
+    finders: Vec<memchr::memmem::Finder<'static>>,
     /// The entries encoded for each attribute field number: span 9, span
     /// event 3, log record 6, data point 7, 9 (histogram) or 1 (exponential).
     encoded: Vec<(u32, Vec<u8>)>,
@@ -376,25 +379,34 @@ impl Appends {
                 (field, attrs.encode().unwrap_or_default())
             })
             .collect();
-        Some(Appends { keys, encoded })
+        let finders = keys
+            .iter()
+            .map(|k| memchr::memmem::Finder::new(k.as_bytes()).into_owned())
+            .collect();
+        Some(Appends { keys, finders, encoded })
     }
 
     /// The entries to append to the item, or `None` when it holds one of
     /// the keys (or its field is not one encoded).
     fn apply(&self, item: &[u8], field: u32) -> Option<&[u8]> {
-        let mut held = false;
-        view::entries(item, field, |kv| {
-            let key = view::entry_key(kv);
-            held = self.keys.iter().any(|k| k.as_bytes() == key);
-            !held
-        });
-        if held {
+        if self.finders.iter().any(|f| f.find(item).is_some()) && self.held(item, field) {
             return None;
         }
         self.encoded
             .iter()
             .find(|(f, _)| *f == field)
             .map(|(_, entries)| entries.as_slice())
+    }
+
+    /// Whether one of the item's entries in `field` has one of the keys.
+    fn held(&self, item: &[u8], field: u32) -> bool {
+        let mut held = false;
+        view::entries(item, field, |kv| {
+            let key = view::entry_key(kv);
+            held = self.keys.iter().any(|k| k.as_bytes() == key);
+            !held
+        });
+        held
     }
 }
 
@@ -458,5 +470,80 @@ impl Attributes {
             out.extend(edited.pieces.into_iter().filter(|p| !p.is_empty()));
         }
         Ok(changed.then_some(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+    use crate::proto::{
+        collector::trace::v1::ExportTraceServiceRequest,
+        common::v1::{any_value::Value as V, AnyValue, KeyValue},
+        trace::v1::{ResourceSpans, ScopeSpans, Span},
+    };
+
+    fn kv(k: &str, v: &str) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(V::StringValue(v.into())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The substring check only spares the walk: an item whose bytes hold a
+    /// key inside a value (not as a key) still gets the entry appended, and
+    /// one holding the key has it replaced, not doubled.
+    #[test]
+    fn upsert_with_the_key_in_values_and_in_keys() {
+        let a = Attributes::new(
+            "attributes",
+            &AttributesConfig {
+                actions: vec![ActionConfig {
+                    key: Some("tier".into()),
+                    pattern: None,
+                    action: ActionKind::Upsert,
+                    value: Some(ConfigValue::Str("gold".into())),
+                    from_attribute: None,
+                    converted_type: None,
+                }],
+                ..Default::default()
+            },
+        );
+        let span = |name: &str, attributes: Vec<KeyValue>| Span {
+            name: name.into(),
+            attributes,
+            ..Default::default()
+        };
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![
+                        span("plain", vec![kv("a", "b")]),
+                        span("tier", vec![kv("note", "tier"), kv("tiers", "x")]),
+                        span("held", vec![kv("x", "y"), kv("tier", "silver"), kv("z", "w")]),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let chunks = vec![Bytes::from(req.encode_to_vec())];
+        let out = a.apply(Signal::Traces, &chunks).unwrap().expect("changed");
+        let body: Vec<u8> = out.iter().flat_map(|c| c.iter().copied()).collect();
+        let got = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+        let spans = &got.resource_spans[0].scope_spans[0].spans;
+        assert_eq!(spans[0].attributes, vec![kv("a", "b"), kv("tier", "gold")]);
+        assert_eq!(
+            spans[1].attributes,
+            vec![kv("note", "tier"), kv("tiers", "x"), kv("tier", "gold")]
+        );
+        assert_eq!(
+            spans[2].attributes,
+            vec![kv("x", "y"), kv("tier", "gold"), kv("z", "w")]
+        );
     }
 }

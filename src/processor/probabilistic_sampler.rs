@@ -175,6 +175,8 @@ pub struct ProbabilisticSampler {
     threshold: u32,
     /// State of the generator for records without randomness (xorshift64).
     rng: Cell<u64>,
+    /// `attributes["sampling.priority"]`, built once.
+    priority: Path,
 }
 
 /// What one run decided, for the counters: (policy, kept) → items.
@@ -204,6 +206,7 @@ impl ProbabilisticSampler {
             threshold: threshold(config.sampling_percentage),
             config: config.clone(),
             rng: Cell::new(0x9e37_79b9_7f4a_7c15 ^ ((shard as u64 + 1) << 32) ^ u64::from(config.hash_seed)),
+            priority: Path::Attribute("sampling.priority".into()),
         }
     }
 
@@ -226,7 +229,7 @@ impl ProbabilisticSampler {
     }
 
     fn decide_span(&self, item: &Item<'_>) -> (Policy, bool) {
-        let priority = match item.get(&Path::Attribute("sampling.priority".into())) {
+        let priority = match item.get(&self.priority) {
             Value::Int(i) => Some(i as f64),
             Value::Double(d) => Some(d),
             Value::Str(s) => s.trim().parse::<f64>().ok(),

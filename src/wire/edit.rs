@@ -38,7 +38,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::{
     processor::ottl,
     wire::view::{self, Item, Kind},
-    wire::{put_len_header, put_varint, Fields, WireError},
+    wire::{put_len_header, put_varint, tags::short_fields, Fields, WireError},
 };
 
 /// What becomes of one item in [`rewrite`].
@@ -250,7 +250,38 @@ fn edit_entry<'x>(
     edit_child: &mut ChildEdit<'_, 'x>,
 ) -> Result<Outcome, WireError> {
     let mut t = Tally::default();
-    for f in Fields::new(body, s, e) {
+    // The fields with one-byte keys by the tight loop, the rest (if any) by
+    // the general walker, which reports what is malformed.
+    let mut failed = None;
+    let rest = short_fields(
+        body,
+        s,
+        e,
+        &mut |number, fs, value, fe| match value.filter(|_| number == child) {
+            Some(cs) => {
+                let mark = out.open();
+                match edit_child(body, out, cs, fe) {
+                    Ok(outcome) => {
+                        out.close(mark, child, (fs, fe), outcome);
+                        t.child(outcome);
+                        true
+                    }
+                    Err(err) => {
+                        failed = Some(err);
+                        false
+                    }
+                }
+            }
+            None => {
+                out.body(fs, fe);
+                true
+            }
+        },
+    );
+    if let Some(err) = failed {
+        return Err(err);
+    }
+    for f in Fields::new(body, rest.unwrap_or(e), e) {
         let f = f?;
         match f.value.range().filter(|_| f.number == child) {
             Some((cs, ce)) => {

@@ -46,9 +46,12 @@ pub fn tags_in(msg: &[u8], start: usize, end: usize, mut each: impl FnMut(u32, u
 }
 
 /// The fields of `msg[start..end]` with one-byte keys, up to the first
-/// other one: where it stopped, or `None` when `each` stopped it.
+/// other one: where it stopped, or `None` when `each` stopped it. A walker
+/// that must report malformed bytes (as [`Fields`] does) goes on from where
+/// this stopped with its own pass: every field this hands out is one that
+/// pass would have read the same way.
 #[inline(always)]
-fn short_fields(
+pub fn short_fields(
     msg: &[u8],
     start: usize,
     end: usize,

@@ -25,7 +25,7 @@ use std::{
 };
 
 use crate::{
-    processor::ottl::{self, Path, Value},
+    processor::ottl::{self, Key, Path, Value},
     wire::{
         self,
         tags::{tags, tags_in},
@@ -395,8 +395,11 @@ impl<'i, 'a> Indexed<'i, 'a> {
 
     /// Attribute `key` among the item's entries in field `number`, walking
     /// only from the first entry to the last.
-    fn attribute(&self, number: u32, key: &str) -> Value<'a> {
+    fn attribute(&self, number: u32, key: &Key) -> Value<'a> {
         let msg = self.item.item;
+        if key.absent_from(msg) {
+            return Value::Nil;
+        }
         if number >= 16 {
             return attribute(msg, number, key);
         }
@@ -427,6 +430,7 @@ impl<'a> Indexed<'_, 'a> {
         let fixed = |n| fixed64_at(self.last(n));
         let hex = |n| hex_at(it, self.last(n));
         match (item.kind, path) {
+            (_, Path::ResourceAttribute(k)) if k.absent_from(item.resource) => Value::Nil,
             (_, Path::ResourceAttribute(k)) => attribute(item.resource, 1, k),
             (_, Path::ScopeName) => str_of(item.scope, 1),
             (_, Path::ScopeVersion) => str_of(item.scope, 2),
@@ -503,6 +507,7 @@ mod tests {
                 kv("n", any_value::Value::IntValue(-7)),
                 kv("n", any_value::Value::IntValue(8)),
                 kv("d", any_value::Value::DoubleValue(1.5)),
+                kv("note", any_value::Value::StringValue("in.value".into())),
                 kv(
                     "arr",
                     any_value::Value::ArrayValue(ArrayValue {
@@ -522,7 +527,10 @@ mod tests {
         }
         .encode_to_vec();
         let resource = Resource {
-            attributes: vec![kv("service.name", any_value::Value::StringValue("api".into()))],
+            attributes: vec![
+                kv("service.name", any_value::Value::StringValue("api".into())),
+                kv("team", any_value::Value::StringValue("service.version".into())),
+            ],
             ..Default::default()
         }
         .encode_to_vec();
@@ -557,6 +565,10 @@ mod tests {
             Value::Array { len: 2, .. }
         ));
         assert_eq!(item.get(&Path::Attribute("missing".into())), Value::Nil);
+        // A key found in the item's bytes only inside a value is no entry's key.
+        assert_eq!(item.get(&Path::Attribute("note".into())), Value::Str("in.value".into()));
+        assert_eq!(item.get(&Path::Attribute("in.value".into())), Value::Nil);
+        assert_eq!(item.get(&Path::ResourceAttribute("service.version".into())), Value::Nil);
         assert_eq!(
             item.get(&Path::ResourceAttribute("service.name".into())),
             Value::Str("api".into())

@@ -41,7 +41,7 @@ mod value;
 
 pub use eval::EvalError;
 pub use parser::{parse, Condition, Context, ParseError};
-pub use value::{Path, Value};
+pub use value::{Key, Path, Value};
 
 /// Answers the field lookups of a condition for one item (a span, a span
 /// event, a metric, a data point or a log record, with its resource and

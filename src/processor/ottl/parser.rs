@@ -35,8 +35,8 @@ impl Context {
         let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
         use Context::*;
         let p = match (self, segs.as_slice(), key) {
-            (_, ["attributes"], Some(k)) => Path::Attribute(k),
-            (_, ["resource", "attributes"], Some(k)) => Path::ResourceAttribute(k),
+            (_, ["attributes"], Some(k)) => Path::Attribute(k.into()),
+            (_, ["resource", "attributes"], Some(k)) => Path::ResourceAttribute(k.into()),
             (_, ["instrumentation_scope", "name"], None) => Path::ScopeName,
             (_, ["instrumentation_scope", "version"], None) => Path::ScopeVersion,
             (Span | SpanEvent | Metric, ["name"], None) => {
