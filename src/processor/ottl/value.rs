@@ -11,13 +11,15 @@ use std::{borrow::Cow, cmp::Ordering, fmt};
 #[derive(Clone, Debug)]
 pub struct Key {
     text: String,
-    finder: memchr::memmem::Finder<'static>,
+    /// Boxed: a searcher is a few hundred bytes, and paths sit in the
+    /// operands of every condition.
+    finder: Box<memchr::memmem::Finder<'static>>,
 }
 
 impl Key {
     pub fn new(text: impl Into<String>) -> Key {
         let text = text.into();
-        let finder = memchr::memmem::Finder::new(text.as_bytes()).into_owned();
+        let finder = Box::new(memchr::memmem::Finder::new(text.as_bytes()).into_owned());
         Key { text, finder }
     }
 
