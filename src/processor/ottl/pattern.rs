@@ -19,6 +19,8 @@
 //! always compiled (a bad pattern is still a config error) and the unit test
 //! compares both answers over generated patterns and texts.
 
+use std::ops::RangeInclusive;
+
 use regex::Regex;
 use regex_syntax::hir::{Class, Hir, HirKind, Look};
 
@@ -99,30 +101,10 @@ fn literals(h: &Hir) -> Option<Vec<Vec<u8>>> {
         HirKind::Empty => Some(vec![Vec::new()]),
         HirKind::Literal(l) => Some(vec![l.0.to_vec()]),
         HirKind::Capture(c) => literals(&c.sub),
-        HirKind::Class(Class::Unicode(c)) => {
-            let mut out = Vec::new();
-            for r in c.ranges() {
-                for ch in r.start()..=r.end() {
-                    if out.len() >= MAX_LITERALS {
-                        return None;
-                    }
-                    out.push(ch.to_string().into_bytes());
-                }
-            }
-            Some(out)
-        }
-        HirKind::Class(Class::Bytes(c)) => {
-            let mut out = Vec::new();
-            for r in c.ranges() {
-                for b in r.start()..=r.end() {
-                    if out.len() >= MAX_LITERALS {
-                        return None;
-                    }
-                    out.push(vec![b]);
-                }
-            }
-            Some(out)
-        }
+        HirKind::Class(Class::Unicode(c)) => expand(c.ranges().iter().map(|r| r.start()..=r.end()), |ch| {
+            ch.to_string().into_bytes()
+        }),
+        HirKind::Class(Class::Bytes(c)) => expand(c.ranges().iter().map(|r| r.start()..=r.end()), |b| vec![b]),
         HirKind::Alternation(alts) => {
             let mut out = Vec::new();
             for a in alts {
@@ -142,6 +124,24 @@ fn literals(h: &Hir) -> Option<Vec<Vec<u8>>> {
         }
         HirKind::Look(_) | HirKind::Repetition(_) => None,
     }
+}
+
+/// The strings of a class's members (each one `encode`d), if there are at
+/// most `MAX_LITERALS` of them.
+fn expand<T>(ranges: impl Iterator<Item = RangeInclusive<T>>, encode: impl Fn(T) -> Vec<u8>) -> Option<Vec<Vec<u8>>>
+where
+    RangeInclusive<T>: Iterator<Item = T>,
+{
+    let mut out = Vec::new();
+    for r in ranges {
+        for x in r {
+            if out.len() >= MAX_LITERALS {
+                return None;
+            }
+            out.push(encode(x));
+        }
+    }
+    Some(out)
 }
 
 /// Every `a` followed by every `b`, if that is at most `MAX_LITERALS`.
