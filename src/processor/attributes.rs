@@ -53,7 +53,7 @@ use crate::{
     },
     processor::{
         actions::{self, Action, ActionConfig, ActionKind, ConfigValue},
-        ottl::Value,
+        ottl::{Key, Value},
     },
     signal::Signal,
     wire::edit::{self, Attrs, Rewrite},
@@ -344,12 +344,12 @@ impl Matcher {
 /// bytes followed by the entries encoded once at start (a repeated field may
 /// continue anywhere in a message); an item holding any of them takes the
 /// general path. Whether an item holds a key is first asked of its bytes
-/// as a whole: a key that occurs nowhere in them is in no entry, which a
-/// substring search answers for most items in a fraction of the walk.
+/// as a whole (`Key::absent_from`, as filter conditions do): a key that
+/// occurs nowhere in them is in no entry, which a substring search answers
+/// for most items in a fraction of the walk.
 #[derive(Debug)]
 struct Appends {
-    keys: Vec<String>,
-    finders: Vec<memchr::memmem::Finder<'static>>,
+    keys: Vec<Key>,
     /// The entries encoded for each attribute field number: span 9, span
     /// event 3, log record 6, data point 7, 9 (histogram) or 1 (exponential).
     encoded: Vec<(u32, Vec<u8>)>,
@@ -379,17 +379,14 @@ impl Appends {
                 (field, attrs.encode().unwrap_or_default())
             })
             .collect();
-        let finders = keys
-            .iter()
-            .map(|k| memchr::memmem::Finder::new(k.as_bytes()).into_owned())
-            .collect();
-        Some(Appends { keys, finders, encoded })
+        let keys = keys.into_iter().map(Key::from).collect();
+        Some(Appends { keys, encoded })
     }
 
     /// The entries to append to the item, or `None` when it holds one of
     /// the keys (or its field is not one encoded).
     fn apply(&self, item: &[u8], field: u32) -> Option<&[u8]> {
-        if self.finders.iter().any(|f| f.find(item).is_some()) && self.held(item, field) {
+        if self.keys.iter().any(|k| !k.absent_from(item)) && self.held(item, field) {
             return None;
         }
         self.encoded

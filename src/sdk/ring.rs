@@ -1,8 +1,9 @@
 //! Per-thread rings: each application thread that records into a collector
 //! gets its own rtrb SPSC ring per kind of record it makes (native or OTel
 //! SDK: `record::{Native, Otel}`, the `Slot` types), created on its first
-//! record of that kind and handed to the shard once (through `Hub::new_rings`, a mutex taken only at registration,
-//! never while recording). Recording is then a thread-local lookup and a ring
+//! record of that kind and handed to the shard once (through
+//! `Hub::new_rings`, a mutex taken only at registration, never while
+//! recording). Recording is then a thread-local lookup and a ring
 //! push: no lock, no allocation (the slot array is allocated at creation), no
 //! syscall, and no shared counter is touched while the ring has room.
 //!

@@ -15,15 +15,15 @@
 //!
 //! The parts: [`field`] (varints, keys, the field iterator), [`tags`] (the
 //! fast pass that only locates fields, for lookups), [`text`] (UTF-8 checks
-//! of short strings), [`scan`] (the
-//! receive-time validate-and-count walk), [`validate`] (the schema-aware
-//! check that refuses what a prost decode refuses), [`split`] (cutting a
-//! payload at entry boundaries), [`view`] (zero-copy reads of one item's
-//! fields for processors), [`edit`] (dropping and rewriting items and
-//! attributes by emitting new slices), [`partition`] (slicing a request by a
-//! key of its items, e.g. a trace id), [`rope`] (reading a body held as
-//! the several frames it arrived in, and regrouping a payload's chunks at
-//! entry boundaries for the walkers that work chunk by chunk).
+//! of short strings), [`scan`] (the receive-time validate-and-count walk),
+//! [`validate`] (the schema-aware check that refuses what a prost decode
+//! refuses), [`split`] (cutting a payload at entry boundaries), [`view`]
+//! (zero-copy reads of one item's fields for processors), [`edit`] (dropping
+//! and rewriting items and attributes by emitting new slices), [`partition`]
+//! (slicing a request by a key of its items, e.g. a trace id), [`rope`]
+//! (reading a body held as the several frames it arrived in, and regrouping
+//! a payload's chunks at entry boundaries for the walkers that work chunk by
+//! chunk).
 
 pub mod edit;
 mod error;

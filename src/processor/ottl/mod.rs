@@ -9,9 +9,11 @@
 //! (a span's name is a slice of the request bytes; an attribute is found by
 //! scanning the item's key/value entries). Parsing resolves everything that
 //! can be resolved early: enum names become numbers, regular expressions are
-//! compiled (with a literal fast path, `pattern`), and every path is checked against the context it is used in
-//! (`severity_number` means nothing to a span), so a condition that parses
-//! cannot fail for a reason the config could have told.
+//! compiled (with a literal fast path, `pattern`), attribute keys get their
+//! substring searchers (`Key`), and every path is checked against the
+//! context it is used in (`severity_number` means nothing to a span), so a
+//! condition that parses cannot fail for a reason the config could have
+//! told.
 //!
 //! What is accepted (anything else is a [`ParseError`] naming the column):
 //! - paths: `name`, `kind`, `status.code`, `attributes["k"]`,

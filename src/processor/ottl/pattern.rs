@@ -61,10 +61,6 @@ impl Pattern {
             None => self.regex.is_match(text),
         }
     }
-
-    pub fn as_str(&self) -> &str {
-        self.regex.as_str()
-    }
 }
 
 /// The literal form of a parsed pattern, if it has one.
