@@ -22,6 +22,7 @@
 //! ```
 
 pub mod builder;
+mod cells;
 pub mod collector;
 pub mod encode;
 pub mod overflow;

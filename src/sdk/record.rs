@@ -2,13 +2,14 @@
 //! hot-path API (`Span`, `LogRecord`: plain `Copy` data, static strings and a
 //! fixed number of attributes, so building and recording one never touches
 //! the heap) and the OpenTelemetry SDK's own objects (`SpanData`, a log record
-//! with its scope), moved in as they are. Each kind has rings of its own
-//! (`Native`, `Otel` slots): a slot is as large as the largest thing it may
-//! hold, a producer that outruns its shard writes its ring at memory speed,
-//! and an OTel `SpanData` is half again the size of a native span, so one
-//! shared slot type made the native path pay for the OTel one in bandwidth
-//! (352-byte slots instead of 240), and boxing `SpanData` would cost the OTel
-//! path an allocation per span. The shard takes both as `Entry` values and
+//! with its scope), moved in as they are. Each kind has rings of its own: a
+//! producer that outruns its shard writes its ring at memory speed, so the
+//! bytes a record writes are what recording costs there. OTel `SpanData`
+//! values go into slots of their own size (boxing them would cost the OTel
+//! path an allocation per span); native records are stored as the few
+//! 64-byte cells their shape needs (`cells`: two for a span with up to two
+//! attributes, where a slot as large as the largest native record was 240
+//! bytes). The shard takes both as `Entry` values and
 //! turns them into OTLP protobuf, so no encoding happens on the application
 //! thread.
 
@@ -59,6 +60,13 @@ impl Attrs {
         } else {
             self.dropped = self.dropped.saturating_add(1);
         }
+        self
+    }
+
+    /// The same pairs with `dropped` counted as dropped (the shard's copy of
+    /// a recorded `Attrs`).
+    pub(crate) const fn with_dropped(mut self, dropped: u8) -> Attrs {
+        self.dropped = dropped;
         self
     }
 
@@ -121,7 +129,8 @@ pub struct LogRecord {
     pub attrs: Attrs,
 }
 
-/// A slot of a native record ring.
+/// A native record, as pushed into and taken out of a native ring.
+#[derive(Clone, Copy, Debug)]
 pub enum Native {
     Span(Span),
     Log(LogRecord),

@@ -1,6 +1,7 @@
 //! Per-thread rings: each application thread that records into a collector
-//! gets its own rtrb SPSC ring per kind of record it makes (native or OTel
-//! SDK: `record::{Native, Otel}`, the `Slot` types), created on its first
+//! gets its own rtrb SPSC ring per kind of record it makes (native records
+//! as cells, `cells`; OTel SDK records in slots of their size; the `Slot`
+//! types `record::{Native, Otel}`), created on its first
 //! record of that kind and handed to the shard once (through
 //! `Hub::new_rings`, a mutex taken only at registration, never while
 //! recording). Recording is then a thread-local lookup and a ring
@@ -31,6 +32,7 @@ use std::{
 use crate::{processor::sampling, telemetry::counters::Counter};
 
 use super::{
+    cells,
     overflow::{Overflow, RejectReason, DROP_OLDEST_MIN_WAIT},
     record::{Entry, Native, Otel},
 };
@@ -44,12 +46,18 @@ pub struct RingCounters {
     pub after_shutdown: Counter,
 }
 
-/// What a ring holds: one kind of record, in slots of its own size.
+/// What a ring holds: one kind of record, and how its ring stores it.
 pub trait Slot: Sized + Send + 'static {
+    /// The application thread's end of a ring of this kind.
+    type Producer: Send;
     /// This thread's producer ends of rings of this kind, one per hub.
     fn local() -> &'static LocalKey<RefCell<Vec<LocalRing<Self>>>>;
-    /// The shard's end of a new ring of this kind.
-    fn consumer(ring: rtrb::Consumer<Self>) -> Ring;
+    /// A new ring with room for `capacity` records: both ends.
+    fn ring(capacity: usize) -> (Self::Producer, Ring);
+    /// Pushes the record `make` builds, or hands it back when the ring is full.
+    fn push_with(ring: &mut Self::Producer, make: impl FnOnce() -> Self) -> Result<(), Self>;
+    /// Records in the ring, of `capacity`.
+    fn used(ring: &Self::Producer, capacity: usize) -> usize;
     /// The trace id the `sample` overflow policy decides on.
     fn trace_id(&self) -> [u8; 16];
 }
@@ -60,11 +68,20 @@ thread_local! {
 }
 
 impl Slot for Native {
+    type Producer = cells::Producer;
     fn local() -> &'static LocalKey<RefCell<Vec<LocalRing<Self>>>> {
         &NATIVE
     }
-    fn consumer(ring: rtrb::Consumer<Self>) -> Ring {
-        Ring::Native(ring)
+    fn ring(capacity: usize) -> (cells::Producer, Ring) {
+        let (p, c) = cells::ring(capacity);
+        (p, Ring::Native(c))
+    }
+    #[inline(always)]
+    fn push_with(ring: &mut cells::Producer, make: impl FnOnce() -> Self) -> Result<(), Self> {
+        ring.push_with(make)
+    }
+    fn used(ring: &cells::Producer, _capacity: usize) -> usize {
+        ring.used()
     }
     fn trace_id(&self) -> [u8; 16] {
         Native::trace_id(self)
@@ -72,11 +89,30 @@ impl Slot for Native {
 }
 
 impl Slot for Otel {
+    type Producer = rtrb::Producer<Otel>;
     fn local() -> &'static LocalKey<RefCell<Vec<LocalRing<Self>>>> {
         &OTEL
     }
-    fn consumer(ring: rtrb::Consumer<Self>) -> Ring {
-        Ring::Otel(ring)
+    fn ring(capacity: usize) -> (rtrb::Producer<Otel>, Ring) {
+        let (p, c) = rtrb::RingBuffer::new(capacity);
+        (p, Ring::Otel(c))
+    }
+    /// Built straight into its slot: a slot is a few hundred bytes, and
+    /// building the entry on the stack first and then pushing it copies all
+    /// of them once more per record.
+    #[inline(always)]
+    fn push_with(ring: &mut rtrb::Producer<Otel>, make: impl FnOnce() -> Self) -> Result<(), Self> {
+        let Ok(mut chunk) = ring.write_chunk_uninit(1) else {
+            return Err(make());
+        };
+        chunk.as_mut_slices().0[0].write(make());
+        // SAFETY: the chunk has one slot (the first slice is never empty for
+        // a chunk of one), and it was initialised on the line above.
+        unsafe { chunk.commit_all() };
+        Ok(())
+    }
+    fn used(ring: &rtrb::Producer<Otel>, capacity: usize) -> usize {
+        capacity - ring.slots()
     }
     fn trace_id(&self) -> [u8; 16] {
         Otel::trace_id(self)
@@ -85,7 +121,7 @@ impl Slot for Otel {
 
 /// The shard's end of one ring, of either kind.
 pub enum Ring {
-    Native(rtrb::Consumer<Native>),
+    Native(cells::Consumer),
     Otel(rtrb::Consumer<Otel>),
 }
 
@@ -93,7 +129,7 @@ impl Ring {
     /// The oldest record, if any.
     pub fn pop(&mut self) -> Option<Entry> {
         match self {
-            Ring::Native(r) => r.pop().ok().map(Entry::from),
+            Ring::Native(r) => r.pop().map(Entry::from),
             Ring::Otel(r) => r.pop().ok().map(Entry::from),
         }
     }
@@ -225,9 +261,9 @@ impl Hub {
 }
 
 /// The application thread's end of its ring of `T` for one hub.
-pub struct LocalRing<T> {
+pub struct LocalRing<T: Slot> {
     hub: Arc<Hub>,
-    ring: rtrb::Producer<T>,
+    ring: T::Producer,
     counters: Arc<RingCounters>,
     /// Pushes since the occupancy was last compared with the high-water mark.
     since_check: usize,
@@ -236,14 +272,14 @@ pub struct LocalRing<T> {
 
 impl<T: Slot> LocalRing<T> {
     fn register(hub: &Arc<Hub>) -> LocalRing<T> {
-        let (p, c) = rtrb::RingBuffer::new(hub.capacity);
+        let (p, c) = T::ring(hub.capacity);
         let counters = Arc::new(RingCounters::default());
         if let Ok(mut all) = hub.counters.lock() {
             all.push(counters.clone());
         }
         if let Ok(mut new) = hub.new_rings.lock() {
             new.push(RingConsumer {
-                ring: T::consumer(c),
+                ring: c,
                 counters: counters.clone(),
             });
         }
@@ -259,7 +295,7 @@ impl<T: Slot> LocalRing<T> {
 
     /// Occupancy of the ring (reads the consumer's position).
     fn used(&self) -> usize {
-        self.hub.capacity - self.ring.slots()
+        T::used(&self.ring, self.hub.capacity)
     }
 
     /// Pushes the entry `make` builds.
@@ -282,28 +318,23 @@ impl<T: Slot> LocalRing<T> {
                 return self.push_built(entry);
             }
         }
-        // Built straight into its slot: a slot is a few hundred bytes, and
-        // building the entry on the stack first and then pushing it copies
-        // all of them once more per record.
-        let Ok(mut chunk) = self.ring.write_chunk_uninit(1) else {
-            return self.full(make());
-        };
-        chunk.as_mut_slices().0[0].write(make());
-        // SAFETY: the chunk has one slot (the first slice is never empty for
-        // a chunk of one), and it was initialised on the line above.
-        unsafe { chunk.commit_all() };
-        self.pushed();
-        Ok(())
-    }
-
-    #[inline(always)]
-    fn push_built(&mut self, entry: T) -> Result<(), RejectReason> {
-        match self.ring.push(entry) {
+        match T::push_with(&mut self.ring, make) {
             Ok(()) => {
                 self.pushed();
                 Ok(())
             }
-            Err(rtrb::PushError::Full(entry)) => self.full(entry),
+            Err(entry) => self.full(entry),
+        }
+    }
+
+    #[inline(always)]
+    fn push_built(&mut self, entry: T) -> Result<(), RejectReason> {
+        match T::push_with(&mut self.ring, || entry) {
+            Ok(()) => {
+                self.pushed();
+                Ok(())
+            }
+            Err(entry) => self.full(entry),
         }
     }
 
@@ -359,9 +390,9 @@ impl<T: Slot> LocalRing<T> {
                 std::thread::yield_now();
                 self.hub.wake();
             }
-            match self.ring.push(entry) {
+            match T::push_with(&mut self.ring, || entry) {
                 Ok(()) => return true,
-                Err(rtrb::PushError::Full(e)) => entry = e,
+                Err(e) => entry = e,
             }
             if Instant::now() >= until {
                 return false;
