@@ -36,6 +36,7 @@ import os
 import signal
 import socket
 import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -252,7 +253,17 @@ def accepted(metrics_port, signal_name):
     return total
 
 
+def ensure_h2load():
+    """h2load comes from Debian's nghttp2-client, which a fresh machine lacks."""
+    if shutil.which("h2load") is None:
+        install = ["apt-get", "install", "-y", "-qq", "nghttp2-client"]
+        if subprocess.run(install, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode != 0:
+            subprocess.check_call(["apt-get", "update", "-qq"])
+            subprocess.check_call(install, stdout=subprocess.DEVNULL)
+
+
 def h2load(port, signal_name, args, tmp, cpus="0"):
+    ensure_h2load()
     body = request_file(tmp, signal_name, args.items)
     out = subprocess.run(["taskset", "-c", cpus, "h2load", "-D", args.duration, "-c", str(args.connections),
                           "-m", str(args.streams), "-t", "1", "-d", body, "-H", "content-type: application/grpc",
