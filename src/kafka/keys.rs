@@ -14,7 +14,7 @@ use crate::{
     signal::Signal,
     wire::{
         self,
-        partition::by_key,
+        partition::{by_key, Layout},
         view::{bytes_of, Item, Kind},
         Fields, WireError,
     },
@@ -48,7 +48,8 @@ pub fn split_by_key(signal: Signal, payload: &Payload) -> Result<Vec<Keyed>, Wir
         });
         k
     };
-    let parts = by_key(&body, kind, &mut key)?;
+    // The parts of a batch are produced together: one buffer serves them all.
+    let parts = by_key(&body, kind, Layout::Shared, &mut key)?;
     let mut out = Vec::with_capacity(parts.len());
     for p in parts {
         // Metrics count data points, not the metrics the partitioner counts.

@@ -36,7 +36,11 @@ use crate::{
     },
     payload::Payload,
     signal::Signal,
-    wire::{partition::by_key, scan, view::Kind},
+    wire::{
+        partition::{by_key, Layout},
+        scan,
+        view::Kind,
+    },
 };
 
 use ring::Ring;
@@ -123,7 +127,9 @@ impl Router {
         let key = route_key::effective(self.cfg.routing_key, kind);
         let body = item.payload.to_bytes();
         let ring = &self.ring;
-        let parts = by_key(&body, kind, &mut |it| {
+        // Each gateway's part in its own buffer: a gateway that is down holds
+        // only its own parts in its queue.
+        let parts = by_key(&body, kind, Layout::Own, &mut |it| {
             ring.owner(&route_key::identifier(key, it)).unwrap_or(0) as u64
         });
         let parts = match parts {

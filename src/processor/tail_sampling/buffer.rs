@@ -10,14 +10,15 @@
 //! (sampled, not sampled); a span of a trace found there follows the
 //! decision at once.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    time::Instant,
-};
+use std::{collections::VecDeque, time::Instant};
 
 use bytes::Bytes;
 
 use super::policy::Facts;
+
+/// Keyed by the 64-bit trace key: a seeded fast hash (SipHash cost a visible
+/// share of the owner's CPU; the seed keeps crafted trace ids from colliding).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Bytes a buffered trace costs beyond its slices: the table entry, the
 /// arrival-order entry and the slice vector's first allocation.
@@ -30,7 +31,10 @@ pub const SLICE_OVERHEAD: usize = 48;
 #[derive(Debug)]
 pub struct Trace {
     pub id: [u8; 16],
-    pub slices: Vec<Bytes>,
+    /// The first slice (most traces arrive in one request), then the rest:
+    /// no vector allocated for a trace of one slice.
+    pub first: Option<Bytes>,
+    pub more: Vec<Bytes>,
     /// Accounted bytes (slices plus overheads).
     pub bytes: usize,
     pub facts: Facts,
@@ -47,7 +51,7 @@ struct Cache {
 impl Cache {
     fn new(cap: usize) -> Cache {
         Cache {
-            when: HashMap::new(),
+            when: HashMap::default(),
             order: VecDeque::new(),
             cap,
         }
@@ -99,7 +103,7 @@ impl Table {
         expect: usize,
     ) -> Table {
         Table {
-            traces: HashMap::with_capacity(expect.min(max_traces)),
+            traces: HashMap::with_capacity_and_hasher(expect.min(max_traces), Default::default()),
             order: VecDeque::with_capacity(expect.min(max_traces)),
             bytes: 0,
             spans: 0,
@@ -148,7 +152,8 @@ impl Table {
             tid[..n].copy_from_slice(&id[..n]);
             Trace {
                 id: tid,
-                slices: Vec::new(),
+                first: None,
+                more: Vec::new(),
                 bytes: TRACE_OVERHEAD,
                 facts: Facts::default(),
             }
@@ -163,7 +168,11 @@ impl Table {
             t.bytes += b;
             self.bytes += b;
             self.spans += spans;
-            t.slices.push(slice);
+            if t.first.is_none() {
+                t.first = Some(slice);
+            } else {
+                t.more.push(slice);
+            }
         }
     }
 

@@ -7,14 +7,16 @@
 //! waits: a full ring makes it refuse the request retryably. The owner drains
 //! its inbound rings on its sampler's tick (wake-ups batched), never blocking.
 
-use bytes::Bytes;
 use rtrb::{Consumer, Producer, RingBuffer};
 
+use crate::wire::partition::Part;
+
 /// The spans of one request that belong to traces owned by another shard:
-/// whole request bodies, each holding only such spans.
+/// one part per trace key, each a whole request body holding only the
+/// spans of that trace (sliced once, on the receiving shard).
 #[derive(Debug)]
 pub struct Routed {
-    pub chunks: Vec<Bytes>,
+    pub parts: Vec<Part>,
     pub spans: u64,
 }
 
@@ -51,10 +53,15 @@ pub fn mesh(shards: usize, capacity: usize) -> Vec<Links> {
 /// The shard that owns a trace: a mix of trace-id bytes independent of the
 /// `probabilistic` policy's hash, so ownership does not bias sampling.
 pub fn owner(trace_id: &[u8], shards: usize) -> usize {
+    owner_of_key(key(trace_id), shards)
+}
+
+/// The shard that owns the trace buffered under `key` (see [`owner`]).
+pub fn owner_of_key(key: u64, shards: usize) -> usize {
     if shards <= 1 {
         return 0;
     }
-    (key(trace_id).rotate_left(29).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % shards
+    (key.rotate_left(29).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % shards
 }
 
 /// The 64-bit key a trace is buffered under (both halves of its id folded).
@@ -80,7 +87,11 @@ mod tests {
         }
         let p = m[0].to[2].as_mut().unwrap();
         p.push(Routed {
-            chunks: vec![Bytes::from_static(b"x")],
+            parts: vec![Part {
+                key: 7,
+                body: bytes::Bytes::from_static(b"x"),
+                leaves: 1,
+            }],
             spans: 1,
         })
         .unwrap();
