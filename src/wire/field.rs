@@ -3,7 +3,7 @@
 //! walked buffer, and [`Fields`], the iterator over a message's fields that
 //! skips length-delimited values without reading them.
 
-use bytes::{BufMut, BytesMut};
+use bytes::BufMut;
 
 use super::WireError;
 
@@ -91,8 +91,9 @@ pub fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
+/// Writes `v` as a varint (into a `BytesMut`, or a `&mut [u8]` window).
 #[inline]
-pub fn put_varint(out: &mut BytesMut, mut v: u64) {
+pub fn put_varint(out: &mut impl BufMut, mut v: u64) {
     while v >= 0x80 {
         out.put_u8((v as u8) | 0x80);
         v >>= 7;
@@ -102,7 +103,7 @@ pub fn put_varint(out: &mut BytesMut, mut v: u64) {
 
 /// Writes the tag and length prefix of a length-delimited field.
 #[inline]
-pub fn put_len_header(out: &mut BytesMut, field: u32, len: usize) {
+pub fn put_len_header(out: &mut impl BufMut, field: u32, len: usize) {
     put_varint(out, (u64::from(field) << 3) | 2);
     put_varint(out, len as u64);
 }
@@ -273,7 +274,7 @@ mod tests {
     #[test]
     fn varints() {
         for v in [0u64, 1, 127, 128, 300, 1 << 35, u64::MAX] {
-            let mut b = BytesMut::new();
+            let mut b = bytes::BytesMut::new();
             put_varint(&mut b, v);
             assert_eq!(b.len(), varint_len(v));
             let mut pos = 0;

@@ -27,7 +27,7 @@ use bytes::Bytes;
 
 use super::{
     field::{message_range, Field},
-    varint_len,
+    put_len_header, varint_len,
     view::{Item, Kind},
     Fields, WireError,
 };
@@ -166,8 +166,8 @@ pub fn by_key(
         }
     }
 
-    // Sizing pass: each part's exact length, so all parts are written into
-    // one buffer allocated once (a part is a slice of it).
+    // Sizing pass: each part's exact length, so that each is written once
+    // into a region allocated to size (see `Layout`).
     let np = keys.len();
     let mut size = vec![0usize; np];
     let mut leaves = vec![0u64; np];
@@ -386,15 +386,9 @@ fn put(buf: &mut [u8], at: &mut usize, src: &[u8]) {
 
 /// Writes a length-delimited field's tag and length at `*at`.
 fn put_header(buf: &mut [u8], at: &mut usize, field: u32, len: usize) {
-    for mut v in [(u64::from(field) << 3) | 2, len as u64] {
-        while v >= 0x80 {
-            buf[*at] = (v as u8) | 0x80;
-            *at += 1;
-            v >>= 7;
-        }
-        buf[*at] = v as u8;
-        *at += 1;
-    }
+    let mut w = &mut buf[*at..];
+    put_len_header(&mut w, field, len);
+    *at += header_len(field, len);
 }
 
 /// Calls `each` with a view of every leaf item of `body` (a request of the
