@@ -228,7 +228,7 @@ pub async fn connect(
         None => Ok(crate::tls::Stream::Plain(connect_tcp(addr).await?)),
         Some(Err(m)) => Err(ExportError::Invalid(m.clone())),
         Some(Ok(c)) => {
-            let tcp = connect_tcp(addr).await?.0;
+            let tcp = connect_tcp(addr).await?.into_inner();
             let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
             c.handshake(tcp, host)
                 .await
