@@ -301,12 +301,12 @@ impl ShardPipelines {
         })
     }
 
-    /// Whether `payload` from `receiver` would now be refused
-    /// because an `overflow: signal` sending queue is full (no side effects).
-    pub fn queue_full_for(&self, receiver: usize, signal: Signal, payload: &Payload) -> bool {
+    /// The `overflow: signal` sending queue that would now refuse `payload`
+    /// from `receiver` because it is full, if any (no side effects).
+    pub fn queue_full_for(&self, receiver: usize, signal: Signal, payload: &Payload) -> Option<&ExporterHandle> {
         self.routes
             .get(receiver)
-            .is_some_and(|r| self.full_queue(&r[signal.index()], payload).is_some())
+            .and_then(|r| self.full_queue(&r[signal.index()], payload))
     }
 
     /// Hands an accepted request to every pipeline `receiver` feeds for `signal`.

@@ -6,11 +6,20 @@
 //! memory-limit shedding): the ring's consumer end is shared by both handles
 //! through an `Rc<RefCell<..>>`, never borrowed across an await. The queue
 //! counts batches (its capacity is in batches) and tracks the bytes it holds.
+//!
+//! Requests waiting for room (`overflow: signal`, see `receiver`) wait here
+//! in line: each batch taken out wakes the first of them that is still
+//! waiting (`RoomWait`), which re-checks and, if room is left after it, passes
+//! the turn on (`pass_room`). They used to poll with a backing-off timer:
+//! with a slow backend and a thousand requests in flight that was tens of
+//! thousands of timer wake-ups and re-checks a second, about a tenth of a
+//! forwarding shard's CPU, spent while nothing could move.
 
 use std::{
     cell::{Cell, RefCell},
+    collections::VecDeque,
     future::poll_fn,
-    rc::Rc,
+    rc::{Rc, Weak},
     task::{Poll, Waker},
 };
 
@@ -67,13 +76,40 @@ struct Shared {
     closed: Cell<bool>,
     /// Encoded bytes of the queued batches.
     bytes: Cell<u64>,
+    /// Requests waiting for room, first come first woken (dead entries are
+    /// waits given up, skipped when met).
+    room: RefCell<VecDeque<Weak<RoomTurn>>>,
+}
+
+/// One request's place in the line for room.
+#[derive(Default)]
+struct RoomTurn {
+    waker: RefCell<Option<Waker>>,
+    woken: Cell<bool>,
 }
 
 impl Shared {
     fn take(&self) -> Option<Item> {
         let item = self.ring.borrow_mut().pop().ok()?;
         self.bytes.set(self.bytes.get().saturating_sub(item.payload.len as u64));
+        self.wake_room();
         Some(item)
+    }
+
+    /// Wakes the first request still waiting for room.
+    fn wake_room(&self) {
+        loop {
+            let Some(next) = self.room.borrow_mut().pop_front() else {
+                return;
+            };
+            if let Some(turn) = next.upgrade() {
+                turn.woken.set(true);
+                if let Some(w) = turn.waker.borrow_mut().take() {
+                    w.wake();
+                }
+                return;
+            }
+        }
     }
 
     fn wake(&self) {
@@ -100,6 +136,7 @@ pub fn queue(capacity: usize) -> (QueueProducer, QueueConsumer) {
         waker: RefCell::new(None),
         closed: Cell::new(false),
         bytes: Cell::new(0),
+        room: RefCell::new(VecDeque::new()),
     });
     (
         QueueProducer {
@@ -149,6 +186,41 @@ impl QueueProducer {
     /// Takes the oldest waiting batch out of the queue (evicting it).
     pub fn pop_oldest(&mut self) -> Option<Item> {
         self.shared.take()
+    }
+
+    /// Resolves when a batch leaves the queue and this wait is first in line
+    /// (never, if none leaves: callers race it with their deadline). Dropping
+    /// the future gives up the place.
+    pub fn room(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let shared = self.shared.clone();
+        let mut turn: Option<Rc<RoomTurn>> = None;
+        poll_fn(move |cx| {
+            let t = turn.get_or_insert_with(|| {
+                let t = Rc::new(RoomTurn::default());
+                shared.room.borrow_mut().push_back(Rc::downgrade(&t));
+                t
+            });
+            if t.woken.get() {
+                return Poll::Ready(());
+            }
+            *t.waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+    }
+
+    /// A request done waiting (it went ahead or gave up) passes the turn on
+    /// while room is left, so a free slot does not wait for the next batch
+    /// taken to wake someone.
+    pub fn pass_room(&self) {
+        if self.free() > 0 {
+            self.shared.wake_room();
+        }
+    }
+
+    /// Requests waiting for room (including given-up places not yet skipped).
+    #[cfg(test)]
+    fn room_line(&self) -> usize {
+        self.shared.room.borrow().len()
     }
 
     /// No more items will come; consumers drain what is left and stop.
@@ -249,5 +321,67 @@ mod tests {
         assert_eq!(c.try_pop().unwrap().payload.items, 4);
         assert!(p.is_empty() && c.is_empty());
         assert_eq!(p.bytes(), 0);
+    }
+
+    /// Requests waiting for room are woken one per batch taken, first come
+    /// first; a wait given up is skipped; `pass_room` wakes the next while
+    /// room is left.
+    #[test]
+    fn room_is_handed_out_in_line_one_per_batch_taken() {
+        let ex = glommio::LocalExecutorBuilder::default()
+            .io_memory(256 * 1024)
+            .make()
+            .unwrap();
+        ex.run(async {
+            let (mut p, mut c) = queue(2);
+            let item = |n| Item {
+                signal: Signal::Traces,
+                payload: Payload {
+                    items: n,
+                    ..Default::default()
+                },
+            };
+            // Tasks woken before this one run before it continues (they are
+            // queued ahead of it; no timer involved).
+            let settle = || async {
+                for _ in 0..3 {
+                    futures_lite::future::yield_now().await;
+                }
+            };
+            assert!(p.push(item(1)).is_ok() && p.push(item(2)).is_ok());
+            let woken = Rc::new(RefCell::new(Vec::new()));
+            let mut waits = Vec::new();
+            for n in 0..4 {
+                let room = p.room();
+                let woken = woken.clone();
+                waits.push(glommio::spawn_local(async move {
+                    room.await;
+                    woken.borrow_mut().push(n);
+                }));
+            }
+            // Let every wait take its place in line.
+            settle().await;
+            assert_eq!(p.room_line(), 4);
+            // The second gives up its place.
+            drop(waits.remove(1));
+            assert!(woken.borrow().is_empty(), "no batch taken, nobody woken");
+            assert_eq!(c.try_pop().unwrap().payload.items, 1);
+            settle().await;
+            assert_eq!(*woken.borrow(), vec![0], "one batch taken: the first in line");
+            // The first went ahead without using the slot: it passes the turn,
+            // skipping the given-up place.
+            p.pass_room();
+            settle().await;
+            assert_eq!(*woken.borrow(), vec![0, 2]);
+            // No room left: passing wakes nobody.
+            assert!(p.push(item(3)).is_ok());
+            p.pass_room();
+            settle().await;
+            assert_eq!(*woken.borrow(), vec![0, 2]);
+            assert_eq!(c.try_pop().unwrap().payload.items, 2);
+            settle().await;
+            assert_eq!(*woken.borrow(), vec![0, 2, 3]);
+            assert_eq!(p.room_line(), 0);
+        });
     }
 }

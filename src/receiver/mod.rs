@@ -81,19 +81,39 @@ impl ReceiverCtx {
         checked
     }
 
-    /// Absorbs a burst: while an `overflow: signal` sending queue is full, waits
-    /// (backing off from 1 ms, at most `QUEUE_WAIT` in all) for the exporter to
-    /// make room, so the request is refused only if the queue stays full.
+    /// Absorbs a burst: while an `overflow: signal` sending queue is full,
+    /// waits (at most `QUEUE_WAIT` in all) in that queue's line for room, so
+    /// the request is refused only if the queue stays full. Woken once per
+    /// batch the exporter takes, not on a timer (see `exporter::queue`).
     async fn wait_for_room(&self, signal: Signal, payload: &Payload) {
-        let mut waited = Duration::ZERO;
-        let mut step = Duration::from_millis(1);
-        while waited < QUEUE_WAIT
-            && !self.lifecycle.is_draining()
-            && self.pipelines.queue_full_for(self.receiver, signal, payload)
-        {
-            glommio::timer::sleep(step).await;
-            waited += step;
-            step = (step * 2).min(Duration::from_millis(32));
+        let Some(mut full) = self.pipelines.queue_full_for(self.receiver, signal, payload) else {
+            return;
+        };
+        let mut deadline = std::pin::pin!(glommio::timer::sleep(QUEUE_WAIT));
+        while !self.lifecycle.is_draining() {
+            let room = full.producer.borrow().room();
+            let woken = futures_lite::future::or(
+                async {
+                    room.await;
+                    true
+                },
+                async {
+                    deadline.as_mut().await;
+                    false
+                },
+            )
+            .await;
+            if !woken {
+                return;
+            }
+            match self.pipelines.queue_full_for(self.receiver, signal, payload) {
+                Some(still) => full = still,
+                None => {
+                    // This request had the turn: room left after it goes to the next.
+                    full.producer.borrow().pass_room();
+                    return;
+                }
+            }
         }
     }
 
