@@ -6,5 +6,6 @@ pub mod conn_watch;
 pub mod fd_limit;
 pub mod hyper_io;
 pub mod inflight;
+pub mod read_ahead;
 pub mod server;
 pub mod timer;
