@@ -3,15 +3,10 @@
 //! the request body that streams a `Payload`'s chunks without concatenating
 //! them, TCP connect, and the partial-success decoder for export responses.
 
-use std::{
-    pin::Pin,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use http_body::{Body, Frame, SizeHint};
 use thiserror::Error;
 
 use crate::{
@@ -155,55 +150,7 @@ impl ExportError {
     }
 }
 
-/// A request body that yields an optional prefix (the gRPC message prefix)
-/// and then each chunk as its own data frame: the payload is never copied
-/// into one buffer, hyper writes the chunks as they are.
-#[derive(Debug, Default)]
-pub struct ChunkBody {
-    prefix: Option<Bytes>,
-    chunks: std::vec::IntoIter<Bytes>,
-    remaining: u64,
-}
-
-impl ChunkBody {
-    pub fn new(prefix: Option<Bytes>, chunks: Vec<Bytes>) -> Self {
-        let prefix = prefix.filter(|p| !p.is_empty());
-        let chunks: Vec<Bytes> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
-        let remaining =
-            prefix.as_ref().map_or(0, |p| p.len() as u64) + chunks.iter().map(|c| c.len() as u64).sum::<u64>();
-        ChunkBody {
-            prefix,
-            chunks: chunks.into_iter(),
-            remaining,
-        }
-    }
-
-    pub fn empty() -> Self {
-        ChunkBody::default()
-    }
-}
-
-impl Body for ChunkBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.get_mut();
-        let next = this.prefix.take().or_else(|| this.chunks.next());
-        if let Some(b) = &next {
-            this.remaining -= b.len() as u64;
-        }
-        Poll::Ready(next.map(|b| Ok(Frame::data(b))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.remaining == 0
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
-    }
-}
+pub use super::chunk_body::ChunkBody;
 
 /// Opens a TCP connection to `addr` (`host:port`) ready for hyper. Name
 /// resolution uses the system resolver (blocking; endpoints are usually IPs).
@@ -338,7 +285,6 @@ pub async fn with_timeout<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt;
 
     #[test]
     fn retry_classification() {
@@ -379,25 +325,6 @@ mod tests {
         assert_eq!(ok.message.as_deref(), Some("bad"));
         assert_eq!(parse_partial_success(&[]).unwrap(), ExportOk::default());
         assert!(parse_partial_success(&[0x0a, 0x09, 0x08]).is_err());
-    }
-
-    #[test]
-    fn chunk_body_frames() {
-        let body = ChunkBody::new(
-            Some(Bytes::from_static(b"pre")),
-            vec![Bytes::from_static(b"ab"), Bytes::new(), Bytes::from_static(b"cde")],
-        );
-        assert_eq!(body.size_hint().exact(), Some(8));
-        let frames: Vec<Bytes> = futures_lite::future::block_on(async {
-            let mut b = body;
-            let mut out = Vec::new();
-            while let Some(f) = b.frame().await {
-                out.push(f.unwrap().into_data().unwrap());
-            }
-            assert!(b.is_end_stream());
-            out
-        });
-        assert_eq!(frames, vec![&b"pre"[..], &b"ab"[..], &b"cde"[..]]);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! (`debug`, `nop`). The consumer loop here applies `retry_on_failure` and
 //! counts what was sent and what failed.
 
+pub mod chunk_body;
 pub mod circuit_breaker;
 pub mod client;
 

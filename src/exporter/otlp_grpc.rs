@@ -94,7 +94,7 @@ pub fn grpc_body(chunks: &[Bytes], codec: Compression) -> Result<ChunkBody, Expo
         )));
     }
     let prefix = Bytes::copy_from_slice(&grpc::prefix(compressed, len));
-    Ok(ChunkBody::new(Some(prefix), chunks))
+    Ok(ChunkBody::gathered(Some(prefix), chunks))
 }
 
 /// A unary gRPC POST to `uri` (absolute: `http://host:port/pkg.Service/Method`).

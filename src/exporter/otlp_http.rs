@@ -208,7 +208,7 @@ impl HttpExporter {
     }
 
     fn request(&self, target: &Target, headers: &HeaderMap, chunks: &[Bytes]) -> Request<ChunkBody> {
-        let mut req = Request::new(ChunkBody::new(None, chunks.to_vec()));
+        let mut req = Request::new(ChunkBody::gathered(None, chunks.to_vec()));
         *req.method_mut() = Method::POST;
         *req.uri_mut() = target.path.clone();
         let h = req.headers_mut();
