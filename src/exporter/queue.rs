@@ -267,21 +267,29 @@ impl QueueConsumer {
 mod tests {
     use super::*;
 
-    #[test]
-    fn bounded_fifo_and_close() {
+    fn on_executor(f: impl std::future::Future<Output = ()>) {
         let ex = glommio::LocalExecutorBuilder::default()
             .io_memory(256 * 1024)
             .make()
             .unwrap();
-        ex.run(async {
+        ex.run(f);
+    }
+
+    /// A queued batch of `n` items (no body).
+    fn item(n: u64) -> Item {
+        Item {
+            signal: Signal::Traces,
+            payload: Payload {
+                items: n,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn bounded_fifo_and_close() {
+        on_executor(async {
             let (mut p, mut c) = queue(2);
-            let item = |n| Item {
-                signal: Signal::Traces,
-                payload: Payload {
-                    items: n,
-                    ..Default::default()
-                },
-            };
             assert!(p.push(item(1)).is_ok());
             assert!(p.push(item(2)).is_ok());
             assert_eq!(p.push(item(3)).unwrap_err().payload.items, 3);
@@ -328,19 +336,8 @@ mod tests {
     /// room is left.
     #[test]
     fn room_is_handed_out_in_line_one_per_batch_taken() {
-        let ex = glommio::LocalExecutorBuilder::default()
-            .io_memory(256 * 1024)
-            .make()
-            .unwrap();
-        ex.run(async {
+        on_executor(async {
             let (mut p, mut c) = queue(2);
-            let item = |n| Item {
-                signal: Signal::Traces,
-                payload: Payload {
-                    items: n,
-                    ..Default::default()
-                },
-            };
             // Tasks woken before this one run before it continues (they are
             // queued ahead of it; no timer involved).
             let settle = || async {
