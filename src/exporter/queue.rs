@@ -9,8 +9,10 @@
 //!
 //! Requests waiting for room (`overflow: signal`, see `receiver`) wait here
 //! in line: each batch taken out wakes the first of them that is still
-//! waiting (`RoomWait`), which re-checks and, if room is left after it, passes
-//! the turn on (`pass_room`). They used to poll with a backing-off timer:
+//! waiting (`RoomWait`), which re-checks, goes ahead, and once it has put
+//! its batch in passes the turn on while room is left (`pass_room`); a
+//! request that finds the queue full again waits at the front, and one that
+//! is dropped after being woken passes its wake-up on. They used to poll with a backing-off timer:
 //! with a slow backend and a thousand requests in flight that was tens of
 //! thousands of timer wake-ups and re-checks a second, about a tenth of a
 //! forwarding shard's CPU, spent while nothing could move.
@@ -77,8 +79,10 @@ struct Shared {
     /// Encoded bytes of the queued batches.
     bytes: Cell<u64>,
     /// Requests waiting for room, first come first woken (dead entries are
-    /// waits given up, skipped when met).
+    /// waits given up, skipped when met and swept when they are most of it).
     room: RefCell<VecDeque<Weak<RoomTurn>>>,
+    /// Waits given up without being woken, still in `room`.
+    gone: Cell<usize>,
 }
 
 /// One request's place in the line for room.
@@ -102,13 +106,32 @@ impl Shared {
             let Some(next) = self.room.borrow_mut().pop_front() else {
                 return;
             };
-            if let Some(turn) = next.upgrade() {
-                turn.woken.set(true);
-                if let Some(w) = turn.waker.borrow_mut().take() {
-                    w.wake();
-                }
-                return;
+            let Some(turn) = next.upgrade() else {
+                self.gone.set(self.gone.get().saturating_sub(1));
+                continue;
+            };
+            turn.woken.set(true);
+            let waker = turn.waker.borrow_mut().take();
+            if let Some(w) = waker {
+                w.wake();
             }
+            return;
+        }
+    }
+
+    /// Puts a wait in line (at the front for one that was woken already and
+    /// found no room), sweeping given-up places when they are most of it
+    /// (a stalled exporter takes nothing, so nothing else removes them).
+    fn enter(&self, turn: &Rc<RoomTurn>, front: bool) {
+        let mut line = self.room.borrow_mut();
+        if self.gone.get() > 64 && self.gone.get() * 2 > line.len() {
+            line.retain(|w| w.strong_count() > 0);
+            self.gone.set(0);
+        }
+        if front {
+            line.push_front(Rc::downgrade(turn));
+        } else {
+            line.push_back(Rc::downgrade(turn));
         }
     }
 
@@ -137,6 +160,7 @@ pub fn queue(capacity: usize) -> (QueueProducer, QueueConsumer) {
         closed: Cell::new(false),
         bytes: Cell::new(0),
         room: RefCell::new(VecDeque::new()),
+        gone: Cell::new(0),
     });
     (
         QueueProducer {
@@ -189,28 +213,22 @@ impl QueueProducer {
     }
 
     /// Resolves when a batch leaves the queue and this wait is first in line
-    /// (never, if none leaves: callers race it with their deadline). Dropping
-    /// the future gives up the place.
-    pub fn room(&self) -> impl std::future::Future<Output = ()> + 'static {
-        let shared = self.shared.clone();
-        let mut turn: Option<Rc<RoomTurn>> = None;
-        poll_fn(move |cx| {
-            let t = turn.get_or_insert_with(|| {
-                let t = Rc::new(RoomTurn::default());
-                shared.room.borrow_mut().push_back(Rc::downgrade(&t));
-                t
-            });
-            if t.woken.get() {
-                return Poll::Ready(());
-            }
-            *t.waker.borrow_mut() = Some(cx.waker().clone());
-            Poll::Pending
-        })
+    /// (never, if none leaves: callers race it with their deadline). `front`:
+    /// this request was woken already and found no room (it keeps its place).
+    /// Dropping the wait gives up the place, and passes the wake-up on if it
+    /// had one it did not use.
+    pub fn room(&self, front: bool) -> RoomWait {
+        RoomWait {
+            shared: self.shared.clone(),
+            turn: None,
+            front,
+            done: false,
+        }
     }
 
-    /// A request done waiting (it went ahead or gave up) passes the turn on
-    /// while room is left, so a free slot does not wait for the next batch
-    /// taken to wake someone.
+    /// A request that was woken and went ahead passes the turn on, once its
+    /// batch is in, while room is left, so a free slot does not wait for the
+    /// next batch taken to wake someone.
     pub fn pass_room(&self) {
         if self.free() > 0 {
             self.shared.wake_room();
@@ -227,6 +245,51 @@ impl QueueProducer {
     pub fn close(&self) {
         self.shared.closed.set(true);
         self.shared.wake();
+    }
+}
+
+/// A request's wait for room in one queue (see `QueueProducer::room`).
+pub struct RoomWait {
+    shared: Rc<Shared>,
+    turn: Option<Rc<RoomTurn>>,
+    front: bool,
+    done: bool,
+}
+
+impl std::future::Future for RoomWait {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let turn = match &this.turn {
+            Some(t) => t.clone(),
+            None => {
+                let t = Rc::new(RoomTurn::default());
+                this.shared.enter(&t, this.front);
+                this.turn = Some(t.clone());
+                t
+            }
+        };
+        if turn.woken.get() {
+            this.done = true;
+            return Poll::Ready(());
+        }
+        *turn.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for RoomWait {
+    fn drop(&mut self) {
+        let Some(turn) = &self.turn else { return };
+        if turn.woken.get() {
+            if !self.done {
+                // Woken, then dropped before it could use the room.
+                self.shared.wake_room();
+            }
+        } else {
+            self.shared.gone.set(self.shared.gone.get() + 1);
+        }
     }
 }
 
@@ -349,7 +412,7 @@ mod tests {
             let woken = Rc::new(RefCell::new(Vec::new()));
             let mut waits = Vec::new();
             for n in 0..4 {
-                let room = p.room();
+                let room = p.room(false);
                 let woken = woken.clone();
                 waits.push(glommio::spawn_local(async move {
                     room.await;
@@ -379,6 +442,58 @@ mod tests {
             settle().await;
             assert_eq!(*woken.borrow(), vec![0, 2, 3]);
             assert_eq!(p.room_line(), 0);
+        });
+    }
+
+    /// A wait woken and then dropped before it ran passes its wake-up on; a
+    /// wait that found no room again goes back to the front; given-up places
+    /// are swept when they are most of the line.
+    #[test]
+    fn room_wake_ups_are_not_lost_and_the_line_does_not_grow() {
+        on_executor(async {
+            let (mut p, mut c) = queue(1);
+            assert!(p.push(item(1)).is_ok());
+            let settle = || async {
+                for _ in 0..3 {
+                    futures_lite::future::yield_now().await;
+                }
+            };
+            // A woken wait dropped unpolled: the next in line is woken instead.
+            let mut first = Box::pin(p.room(false));
+            assert!(futures_lite::future::poll_once(first.as_mut()).await.is_none());
+            let woken = Rc::new(Cell::new(false));
+            let second = {
+                let room = p.room(false);
+                let woken = woken.clone();
+                glommio::spawn_local(async move {
+                    room.await;
+                    woken.set(true);
+                })
+            };
+            settle().await;
+            assert_eq!(p.room_line(), 2);
+            assert_eq!(c.try_pop().unwrap().payload.items, 1);
+            drop(first);
+            settle().await;
+            assert!(woken.get(), "the dropped wait's wake-up went to the next");
+            second.await;
+            // Woken but no room after all: back in line at the front.
+            let back = p.room(false);
+            let mut front = Box::pin(p.room(true));
+            let mut back = Box::pin(back);
+            assert!(futures_lite::future::poll_once(back.as_mut()).await.is_none());
+            assert!(futures_lite::future::poll_once(front.as_mut()).await.is_none());
+            assert!(p.push(item(2)).is_ok());
+            assert_eq!(c.try_pop().unwrap().payload.items, 2);
+            assert!(futures_lite::future::poll_once(front.as_mut()).await.is_some());
+            assert!(futures_lite::future::poll_once(back.as_mut()).await.is_none());
+            drop(back);
+            // Waits given up while nothing is taken (a stalled exporter) are swept.
+            for _ in 0..1000 {
+                let mut w = Box::pin(p.room(false));
+                assert!(futures_lite::future::poll_once(w.as_mut()).await.is_none());
+            }
+            assert!(p.room_line() < 200, "line {}", p.room_line());
         });
     }
 }

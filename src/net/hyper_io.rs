@@ -65,6 +65,7 @@ impl HyperStream {
 
     /// The TCP stream (for a TLS handshake over it; nothing has been read yet).
     pub fn into_inner(self) -> TcpStream {
+        debug_assert!(self.ahead.is_empty(), "read-ahead bytes would be lost");
         self.tcp
     }
 }

@@ -50,6 +50,11 @@ thread_local! {
 }
 
 impl ReadAhead {
+    /// Whether no received byte is waiting here.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
     /// hyper's read through the read-ahead: what is buffered first, else one
     /// `recv` of up to `AHEAD` bytes (straight into hyper's buffer when that
     /// is as large, or when `HELD` buffers are out).

@@ -9,6 +9,7 @@ use std::{rc::Rc, time::Duration};
 use bytes::Bytes;
 
 use crate::{
+    exporter::consumer::ExporterHandle,
     extension::authenticator::{AuthError, ServerAuth},
     net::inflight::InflightBudget,
     payload::Payload,
@@ -85,13 +86,21 @@ impl ReceiverCtx {
     /// waits (at most `QUEUE_WAIT` in all) in that queue's line for room, so
     /// the request is refused only if the queue stays full. Woken once per
     /// batch the exporter takes, not on a timer (see `exporter::queue`).
-    async fn wait_for_room(&self, signal: Signal, payload: &Payload) {
-        let Some(mut full) = self.pipelines.queue_full_for(self.receiver, signal, payload) else {
-            return;
-        };
+    /// Returns the queue whose turn this request took: the caller passes the
+    /// turn on once its batch is in (`pass_room`).
+    async fn wait_for_room(&self, signal: Signal, payload: &Payload) -> Option<&ExporterHandle> {
+        let mut full = self.pipelines.queue_full_for(self.receiver, signal, payload)?;
         let mut deadline = std::pin::pin!(glommio::timer::sleep(QUEUE_WAIT));
-        while !self.lifecycle.is_draining() {
-            let room = full.producer.borrow().room();
+        // Woken already and found no room: wait at the front, not the back.
+        let mut held = false;
+        loop {
+            if self.lifecycle.is_draining() {
+                if held {
+                    full.producer.borrow().pass_room();
+                }
+                return None;
+            }
+            let room = full.producer.borrow().room(held);
             let woken = futures_lite::future::or(
                 async {
                     room.await;
@@ -104,14 +113,16 @@ impl ReceiverCtx {
             )
             .await;
             if !woken {
-                return;
+                return None;
             }
             match self.pipelines.queue_full_for(self.receiver, signal, payload) {
-                Some(still) => full = still,
-                None => {
-                    // This request had the turn: room left after it goes to the next.
+                None => return Some(full),
+                Some(still) if std::ptr::eq(still, full) => held = true,
+                Some(other) => {
+                    // Room here, but another queue is full: the turn here goes on.
                     full.producer.borrow().pass_room();
-                    return;
+                    full = other;
+                    held = false;
                 }
             }
         }
@@ -140,15 +151,20 @@ impl ReceiverCtx {
             )
         };
         let spooled = self.pipelines.needs_spool(self.receiver, signal);
-        if !spooled {
-            self.wait_for_room(signal, &payload).await;
-        }
+        let turn = if spooled {
+            None
+        } else {
+            self.wait_for_room(signal, &payload).await
+        };
         let submitted = if spooled {
             // Acknowledged only once the data is in the persistent queue.
             self.pipelines.submit_durable(self.receiver, signal, payload).await
         } else {
             self.pipelines.submit(self.receiver, signal, payload)
         };
+        if let Some(queue) = turn {
+            queue.producer.borrow().pass_room();
+        }
         match submitted {
             Ok(()) => {
                 self.stats().accepted.add(signal, items);
