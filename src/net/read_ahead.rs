@@ -86,21 +86,14 @@ impl ReadAhead {
         unsafe {
             let uninit = buf.as_mut();
             let ahead = if uninit.len() >= AHEAD { None } else { ReadAhead::take() };
-            let Some(mut ahead) = ahead else {
+            let Some(ahead) = ahead else {
                 let slice = std::slice::from_raw_parts_mut(uninit.as_mut_ptr().cast::<u8>(), uninit.len());
-                return match Pin::new(tcp).poll_read(cx, slice) {
-                    Poll::Ready(Ok(n)) => {
-                        buf.advance(n);
-                        Poll::Ready(Ok(()))
-                    }
-                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                    Poll::Pending => Poll::Pending,
-                };
+                return Pin::new(tcp).poll_read(cx, slice).map_ok(|n| buf.advance(n));
             };
-            match Pin::new(tcp).poll_read(cx, &mut ahead) {
+            // Held by `self` from here, so the lent count stays right on every path.
+            let ahead = self.buf.insert(ahead);
+            match Pin::new(tcp).poll_read(cx, ahead) {
                 Poll::Ready(Ok(got)) => {
-                    self.buf = Some(ahead);
-                    self.start = 0;
                     self.end = got;
                     // got == 0 (end of stream) releases the buffer and
                     // reports nothing read, as recv(2) did.
@@ -109,7 +102,6 @@ impl ReadAhead {
                     Poll::Ready(Ok(()))
                 }
                 other => {
-                    self.buf = Some(ahead);
                     self.release();
                     other.map_ok(|_| ())
                 }
